@@ -1,0 +1,183 @@
+//! `s3get`: one S3 object to stdout, fetched in parallel, written in order, verified.
+
+use crate::cli::flags::{Flag, Page};
+use crate::cli::output::{human_bytes, mb_per_s, Progress};
+use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::values::{parse_number, parse_range, parse_size, ByteRange};
+use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
+use crate::s3::download::{self, DownloadSpec};
+use crate::s3::{client, S3Url};
+use lexopt::prelude::*;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        short: Some('c'),
+        long: "concurrency",
+        value: Some("N"),
+        doc: "Ranges fetched at once (default 4). Memory is at most (N + 1) × part size.",
+    },
+    Flag { short: Some('p'), long: "part-size", value: Some("SIZE"), doc: "Size of each ranged GET (default 16M)." },
+    Flag {
+        short: Some('r'),
+        long: "range",
+        value: Some("START-END"),
+        doc: "Only these bytes, inclusive as in HTTP (`0-1023`, or `4096-` to the end). The byte count \
+              is checked; the object's CRC32 is not (it covers the whole object).",
+    },
+    Flag {
+        short: None,
+        long: "progress",
+        value: None,
+        doc: "Report progress on stderr even when it is not a terminal, and a summary at the end.",
+    },
+];
+
+pub static PAGE: Page = Page {
+    name: "s3get",
+    synopsis: "s3get [OPTIONS] s3://BUCKET/KEY > STREAM",
+    about: "stream an S3 object to stdout, in order and verified",
+    description: "s3get writes one S3 object to stdout. It fetches ranges in parallel and writes them \
+strictly in order through a bounded reorder buffer, so memory stays at (concurrency + 1) × part size. \
+Each range is retried on its own, and pinned to the ETag first seen, so an object replaced during the \
+download fails rather than mixing two versions.
+
+The byte count is always checked. The CRC32 is checked whenever the object carries one: the zsnap-crc32 \
+metadata s3put records, or the server's full-object or per-part CRC32 checksum. A mismatch exits 65. \
+Nothing is written after an error is detected; note that bytes already written cannot be taken back, so \
+consumers such as zfs recv must also check the stream (zfs send streams carry their own checksums).
+
+If the reader of stdout goes away (EPIPE), s3get stops quietly with exit 80. It refuses to write to a \
+terminal.",
+    groups: &[("Options", FLAGS), ("S3 connection", s3_flags::FLAGS), ("General", COMMON_FLAGS)],
+    environment: s3_flags::ENVIRONMENT,
+    examples: &[
+        ("s3get s3://backups/tank/data@daily-1 | zfs recv -u tank/restored", "Restore a snapshot."),
+        ("s3get -r 0-311 s3://backups/tank/data@daily-1 | xxd | head", "Look at the first record."),
+    ],
+    see_also: "s3put(1), zfs-recv(8)",
+};
+
+pub struct Args {
+    pub spec: DownloadSpec,
+    pub s3: S3Args,
+    pub progress: bool,
+}
+
+pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, String>, Failure> {
+    let mut p = lexopt::Parser::from_iter(argv);
+    let mut s3 = S3Args::default();
+    let mut concurrency: usize = 4;
+    let mut chunk_size: u64 = 16 << 20;
+    let mut range: Option<ByteRange> = None;
+    let mut progress = false;
+    let mut url = None;
+    while let Some(arg) = p.next()? {
+        if let Some(text) = early_exit(&arg, &PAGE) {
+            return Ok(Err(text));
+        }
+        match arg {
+            Short('c') | Long("concurrency") => concurrency = parse_number("concurrency", &p.value()?.string()?)?,
+            Short('p') | Long("part-size") => chunk_size = parse_size("part-size", &p.value()?.string()?)?,
+            Short('r') | Long("range") => range = Some(parse_range(&p.value()?.string()?)?),
+            Long("progress") => progress = true,
+            Value(v) if url.is_none() => url = Some(v.string()?),
+            Long(name) => {
+                let name = name.to_string();
+                if !s3.take(&name, &mut p)? {
+                    return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
+                }
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let url = S3Url::parse(&url.ok_or_else(|| Failure::usage("missing s3://BUCKET/KEY (see --help)"))?, false)?;
+    if concurrency == 0 || concurrency > 64 {
+        return Err(Failure::usage("--concurrency must be 1..=64"));
+    }
+    if !(64 << 10..=5 << 30).contains(&chunk_size) {
+        return Err(Failure::usage("--part-size must be between 64K and 5G"));
+    }
+    let s3 = s3.with_env()?;
+    let spec = DownloadSpec { url, chunk_size, concurrency, range, retries: s3.retries() };
+    Ok(Ok(Args { spec, s3, progress }))
+}
+
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
+    let args = match parse(argv)? {
+        Ok(a) => a,
+        Err(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
+    if std::io::stdout().is_terminal() {
+        return Err(Failure::usage("refusing to write an object to a terminal; redirect stdout"));
+    }
+    crate::commands::runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let client = client::connect(&args.s3).await;
+    let progress = Progress::new(args.progress);
+    let ticker = progress.spawn_ticker("s3get", "downloaded");
+    // Straight to fd 1: stdout's line buffering would split binary writes at newlines.
+    let mut out = std::fs::File::from(
+        std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot use stdout: {e}")))?,
+    );
+    let result = download::download(&client, &args.spec, &mut out, &progress).await;
+    progress.finish(ticker);
+    let r = result.map_err(|f| {
+        if f.code == ExitCode::ClosedStdout {
+            f
+        } else {
+            f.context(format!("download of {}", args.spec.url))
+        }
+    })?;
+    if args.progress {
+        eprintln!(
+            "s3get: {} ({} bytes) in {:.1}s, {} MB/s, crc32 {:08x}, verified: {}",
+            human_bytes(r.bytes),
+            r.bytes,
+            r.elapsed.as_secs_f64(),
+            mb_per_s(r.bytes, r.elapsed),
+            r.crc32,
+            r.check.name()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_args(args: &[&str]) -> Result<Result<Args, String>, Failure> {
+        parse(std::iter::once("s3get").chain(args.iter().copied()).map(OsString::from))
+    }
+
+    #[test]
+    fn defaults_and_errors() {
+        let a = parse_args(&["s3://bkt/k"]).unwrap().unwrap();
+        assert_eq!((a.spec.concurrency, a.spec.chunk_size), (4, 16 << 20));
+        for (args, needle) in [
+            (&["s3://bkt/k", "-r", "5-1"][..], "--range"),
+            (&["s3://bkt/k", "-p", "1K"][..], "--part-size"),
+            (&["s3://bkt/k", "-c", "100"][..], "--concurrency"),
+            (&["s3://bkt/k", "s3://bkt/j"][..], "s3://bkt/j"),
+        ] {
+            let e = parse_args(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(e.code, ExitCode::Usage);
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+        match parse_args(&["--help"]) {
+            Ok(Err(text)) => assert!(text.contains("EXIT CODES"), "{text}"),
+            _ => panic!("--help must print the page"),
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `s3put`: stdin (or a producer command) to one S3 object, committed only when the whole
+//! stream arrived; plus listing and aborting uploads left in progress.
+
+use crate::cli::flags::{Flag, Page};
+use crate::cli::output::{json_line, mb_per_s, Progress};
+use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
+use crate::cli::{early_exit, first_signal, ExitCode, Failure, COMMON_FLAGS};
+use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
+use crate::s3::upload::{self, Source, UploadSpec};
+use crate::s3::{client, uploads, S3Url};
+use lexopt::prelude::*;
+use std::ffi::OsString;
+use std::time::{Duration, SystemTime};
+
+const FLAGS: &[Flag] = &[
+    Flag {
+        short: Some('e'),
+        long: "expected-size",
+        value: Some("SIZE"),
+        doc: "About how big the stream will be (e.g. from `zfs send -nP` or the snapshot's referenced \
+              size). The part size is then chosen so the stream fits in --max-parts with 25% headroom, \
+              never below 16 MiB.",
+    },
+    Flag {
+        short: Some('p'),
+        long: "part-size",
+        value: Some("SIZE"),
+        doc: "Size of every part but the last (5M..5G). Overrides --expected-size. Default 256M, which \
+              carries a 2.4 TiB stream in 10,000 parts.",
+    },
+    Flag {
+        short: None,
+        long: "max-parts",
+        value: Some("N"),
+        doc: "The server's part-count limit (default 10000; e.g. 1000 for Scaleway). A stream that would \
+              need more parts fails before the first extra part is sent.",
+    },
+    Flag {
+        short: Some('c'),
+        long: "concurrency",
+        value: Some("N"),
+        doc: "Parts uploaded at once (default 4). Memory is at most (N + 1) × part size.",
+    },
+    Flag {
+        short: Some('m'),
+        long: "meta",
+        value: Some("KEY=VALUE"),
+        doc: "User metadata stored with the object (x-amz-meta-KEY); repeatable. Keys are lowercased.",
+    },
+    Flag { short: None, long: "storage-class", value: Some("CLASS"), doc: "e.g. STANDARD_IA, GLACIER_IR." },
+    Flag {
+        short: None,
+        long: "content-type",
+        value: Some("TYPE"),
+        doc: "Content-Type of the object (default application/octet-stream).",
+    },
+    Flag {
+        short: None,
+        long: "lock-mode",
+        value: Some("MODE"),
+        doc: "Object Lock mode, GOVERNANCE or COMPLIANCE (needs --lock-until and a bucket with Object Lock).",
+    },
+    Flag {
+        short: None,
+        long: "lock-until",
+        value: Some("TIME"),
+        doc: "Object Lock retain-until date, RFC 3339 (e.g. 2027-01-31T00:00:00Z).",
+    },
+    Flag {
+        short: None,
+        long: "allow-empty",
+        value: None,
+        doc: "Store an empty object when stdin is empty (by default empty input is an error: it usually \
+              means the producer failed).",
+    },
+    Flag {
+        short: Some('x'),
+        long: "exec",
+        value: Some("COMMAND"),
+        doc: "Run COMMAND with `bash -o pipefail -c` and upload its stdout instead of stdin. The object is \
+              committed only if COMMAND exits 0: a producer that fails or is killed mid-stream (exit 67) \
+              leaves nothing behind. This is how a pipeline tells s3put that its stream was cut.",
+    },
+    Flag {
+        short: None,
+        long: "no-checksum",
+        value: None,
+        doc: "Do not send x-amz-checksum-crc32 headers (for servers that reject them). Our own CRC32 is \
+              still computed and printed.",
+    },
+    Flag {
+        short: None,
+        long: "progress",
+        value: None,
+        doc: "Report progress on stderr even when it is not a terminal (every 10 s).",
+    },
+];
+
+const CLEANUP_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "list-uploads",
+        value: None,
+        doc: "Instead of uploading, list multipart uploads in progress under the URL (a prefix), one JSON \
+              line each.",
+    },
+    Flag {
+        short: None,
+        long: "abort-uploads",
+        value: None,
+        doc: "Instead of uploading, abort multipart uploads in progress under the URL (a prefix), e.g. \
+              after `kill -9` or a server outage. Prints one JSON line per upload aborted.",
+    },
+    Flag {
+        short: None,
+        long: "older-than",
+        value: Some("DURATION"),
+        doc: "With --list-uploads/--abort-uploads: only uploads started at least this long ago (e.g. 1h, \
+              2d), so running uploads are left alone.",
+    },
+];
+
+pub static PAGE: Page = Page {
+    name: "s3put",
+    synopsis: "s3put [OPTIONS] s3://BUCKET/KEY < STREAM",
+    about: "stream stdin to an S3 object, all or nothing",
+    description: "s3put reads a stream from stdin (or from the stdout of --exec COMMAND) and stores it as \
+one S3 object with a streaming multipart upload. Memory stays bounded at (concurrency + 1) × part size, \
+whatever the stream's length. A stream shorter than one part is stored with a single PUT.
+
+The object appears only when the whole stream has been read and every part stored. On any error, and on \
+SIGINT, SIGTERM, SIGPIPE or SIGHUP, the multipart upload is aborted and nothing is stored. An upload that \
+could not be aborted (kill -9, server down) stays invisible and can be removed with --abort-uploads.
+
+End of input alone cannot prove a stream is whole: a producer that is killed closes the pipe just like one \
+that finished. With --exec, s3put runs the producer itself and commits only when it exits 0. zfs send \
+streams carry their own END checksum; the zsnap scripts also check every pipeline stage before they \
+record a backup as committed.
+
+Each part carries an x-amz-checksum-crc32 header, which the server checks, and the whole-object CRC32 is \
+given at completion. A single-PUT object records its CRC32 and length in metadata (zsnap-crc32, \
+zsnap-bytes), a multipart object its part size (zsnap-part-size), so s3get can verify what it reads.
+
+On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\", \"crc32\", \
+\"seconds\", \"mb_per_s\", \"multipart\"}. Messages go to stderr, prefixed with s3put:.",
+    groups: &[
+        ("Options", FLAGS),
+        ("Cleanup", CLEANUP_FLAGS),
+        ("S3 connection", s3_flags::FLAGS),
+        ("General", COMMON_FLAGS),
+    ],
+    environment: s3_flags::ENVIRONMENT,
+    examples: &[
+        ("zfs send tank/data@daily-1 | s3put -e 40G s3://backups/tank/data@daily-1", "Back up a snapshot."),
+        (
+            "s3put --exec 'zfs send tank/data@d1 | zstd -T0' s3://backups/tank/data@d1.zst",
+            "Back up through a compressor; nothing is stored unless both zfs send and zstd succeed.",
+        ),
+        ("s3put --abort-uploads --older-than 1d s3://backups/tank/", "Clean up after crashed uploads."),
+    ],
+    see_also: "s3get(1), zfs-send(8)",
+};
+
+/// What to do, parsed and validated; no I/O yet.
+pub struct Args {
+    pub url: S3Url,
+    pub s3: S3Args,
+    pub action: Action,
+}
+
+pub enum Action {
+    Upload { spec: UploadSpec, source: Source, progress: bool },
+    ListUploads { older_than: Duration },
+    AbortUploads { older_than: Duration },
+}
+
+/// Parse the command line. `Ok(Err(text))` means print `text` and exit 0 (help, man).
+pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, String>, Failure> {
+    let mut p = lexopt::Parser::from_iter(argv);
+    let mut s3 = S3Args::default();
+    let (mut part_size, mut expected, mut max_parts) = (None, None, DEFAULT_MAX_PARTS);
+    let mut concurrency: usize = 4;
+    let mut metadata = Vec::new();
+    let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
+    let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
+    let (mut list, mut abort, mut older_than) = (false, false, None);
+    let mut url = None;
+    while let Some(arg) = p.next()? {
+        if let Some(text) = early_exit(&arg, &PAGE) {
+            return Ok(Err(text));
+        }
+        match arg {
+            Short('e') | Long("expected-size") => expected = Some(parse_size("expected-size", &p.value()?.string()?)?),
+            Short('p') | Long("part-size") => part_size = Some(parse_size("part-size", &p.value()?.string()?)?),
+            Long("max-parts") => max_parts = parse_number("max-parts", &p.value()?.string()?)?,
+            Short('c') | Long("concurrency") => concurrency = parse_number("concurrency", &p.value()?.string()?)?,
+            Short('m') | Long("meta") => metadata.push(parse_meta(&p.value()?.string()?)?),
+            Long("storage-class") => storage_class = Some(p.value()?.string()?),
+            Long("content-type") => content_type = Some(p.value()?.string()?),
+            Long("lock-mode") => lock_mode = Some(p.value()?.string()?.to_ascii_uppercase()),
+            Long("lock-until") => lock_until = Some(p.value()?.string()?),
+            Long("allow-empty") => allow_empty = true,
+            Short('x') | Long("exec") => exec = Some(p.value()?.string()?),
+            Long("no-checksum") => checksums = false,
+            Long("progress") => progress = true,
+            Long("list-uploads") => list = true,
+            Long("abort-uploads") => abort = true,
+            Long("older-than") => older_than = Some(parse_duration("older-than", &p.value()?.string()?)?),
+            Value(v) if url.is_none() => url = Some(v.string()?),
+            Long(name) => {
+                let name = name.to_string();
+                if !s3.take(&name, &mut p)? {
+                    return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
+                }
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let url = url.ok_or_else(|| Failure::usage("missing s3://BUCKET/KEY (see --help)"))?;
+    let s3 = s3.with_env()?;
+    let older_than = older_than.unwrap_or(Duration::ZERO);
+    if list || abort {
+        let url = S3Url::parse(&url, true)?;
+        let action = if abort { Action::AbortUploads { older_than } } else { Action::ListUploads { older_than } };
+        return Ok(Ok(Args { url, s3, action }));
+    }
+    let url = S3Url::parse(&url, false)?;
+    if concurrency == 0 || concurrency > 64 {
+        return Err(Failure::usage("--concurrency must be 1..=64"));
+    }
+    let plan = part_size::plan(part_size, expected, max_parts).map_err(Failure::usage)?;
+    if let Some(m) = &lock_mode {
+        if m != "GOVERNANCE" && m != "COMPLIANCE" {
+            return Err(Failure::usage(format!("--lock-mode: '{m}' is not GOVERNANCE or COMPLIANCE")));
+        }
+    }
+    if lock_mode.is_some() != lock_until.is_some() {
+        return Err(Failure::usage("--lock-mode and --lock-until go together"));
+    }
+    let lock_until = match lock_until {
+        Some(t) => Some(
+            aws_smithy_types::DateTime::from_str(&t, aws_smithy_types::date_time::Format::DateTime)
+                .map_err(|_| Failure::usage(format!("--lock-until: '{t}' is not an RFC 3339 time")))?,
+        ),
+        None => None,
+    };
+    let spec = UploadSpec {
+        url: url.clone(),
+        plan,
+        concurrency,
+        metadata,
+        storage_class,
+        content_type,
+        lock_mode,
+        lock_until,
+        allow_empty,
+        checksums,
+    };
+    let source = match exec {
+        Some(cmd) => Source::Exec(cmd),
+        None => Source::Stdin,
+    };
+    Ok(Ok(Args { url, s3, action: Action::Upload { spec, source, progress } }))
+}
+
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
+    let args = match parse(argv)? {
+        Ok(a) => a,
+        Err(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
+    crate::commands::runtime()?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let client = client::connect(&args.s3).await;
+    match args.action {
+        Action::Upload { spec, source, progress } => {
+            let progress = Progress::new(progress);
+            let ticker = progress.spawn_ticker("s3put", "uploaded");
+            let result = upload::upload(&client, &spec, source, &progress, first_signal()).await;
+            progress.finish(ticker);
+            let r = result?;
+            let line = serde_json::json!({
+                "key": spec.url.to_string(),
+                "bytes": r.bytes,
+                "parts": r.parts,
+                "part_size": r.part_size,
+                "crc32": format!("{:08x}", r.crc32),
+                "seconds": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+                "mb_per_s": mb_per_s(r.bytes, r.elapsed),
+                "multipart": r.multipart,
+            });
+            json_line(&line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
+        }
+        Action::ListUploads { older_than } | Action::AbortUploads { older_than } => {
+            let abort = matches!(args.action, Action::AbortUploads { .. });
+            let found = uploads::list(&client, &args.url).await?;
+            let chosen = uploads::older_than(found, older_than, SystemTime::now());
+            for u in &chosen {
+                if abort {
+                    uploads::abort(&client, &args.url.bucket, u).await?;
+                }
+                let action = if abort { "aborted" } else { "in-progress" };
+                json_line(&u.to_json(&args.url.bucket, action))
+                    .map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Args {
+        let argv = std::iter::once("s3put").chain(args.iter().copied()).map(OsString::from);
+        parse(argv).unwrap().unwrap_or_else(|t| panic!("printed {t}"))
+    }
+
+    fn parse_err(args: &[&str]) -> Failure {
+        let argv = std::iter::once("s3put").chain(args.iter().copied()).map(OsString::from);
+        match parse(argv) {
+            Err(f) => f,
+            Ok(_) => panic!("{args:?} parsed"),
+        }
+    }
+
+    #[test]
+    fn upload_defaults() {
+        let a = parse_ok(&["s3://bkt/k"]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.plan.part_size, 256 << 20);
+        assert_eq!(spec.concurrency, 4);
+        assert!(spec.checksums && !spec.allow_empty);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        for (args, needle) in [
+            (&["s3://bkt/k", "--part-size", "1M"][..], "--part-size"),
+            (&["s3://bkt/k", "--max-parts", "0"][..], "--max-parts"),
+            (&["s3://bkt/k", "--lock-mode", "GOVERNANCE"][..], "--lock-until"),
+            (&["s3://bkt/k", "--lock-mode", "x", "--lock-until", "2030-01-01T00:00:00Z"][..], "--lock-mode"),
+            (&["s3://bkt/k", "--lock-mode", "governance", "--lock-until", "tomorrow"][..], "--lock-until"),
+            (&["s3://bkt/k", "--concurrency", "0"][..], "--concurrency"),
+            (&[][..], "s3://BUCKET/KEY"),
+            (&["s3://bkt/"][..], "names no object"),
+            (&["s3://bkt/k", "--bogus"][..], "--bogus"),
+        ] {
+            let e = parse_err(args);
+            assert_eq!(e.code, ExitCode::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn cleanup_takes_a_prefix() {
+        let a = parse_ok(&["--abort-uploads", "--older-than", "1h", "s3://bkt/pre/"]);
+        assert!(matches!(a.action, Action::AbortUploads { older_than } if older_than == Duration::from_secs(3600)));
+        assert_eq!(a.url.key, "pre/");
+    }
+}

@@ -1,0 +1,8 @@
+//! zsnap: back up ZFS snapshots to S3-compatible object storage with small Unix tools.
+//!
+//! The binaries in `bins/` are thin: they parse flags with [`cli`] and call into the
+//! areas here. Data flows one way: read (stdin, S3, zfs), decide (pure functions), act.
+
+pub mod cli;
+pub mod commands;
+pub mod s3;

@@ -1,0 +1,42 @@
+//! Building an S3 client from [`S3Args`]: the standard AWS credential chain, our timeouts
+//! and retry policy, and checksums only "when required" so servers other than AWS (R2, B2,
+//! Ceph, Garage) accept our requests; integrity headers we send ourselves.
+
+use crate::cli::s3_flags::S3Args;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use std::time::Duration;
+
+pub use aws_sdk_s3::Client;
+
+pub async fn connect(args: &S3Args) -> Client {
+    let region = RegionProviderChain::first_try(args.region.clone().map(Region::new))
+        .or_default_provider()
+        .or_else(Region::new("us-east-1"));
+    let retry = RetryConfig::standard()
+        .with_max_attempts(args.retries() + 1)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(Duration::from_secs(20));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(args.connect_timeout.unwrap_or(Duration::from_secs(10)))
+        .read_timeout(args.read_timeout.unwrap_or(Duration::from_secs(120)))
+        .build();
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(region).retry_config(retry).timeout_config(timeouts);
+    if let Some(p) = &args.profile {
+        loader = loader.profile_name(p);
+    }
+    let shared = loader.load().await;
+    let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    if let Some(e) = &args.endpoint {
+        conf = conf.endpoint_url(e);
+    }
+    // Custom endpoints (Garage, MinIO, Ceph) rarely have wildcard DNS for buckets.
+    conf = conf.force_path_style(args.path_style.unwrap_or(args.endpoint.is_some()));
+    Client::from_conf(conf.build())
+}

@@ -1,0 +1,22 @@
+//! S3 transport: client setup, streaming multipart upload, ordered ranged download,
+//! in-progress upload cleanup, and turning SDK errors into one line and an exit code.
+
+pub mod client;
+pub mod download;
+pub mod error;
+pub mod part_size;
+pub mod upload;
+pub mod uploads;
+pub mod url;
+
+pub use url::S3Url;
+
+/// User-metadata keys s3put writes and s3get reads (sent as `x-amz-meta-…`).
+pub mod meta {
+    /// CRC32 (IEEE, as 8 lowercase hex digits) of the whole object, when known at upload time.
+    pub const CRC32: &str = "zsnap-crc32";
+    /// Byte count of the whole object, when known at upload time.
+    pub const BYTES: &str = "zsnap-bytes";
+    /// Size of every multipart part but the last, so a reader can check per-part CRC32s.
+    pub const PART_SIZE: &str = "zsnap-part-size";
+}
