@@ -139,7 +139,10 @@ pub fn exit_with(prog: &str, result: Result<(), Failure>) -> ! {
         Ok(()) => std::process::exit(0),
         Err(f) => {
             if f.code != ExitCode::ClosedStdout && !f.message.is_empty() {
-                eprintln!("{prog}: {}", f.message);
+                // One line, always: cron mail and log greps depend on it, and some SDK
+                // errors span several lines.
+                let line = f.message.split_whitespace().collect::<Vec<_>>().join(" ");
+                eprintln!("{prog}: {line}");
             }
             std::process::exit(f.code.code())
         }

@@ -12,29 +12,36 @@ pub use exit::{ExitCode, Failure};
 
 /// Resolves to the number of the first SIGINT, SIGTERM, SIGPIPE or SIGHUP received, so
 /// long work can clean up (abort an upload) before exiting with 128 + that number.
+///
+/// A SIGPIPE the kernel raises because we wrote to a connection the server dropped is not
+/// a request to stop (the write fails with EPIPE and is retried); the kernel sends it with
+/// our own PID as the sender, which is how it is told apart from `kill -PIPE`.
 pub async fn first_signal() -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
-        (SignalKind::interrupt(), 2),
-        (SignalKind::terminate(), 15),
-        (SignalKind::pipe(), 13),
-        (SignalKind::hangup(), 1),
-    ];
-    let mut streams = Vec::new();
-    for (kind, n) in kinds {
-        if let Ok(s) = signal(kind) {
-            streams.push((s, n));
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM};
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    use signal_hook::iterator::SignalsInfo;
+    let Ok(mut signals) = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGPIPE, SIGHUP]) else {
+        return std::future::pending().await;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let me = std::process::id() as i32;
+    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for info in signals.forever() {
+            let from_self = info.process.as_ref().is_some_and(|p| p.pid == me);
+            if info.signal == SIGPIPE && from_self {
+                continue;
+            }
+            let _ = tx.send(info.signal);
+            return;
         }
-    }
-    let waits = streams.iter_mut().map(|(s, n)| {
-        let n = *n;
-        Box::pin(async move {
-            s.recv().await;
-            n
-        })
     });
-    let (n, _, _) = futures_util::future::select_all(waits).await;
-    n
+    if spawned.is_err() {
+        return std::future::pending().await;
+    }
+    match rx.await {
+        Ok(n) => n,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// What `--help`, `--version` and `--man` print; checked before anything else.

@@ -132,13 +132,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     );
     let result = download::download(&client, &args.spec, &mut out, &progress).await;
     progress.finish(ticker);
-    let r = result.map_err(|f| {
-        if f.code == ExitCode::ClosedStdout {
-            f
-        } else {
-            f.context(format!("download of {}", args.spec.url))
-        }
-    })?;
+    let r = result?;
     if args.progress {
         eprintln!(
             "s3get: {} ({} bytes) in {:.1}s, {} MB/s, crc32 {:08x}, verified: {}",

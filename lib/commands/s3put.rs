@@ -134,9 +134,9 @@ SIGINT, SIGTERM, SIGPIPE or SIGHUP, the multipart upload is aborted and nothing 
 could not be aborted (kill -9, server down) stays invisible and can be removed with --abort-uploads.
 
 End of input alone cannot prove a stream is whole: a producer that is killed closes the pipe just like one \
-that finished. With --exec, s3put runs the producer itself and commits only when it exits 0. zfs send \
-streams carry their own END checksum; the zsnap scripts also check every pipeline stage before they \
-record a backup as committed.
+that finished. With --exec, s3put runs the producer itself and commits only when it exits 0 (run through bash -o pipefail, so any \
+failing stage of a pipeline counts). zfs send streams also carry their own END checksum, which zfs \
+recv checks.
 
 Each part carries an x-amz-checksum-crc32 header, which the server checks, and the whole-object CRC32 is \
 given at completion. A single-PUT object records its CRC32 and length in metadata (zsnap-crc32, \
@@ -170,7 +170,7 @@ pub struct Args {
 }
 
 pub enum Action {
-    Upload { spec: UploadSpec, source: Source, progress: bool },
+    Upload { spec: Box<UploadSpec>, source: Source, progress: bool },
     ListUploads { older_than: Duration },
     AbortUploads { older_than: Duration },
 }
@@ -261,7 +261,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         Some(cmd) => Source::Exec(cmd),
         None => Source::Stdin,
     };
-    Ok(Ok(Args { url, s3, action: Action::Upload { spec, source, progress } }))
+    Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress } }))
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {

@@ -96,11 +96,11 @@ pub async fn download(
     while let Some(joined) = ordered.next().await {
         let data = joined.map_err(|e| Failure::new(ExitCode::Internal, format!("range task failed: {e}")))??;
         verifier.update(&data);
-        tokio::task::block_in_place(|| out.write_all(&data)).map_err(write_failure)?;
+        tokio::task::block_in_place(|| out.write_all(&data)).map_err(|e| write_failure(e, &spec.url))?;
         written += data.len() as u64;
         progress.add(data.len() as u64);
     }
-    tokio::task::block_in_place(|| out.flush()).map_err(write_failure)?;
+    tokio::task::block_in_place(|| out.flush()).map_err(|e| write_failure(e, &spec.url))?;
 
     if written != to - from {
         return Err(Failure::new(
@@ -112,11 +112,11 @@ pub async fn download(
     Ok(DownloadReport { bytes: written, crc32, check, elapsed: start.elapsed() })
 }
 
-fn write_failure(e: std::io::Error) -> Failure {
+fn write_failure(e: std::io::Error, url: &S3Url) -> Failure {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Failure::new(ExitCode::ClosedStdout, "")
     } else {
-        Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}"))
+        Failure::new(ExitCode::LocalIo, format!("writing {url} to stdout failed: {e}"))
     }
 }
 

@@ -29,6 +29,12 @@ where
 /// Read an S3 error code and HTTP status.
 pub fn classify_service(code: &str, msg: &str, status: u16) -> (ExitCode, String) {
     let detail = if msg.is_empty() { code.to_string() } else { format!("{code}: {msg}") };
+    // Some servers (Garage, MinIO) say AccessDenied for an unknown key or a wrong secret;
+    // their message tells the two apart from a real permission denial.
+    let lower = msg.to_ascii_lowercase();
+    let bad_key = ["invalid signature", "no such key: gk", "signature does not match", "access key", "invalid key"];
+    let code =
+        if code == "AccessDenied" && bad_key.iter().any(|k| lower.contains(k)) { "InvalidAccessKeyId" } else { code };
     let (exit, what) = match (code, status) {
         ("NoSuchBucket", _) => (ExitCode::NoSuchBucket, "no such bucket"),
         ("NoSuchKey" | "NotFound", _) | ("", 404) => (ExitCode::NotFound, "no such object"),
@@ -42,9 +48,9 @@ pub fn classify_service(code: &str, msg: &str, status: u16) -> (ExitCode, String
             | "AuthorizationHeaderMalformed"
             | "InvalidSecurity",
             _,
-        ) => (ExitCode::BadCredentials, "bad credentials (check the access key, secret and region)"),
+        ) => (ExitCode::BadCredentials, "bad credentials: check the access key, secret and region"),
         ("AccessDenied" | "AllAccessDisabled" | "AccountProblem", _) | ("", 403) => {
-            (ExitCode::AccessDenied, "access denied (the key is not allowed to do this)")
+            (ExitCode::AccessDenied, "access denied: the key may not do this")
         }
         (
             "SlowDown"
@@ -181,6 +187,10 @@ mod tests {
         for (code, status, want) in cases {
             assert_eq!(classify_service(code, "", *status).0, *want, "{code} {status}");
         }
+        let (code, _) = classify_service("AccessDenied", "Forbidden: Invalid signature", 403);
+        assert_eq!(code, ExitCode::BadCredentials, "Garage's wrong-secret answer");
+        let (code, _) = classify_service("AccessDenied", "Forbidden: No such key: GK00", 403);
+        assert_eq!(code, ExitCode::BadCredentials, "Garage's unknown-key answer");
         let (_, msg) = classify_service("AccessDenied", "Forbidden: no permission", 403);
         assert!(msg.contains("access denied") && msg.contains("Forbidden: no permission"), "{msg}");
     }

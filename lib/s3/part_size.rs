@@ -72,7 +72,8 @@ mod tests {
     #[test]
     fn table() {
         // (part_size, expected, max_parts) -> part size or error
-        let cases: &[(Option<u64>, Option<u64>, u32, Result<u64, &str>)] = &[
+        type Case = (Option<u64>, Option<u64>, u32, Result<u64, &'static str>);
+        let cases: &[Case] = &[
             (None, None, 10_000, Ok(256 * MIB)),
             (Some(5 * MIB), None, 10_000, Ok(5 * MIB)),
             (Some(4 * MIB), None, 10_000, Err("--part-size")),

@@ -517,7 +517,7 @@ mod tests {
 
     #[test]
     fn exact_multiple_ends_without_an_empty_part() {
-        let data = vec![1u8; 20];
+        let data = [1u8; 20];
         let (r, rx) = reader(10, 100);
         assert_eq!(r.read_all(&mut &data[..]).unwrap().0, 20);
         assert_eq!(drain(rx).len(), 2);
@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn fails_before_the_part_past_the_limit() {
-        let data = vec![1u8; 21];
+        let data = [1u8; 21];
         let (r, rx) = reader(10, 2);
         let e = r.read_all(&mut &data[..]).unwrap_err();
         assert_eq!(e.code, ExitCode::TooLarge);

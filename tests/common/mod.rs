@@ -1,0 +1,269 @@
+//! Integration-test harness: runs the real binaries against the real bench that
+//! `tests/run` starts (Garage on 127.0.0.1, zfs-fuse). A missing bench is a failure,
+//! never a skip. Every command has a bounded timeout; a failed assertion prints the
+//! command, its exit status, stdout and stderr.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default bound on any one command.
+pub const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What `tests/run` exported about the bench.
+pub struct Bench {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub garage_config: String,
+    pub work: PathBuf,
+}
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the tests with `bash tests/run` (it starts Garage and zfs-fuse)")
+    })
+}
+
+impl Bench {
+    pub fn get() -> Bench {
+        Bench {
+            endpoint: need("ZSNAP_S3_ENDPOINT"),
+            bucket: need("ZSNAP_TEST_BUCKET"),
+            access_key: need("AWS_ACCESS_KEY_ID"),
+            secret_key: need("AWS_SECRET_ACCESS_KEY"),
+            garage_config: need("ZSNAP_GARAGE_CONFIG"),
+            work: PathBuf::from(need("ZSNAP_TEST_WORK")),
+        }
+    }
+
+    /// Run the `garage` CLI against the bench's server (key and bucket admin).
+    pub fn garage(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(garage_bin());
+        c.arg("-c").arg(&self.garage_config).args(args);
+        run(c, None, TIMEOUT)
+    }
+}
+
+pub fn garage_bin() -> String {
+    std::env::var("ZSNAP_GARAGE").unwrap_or_else(|_| "garage".into())
+}
+
+/// A test's own corner of the bucket: `t/<name>-<pid>-<n>/`.
+pub struct Ctx {
+    pub bench: Bench,
+    pub prefix: String,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Ctx {
+    pub fn new(name: &str) -> Ctx {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Ctx { bench: Bench::get(), prefix: format!("t/{name}-{}-{n}/", std::process::id()) }
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{}{}", self.bench.bucket, self.prefix, key)
+    }
+
+    pub fn prefix_url(&self) -> String {
+        format!("s3://{}/{}", self.bench.bucket, self.prefix)
+    }
+
+    /// A command for one of our binaries, pointed at the bench.
+    pub fn cmd(&self, bin: &str) -> Command {
+        let mut c = Command::new(bin_path(bin));
+        c.env("ZSNAP_S3_ENDPOINT", &self.bench.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.bench.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.bench.secret_key)
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        c
+    }
+
+    pub fn put(&self, key: &str, data: &[u8], extra: &[&str]) -> Output {
+        let mut c = self.cmd("s3put");
+        c.args(extra).arg(self.url(key));
+        run(c, Some(data), TIMEOUT)
+    }
+
+    pub fn get(&self, key: &str, extra: &[&str]) -> Output {
+        let mut c = self.cmd("s3get");
+        c.args(extra).arg(self.url(key));
+        run(c, None, TIMEOUT)
+    }
+
+    /// In-progress multipart uploads under this test's prefix.
+    pub fn pending_uploads(&self) -> Vec<serde_json::Value> {
+        let mut c = self.cmd("s3put");
+        c.args(["--list-uploads", &self.prefix_url()]);
+        let out = run(c, None, TIMEOUT).success();
+        out.json_lines()
+    }
+
+    /// Wait (bounded) until `check` holds, polling; panics with `what` on timeout.
+    pub fn wait_until(&self, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !check() {
+            assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+pub fn bin_path(bin: &str) -> PathBuf {
+    match bin {
+        "s3put" => PathBuf::from(env!("CARGO_BIN_EXE_s3put")),
+        "s3get" => PathBuf::from(env!("CARGO_BIN_EXE_s3get")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// A finished command, kept whole for assertions and failure reports.
+pub struct Output {
+    pub cmd: String,
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn code(&self) -> i32 {
+        use std::os::unix::process::ExitStatusExt;
+        self.status.code().unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+    }
+
+    fn report(&self) -> String {
+        format!(
+            "command: {}\nexit: {}\nstdout ({} bytes): {}\nstderr: {}",
+            self.cmd,
+            self.code(),
+            self.stdout.len(),
+            String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
+            self.stderr
+        )
+    }
+
+    pub fn success(self) -> Self {
+        assert_eq!(self.code(), 0, "expected success\n{}", self.report());
+        self
+    }
+
+    /// Assert the exit code and that stderr is one line naming `needle`.
+    pub fn fails(self, code: i32, needle: &str) -> Self {
+        assert_eq!(self.code(), code, "wrong exit code\n{}", self.report());
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{}", self.report());
+        assert_eq!(self.stderr.trim_end().lines().count(), 1, "error must be one line\n{}", self.report());
+        self
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.report()))
+    }
+
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&self.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}\n{}", self.report())))
+            .collect()
+    }
+}
+
+fn describe(c: &Command) -> String {
+    let mut s = c.get_program().to_string_lossy().into_owned();
+    for a in c.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Run to completion with stdin fed from `input`, killing it after `limit`.
+pub fn run(mut c: Command, input: Option<&[u8]>, limit: Duration) -> Output {
+    let cmd = describe(&c);
+    c.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let feeder = input.map(|data| {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let data = data.to_vec();
+        // A consumer that exits early closes the pipe; that is its business, not ours.
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        })
+    });
+    let out = finish(child, &cmd, limit);
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    out
+}
+
+/// Collect a running child's output, killing it after `limit`.
+pub fn finish(mut child: Child, cmd: &str, limit: Duration) -> Output {
+    let mut so = child.stdout.take().expect("piped stdout");
+    let mut se = child.stderr.take().expect("piped stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    });
+    let status = wait_bounded(&mut child, cmd, limit);
+    Output {
+        cmd: cmd.to_string(),
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+pub fn wait_bounded(child: &mut Child, cmd: &str, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return s,
+            Ok(None) if start.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{cmd} did not finish within {limit:?}; killed");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("waiting for {cmd}: {e}"),
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), cheap and incompressible enough.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub const MIB: usize = 1 << 20;
+
+/// A listener on 127.0.0.1 that is immediately closed: connecting to it is refused.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

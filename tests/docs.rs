@@ -1,0 +1,46 @@
+//! The man pages in man/ are rendered from the same flag tables as `--help`; this keeps
+//! the committed files from drifting. Regenerate with `BIN --man > man/BIN.1`.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn output_of(bin: &str, flag: &str) -> String {
+    let out = run(
+        {
+            let mut c = Command::new(bin_path(bin));
+            c.arg(flag);
+            c
+        },
+        None,
+        TIMEOUT,
+    )
+    .success();
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn man_pages_match_the_binaries() {
+    for bin in ["s3put", "s3get"] {
+        let want = output_of(bin, "--man");
+        let path = repo_path(&format!("man/{bin}.1"));
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "{} is stale: run `target/debug/{bin} --man > man/{bin}.1`", path.display());
+    }
+}
+
+#[test]
+fn help_names_every_flag_and_the_exit_codes() {
+    for bin in ["s3put", "s3get"] {
+        let help = output_of(bin, "--help");
+        let man = output_of(bin, "--man");
+        for line in help.lines().filter(|l| l.trim_start().starts_with("--") || l.trim_start().starts_with('-')) {
+            let flag = line.split_whitespace().find(|w| w.starts_with("--")).expect("long flag");
+            let roff = flag.trim_end_matches(',').replace('-', "\\-");
+            assert!(man.contains(&roff), "{bin}: {flag} is in --help but not the man page");
+        }
+        for code in ["64", "65", "66", "67", "68", "69", "77", "78"] {
+            assert!(help.contains(&format!("  {code}  ")), "{bin} --help lacks exit code {code}");
+        }
+    }
+}
