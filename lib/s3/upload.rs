@@ -85,7 +85,7 @@ pub async fn upload(
     let reader = Reader { part_size, max_parts: spec.plan.max_parts, pool: pool.clone(), tx };
     let producer = match &source {
         Source::Stdin => None,
-        Source::Exec(cmd) => Some(spawn_producer(cmd)?),
+        Source::Exec(cmd) => Some((spawn_producer(cmd)?, cmd.clone())),
     };
     std::thread::Builder::new()
         .name("s3put-reader".into())
@@ -387,10 +387,10 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(self, producer: Option<Child>) {
+    fn run(self, producer: Option<(Child, String)>) {
         let outcome = match producer {
             None => self.read_all(&mut std::io::stdin().lock()),
-            Some(mut child) => {
+            Some((mut child, cmd)) => {
                 let res = match child.stdout.take() {
                     Some(mut out) => self.read_all(&mut out),
                     None => Err(Failure::new(ExitCode::Internal, "producer has no stdout")),
@@ -404,7 +404,10 @@ impl Reader {
                     (Ok(end), Ok(status)) if status.success() => Ok(end),
                     (Ok(_), Ok(status)) => Err(Failure::new(
                         ExitCode::StreamCut,
-                        format!("producer {}: the stream is cut, nothing was committed", describe_status(status)),
+                        format!(
+                            "producer `{cmd}` {}: the stream is cut, nothing was committed",
+                            describe_status(status)
+                        ),
                     )),
                     (Ok(_), Err(e)) => Err(Failure::new(ExitCode::StreamCut, format!("cannot wait for producer: {e}"))),
                 }

@@ -162,6 +162,16 @@ impl Output {
         self
     }
 
+    /// Like [`fails`], for commands whose children may print their own lines first: our
+    /// message must be the last line, and `needle` anywhere in stderr.
+    pub fn fails_last(self, code: i32, prog: &str, needle: &str) -> Self {
+        assert_eq!(self.code(), code, "wrong exit code\n{}", self.report());
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}\n{}", self.report());
+        let last = self.stderr.trim_end().lines().last().unwrap_or("");
+        assert!(last.starts_with(&format!("{prog}: ")), "last line must be ours\n{}", self.report());
+        self
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON: {e}\n{}", self.report()))
     }
