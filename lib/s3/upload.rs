@@ -147,7 +147,7 @@ async fn single_put(client: &Client, spec: &UploadSpec, data: Vec<u8>, crc: u32)
     // Known up front for a single PUT, so a reader can verify the whole object.
     md.insert(meta::CRC32.into(), format!("{crc:08x}"));
     md.insert(meta::BYTES.into(), data.len().to_string());
-    let mut req = client
+    let req = client
         .put_object()
         .bucket(&spec.url.bucket)
         .key(&spec.url.key)
@@ -157,10 +157,14 @@ async fn single_put(client: &Client, spec: &UploadSpec, data: Vec<u8>, crc: u32)
         .set_object_lock_mode(spec.lock_mode.as_deref().map(ObjectLockMode::from))
         .set_object_lock_retain_until_date(spec.lock_until)
         .body(ByteStream::from(data));
-    if spec.checksums {
-        req = req.checksum_crc32(crc_b64(crc));
-    }
-    req.send().await.map_err(|e| failure(format!("upload of {} failed", spec.url), &e))?;
+    let sent = if spec.checksums {
+        // The signed CRC32 header lets the server verify the body, so SigV4 need not
+        // SHA-256 it too (that hash would cost more CPU than the whole upload).
+        req.checksum_crc32(crc_b64(crc)).customize().disable_payload_signing().send().await
+    } else {
+        req.send().await
+    };
+    sent.map_err(|e| failure(format!("upload of {} failed", spec.url), &e))?;
     Ok(())
 }
 
@@ -321,7 +325,7 @@ impl PartJob {
     async fn run(self, data: Vec<u8>) -> Result<CompletedPart, Failure> {
         let len = data.len() as u64;
         let body = Bytes::from(data);
-        let mut req = self
+        let req = self
             .client
             .upload_part()
             .bucket(&self.url.bucket)
@@ -330,10 +334,12 @@ impl PartJob {
             .part_number(self.number as i32)
             .content_length(len as i64)
             .body(ByteStream::from(body.clone()));
-        if self.checksums {
-            req = req.checksum_crc32(crc_b64(self.crc));
-        }
-        let sent = req.send().await;
+        let sent = if self.checksums {
+            // As for a single PUT: the signed CRC32 header covers the body, not SHA-256.
+            req.checksum_crc32(crc_b64(self.crc)).customize().disable_payload_signing().send().await
+        } else {
+            req.send().await
+        };
         // The SDK has dropped its clones of the body by now; take the buffer back.
         self.pool.give(body.try_into_mut().map(Vec::from).unwrap_or_default());
         let out = sent.map_err(|e| failure(format!("upload of part {} of {} failed", self.number, self.url), &e))?;
