@@ -120,6 +120,7 @@ pub fn bin_path(bin: &str) -> PathBuf {
     match bin {
         "s3put" => PathBuf::from(env!("CARGO_BIN_EXE_s3put")),
         "s3get" => PathBuf::from(env!("CARGO_BIN_EXE_s3get")),
+        "zsnap-plan" => PathBuf::from(env!("CARGO_BIN_EXE_zsnap-plan")),
         other => panic!("unknown binary {other}"),
     }
 }

@@ -1,0 +1,1 @@
+//! /etc/zsnap/zsnap.conf and the precedence flags > environment > file > defaults.

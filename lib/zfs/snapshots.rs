@@ -1,0 +1,1 @@
+//! Local snapshots: running `zfs get` and parsing it into `Snapshot`s.
