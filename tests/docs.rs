@@ -44,3 +44,24 @@ fn help_names_every_flag_and_the_exit_codes() {
         }
     }
 }
+
+/// The scripts' man pages are written by hand: each must exist and name every option the
+/// script's --help lists, and every script must pass its --help without touching anything.
+#[test]
+fn every_script_has_a_man_page_naming_its_options() {
+    for script in ["zsnap-backup", "zsnap-restore", "zsnap-status"] {
+        let mut c = Command::new("bash");
+        c.arg(repo_path(&format!("scripts/{script}"))).arg("--help");
+        let help = String::from_utf8(run(c, None, TIMEOUT).success().stdout).expect("utf-8");
+        let path = repo_path(&format!("man/{script}.1"));
+        let man = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut n = 0;
+        for word in help.split(|c: char| c.is_whitespace() || c == ',').filter(|w| w.starts_with("--")) {
+            let flag = word.trim_end_matches(['.', ')']);
+            assert!(man.contains(&flag.replace('-', "\\-")), "{script}: {flag} is in --help but not in man/{script}.1");
+            n += 1;
+        }
+        assert!(n > 3, "{script} --help lists too few options:\n{help}");
+        assert!(man.contains(".SH EXIT STATUS"), "{script}.1 has no EXIT STATUS");
+    }
+}

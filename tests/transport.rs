@@ -115,21 +115,6 @@ fn metadata_is_seen_by_a_peer_client() {
     }
 }
 
-fn rclone(ctx: &Ctx) -> Command {
-    let b = &ctx.bench;
-    let mut c = Command::new("rclone");
-    c.env_remove("AWS_CA_BUNDLE")
-        .env("RCLONE_CONFIG_T_TYPE", "s3")
-        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
-        .env("RCLONE_CONFIG_T_ENDPOINT", &b.endpoint)
-        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &b.access_key)
-        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &b.secret_key)
-        .env("RCLONE_CONFIG_T_REGION", "us-east-1")
-        .env("RCLONE_CONFIG_T_FORCE_PATH_STYLE", "true")
-        .env("RCLONE_CONFIG", "/dev/null");
-    c
-}
-
 #[test]
 fn reads_objects_a_peer_uploaded() {
     let ctx = Ctx::new("peer");

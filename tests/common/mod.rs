@@ -278,3 +278,82 @@ pub fn closed_port() -> u16 {
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// A throwaway pool on a sparse file, destroyed (with busy-retries) on drop.
+pub struct Pool {
+    pub name: String,
+    pub file: PathBuf,
+    pub mount: PathBuf,
+}
+
+impl Pool {
+    pub fn new(ctx: &Ctx, tag: &str) -> Pool {
+        let name = format!("zsnaptest{tag}{}", std::process::id());
+        let file = ctx.bench.work.join(format!("{name}.img"));
+        let mount = ctx.bench.work.join(format!("{name}-mnt"));
+        let mut c = Command::new(repo_path("bench/zfs"));
+        c.args(["pool", &name]).arg(&file).arg(&mount);
+        run(c, None, TIMEOUT).success();
+        Pool { name, file, mount }
+    }
+
+    pub fn zfs(&self, args: &[&str]) -> Output {
+        let mut c = Command::new("zfs");
+        c.args(args);
+        run(c, None, TIMEOUT)
+    }
+
+    pub fn ds(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.name)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let mut c = Command::new(repo_path("bench/zfs"));
+        c.args(["destroy-pool", &self.name]).arg(&self.file);
+        let _ = c.status();
+    }
+}
+
+/// Run a shell pipeline with the bench's S3 settings.
+pub fn sh(ctx: &Ctx, script: &str) -> Output {
+    let mut c = Command::new("bash");
+    c.args(["-o", "pipefail", "-c", script]);
+    for (k, v) in ctx.cmd("s3put").get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
+    c.env("PATH", format!("{bins}:{}", std::env::var("PATH").unwrap_or_default()));
+    run(c, None, TIMEOUT)
+}
+
+pub fn files_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("read file")))
+        .collect();
+    v.sort();
+    v
+}
+
+
+/// rclone as a peer client on the bench (config from the environment only).
+pub fn rclone(ctx: &Ctx) -> Command {
+    let b = &ctx.bench;
+    let mut c = Command::new("rclone");
+    c.env_remove("AWS_CA_BUNDLE")
+        .env("RCLONE_CONFIG_T_TYPE", "s3")
+        .env("RCLONE_CONFIG_T_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_T_ENDPOINT", &b.endpoint)
+        .env("RCLONE_CONFIG_T_ACCESS_KEY_ID", &b.access_key)
+        .env("RCLONE_CONFIG_T_SECRET_ACCESS_KEY", &b.secret_key)
+        .env("RCLONE_CONFIG_T_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_T_FORCE_PATH_STYLE", "true")
+        .env("RCLONE_CONFIG", "/dev/null");
+    c
+}

@@ -1,0 +1,94 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034,SC2154 # prog, global and taken are shared with the calling script
+# Shared by the zsnap-* scripts (sourced, never run): option routing to zsnap-plan, the
+# config (parsed by zsnap-plan, never here), the per-dataset lock, and running a plan's
+# exact commands. Callers set `prog` and use `global` for zsnap-plan's options.
+
+say() { printf '%s: %s\n' "$prog" "$*" >&2; }
+die() {
+    local code=$1
+    shift
+    say "$*"
+    exit "$code"
+}
+
+# Print the comment block at the top of a script (its --help).
+usage_from() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$1"; }
+
+# zsnap-plan's options that scripts pass through: with a value, and switches.
+plan_value_opts=" --dataset --snapshot-prefix --compressor --bucket --s3-prefix --config --endpoint --region \
+--profile --connect-timeout --read-timeout --retries "
+plan_switches=" --path-style --virtual-host "
+
+# take_global "$@": if $1 is one of zsnap-plan's options, append it (and its value) to
+# `global` and set `taken` to how many words it used; otherwise taken=0.
+take_global() {
+    taken=0
+    local name=${1%%=*}
+    if [[ "$plan_value_opts" == *" $name "* ]]; then
+        if [[ "$1" == *=* ]]; then
+            global+=("$1") taken=1
+        else
+            (($# >= 2)) || die 64 "$1 needs a value"
+            global+=("$1" "$2") taken=2
+        fi
+    elif [[ "$plan_switches" == *" $1 "* ]]; then
+        global+=("$1") taken=1
+    fi
+}
+
+need_value() { (($# >= 2)) || die 64 "$1 needs a value"; }
+
+# Resolve the settings once, through zsnap-plan (flags > environment > config file >
+# defaults), into ZSNAP_DATASET, ZSNAP_BUCKET, ZSNAP_S3_URL, ...
+load_config() {
+    local settings
+    settings=$(zsnap-plan "${global[@]}" --format sh config) || exit $?
+    eval "$settings"
+    [[ -n "${ZSNAP_DATASET:-}" ]] || die 64 "no dataset: give --dataset or set DATASET in the config"
+}
+
+# One run per dataset at a time: a second run exits 72 at once instead of waiting (cron
+# would otherwise pile runs up behind a slow upload).
+lock_dataset() {
+    local dir=${ZSNAP_LOCK_DIR:-/run/lock/zsnap} file
+    mkdir -p "$dir" || die 74 "cannot create lock directory $dir"
+    file="$dir/$(printf '%s' "$1" | tr '/ ' '%_').lock"
+    exec 9>>"$file" || die 74 "cannot open lock file $file"
+    flock -n 9 || die 72 "another zsnap run holds the lock on $1 ($file)"
+}
+
+# Run each line of a plan with bash -o pipefail, in order, stopping at the first failure
+# (later snapshots depend on earlier ones). Each command runs in its own process group so
+# a signal to this script reaches the whole pipeline (s3put then aborts its upload).
+child=""
+forward() {
+    local sig=$1 code=$2
+    if [[ -n "$child" ]]; then
+        kill -s "$sig" -- "-$child" 2>/dev/null || true
+        wait "$child" 2>/dev/null || true
+    fi
+    say "stopped by SIG$sig; nothing partial was committed"
+    exit "$code"
+}
+run_plan() {
+    local plan=$1 line n=0 total rc
+    total=$(grep -c . <<<"$plan")
+    trap 'forward INT 130' INT
+    trap 'forward TERM 143' TERM
+    trap 'forward HUP 129' HUP
+    while IFS= read -r line; do
+        [[ -n "$line" ]] || continue
+        n=$((n + 1))
+        say "[$n/$total] $line"
+        rc=0
+        setsid bash -o pipefail -c "$line" &
+        child=$!
+        wait "$child" || rc=$?
+        child=""
+        if ((rc != 0)); then
+            die "$rc" "step $n of $total failed (exit $rc); steps before it are complete, nothing of it was kept"
+        fi
+    done <<<"$plan"
+    trap - INT TERM HUP
+}

@@ -1,0 +1,407 @@
+//! The backup and restore scripts end to end, on a real zfs-fuse pool and Garage: full and
+//! incremental backups restored with identical files, killed stages committing nothing, a
+//! broken chain refused before the pool is touched, renamed and remote-only snapshots,
+//! foreign objects, a zfs3backup-format bucket, the lock, and --dry-run's promise.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One dataset on its own pool, with the scripts pointed at a private corner of the bucket.
+struct Site {
+    ctx: Ctx,
+    pool: Pool,
+    data: String,
+    config: PathBuf,
+    locks: PathBuf,
+}
+
+impl Site {
+    fn new(name: &str, tag: &str) -> Site {
+        let ctx = Ctx::new(name);
+        let pool = Pool::new(&ctx, tag);
+        let data = pool.ds("data");
+        pool.zfs(&["create", &data]).success();
+        let config = ctx.bench.work.join(format!("{}.conf", pool.name));
+        std::fs::write(&config, "").expect("write config");
+        let locks = ctx.bench.work.join(format!("{}-locks", pool.name));
+        Site { ctx, pool, data, config, locks }
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.pool.mount.join("data")
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.dir().join(name), bytes).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    }
+
+    fn snapshot(&self, snap: &str) {
+        self.pool.zfs(&["snapshot", &format!("{}@{snap}", self.data)]).success();
+    }
+
+    /// A script or binary with the bench's S3 settings, the built binaries and scripts on
+    /// PATH, and this site's dataset, prefix, config and lock directory.
+    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(repo_path("scripts").join(prog));
+        if !prog.starts_with("zsnap-") || prog == "zsnap-plan" {
+            c = Command::new(bin_path(prog));
+        }
+        c.args(args);
+        for (k, v) in self.ctx.cmd("s3put").get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
+        let scripts = repo_path("scripts").display().to_string();
+        c.env("PATH", format!("{bins}:{scripts}:{}", std::env::var("PATH").unwrap_or_default()))
+            .env("ZSNAP_BUCKET", &self.ctx.bench.bucket)
+            .env("ZSNAP_S3_PREFIX", &self.ctx.prefix)
+            .env("ZSNAP_DATASET", &self.data)
+            .env("ZSNAP_CONFIG", &self.config)
+            .env("ZSNAP_LOCK_DIR", &self.locks);
+        c
+    }
+
+    fn run(&self, prog: &str, args: &[&str]) -> Output {
+        run(self.cmd(prog, args), None, TIMEOUT)
+    }
+
+    /// Every object key under this site's prefix (through a peer client, not our code).
+    fn keys(&self) -> Vec<String> {
+        let mut c = rclone(&self.ctx);
+        c.args(["lsf", "-R", "--files-only", &format!("t:{}/{}", self.ctx.bench.bucket, self.ctx.prefix)]);
+        let out = run(c, None, TIMEOUT).success();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    fn delete_key(&self, key: &str) {
+        let mut c = rclone(&self.ctx);
+        c.args(["deletefile", &format!("t:{}/{}{key}", self.ctx.bench.bucket, self.ctx.prefix)]);
+        run(c, None, TIMEOUT).success();
+    }
+
+    fn destroy(&self, ds: &str) {
+        let mut c = Command::new(repo_path("bench/zfs"));
+        c.args(["destroy", ds]);
+        run(c, None, TIMEOUT).success();
+    }
+
+    fn exists(&self, ds: &str) -> bool {
+        self.pool.zfs(&["list", "-H", "-o", "name", ds]).code() == 0
+    }
+
+    fn snapshots_of(&self, ds: &str) -> Vec<String> {
+        let out = self.pool.zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-r", ds]).success();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{ds}@")).map(str::to_string))
+            .collect()
+    }
+}
+
+/// File name → SHA-256-free but exact comparison: the whole contents.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_of(dir).into_iter().collect()
+}
+
+fn assert_same(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let g: Vec<_> = got.keys().collect();
+    let w: Vec<_> = want.keys().collect();
+    assert_eq!(g, w, "{what}: different files");
+    for (name, bytes) in want {
+        assert!(got[name] == *bytes, "{what}: {name} differs");
+    }
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    out.json_lines()
+}
+
+/// Three snapshots with different contents; returns the trees as of @s1, @s2 and @s3.
+fn three_snapshots(site: &Site) -> [BTreeMap<String, Vec<u8>>; 3] {
+    site.write("a.bin", &data(3 * MIB, 41));
+    site.write("b.txt", b"first\n");
+    site.snapshot("s1");
+    let t1 = tree(&site.dir());
+    site.write("c.bin", &data(2 * MIB + 5, 42));
+    site.write("b.txt", b"second\n");
+    site.snapshot("s2");
+    let t2 = tree(&site.dir());
+    std::fs::remove_file(site.dir().join("a.bin")).expect("rm");
+    site.write("d.bin", &data(MIB + 3, 43));
+    site.snapshot("s3");
+    let t3 = tree(&site.dir());
+    [t1, t2, t3]
+}
+
+#[test]
+fn full_then_incremental_then_restore_latest_and_middle() {
+    let site = Site::new("br-round", "br");
+    site.write("a.bin", &data(3 * MIB, 41));
+    site.write("b.txt", b"first\n");
+    site.snapshot("s1");
+    let t1 = tree(&site.dir());
+
+    let out = site.run("zsnap-backup", &[]).success();
+    let sent = lines(&out);
+    assert_eq!(sent.len(), 1, "one full backup\n{}", out.stderr);
+    assert_eq!(sent[0]["stream"]["kind"], "full", "{}", sent[0]);
+
+    site.write("c.bin", &data(2 * MIB + 5, 42));
+    site.write("b.txt", b"second\n");
+    site.snapshot("s2");
+    let t2 = tree(&site.dir());
+    std::fs::remove_file(site.dir().join("a.bin")).expect("rm");
+    site.write("d.bin", &data(MIB + 3, 43));
+    site.snapshot("s3");
+    let t3 = tree(&site.dir());
+
+    let out = site.run("zsnap-backup", &[]).success();
+    let sent = lines(&out);
+    assert_eq!(sent.len(), 2, "two incrementals, one per snapshot\n{}", out.stderr);
+    for s in &sent {
+        assert_eq!(s["stream"]["kind"], "incremental", "{s}");
+    }
+    // Up to date: nothing more to send.
+    let again = site.run("zsnap-backup", &[]).success();
+    assert!(again.stdout.is_empty(), "{}", again.stderr);
+
+    let list = site.run("zsnap-restore", &["list", "--json"]).success();
+    let listed = lines(&list);
+    let names: Vec<_> = listed.iter().map(|l| l["snapshot"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(names, ["s1", "s2", "s3"]);
+    assert_eq!(listed[1]["n"], 2);
+
+    site.destroy(&site.data);
+    assert!(!site.exists(&site.data));
+    site.run("zsnap-restore", &["latest"]).success();
+    assert_same(&tree(&site.dir()), &t3, "latest restored in place");
+    assert_eq!(site.snapshots_of(&site.data), ["s1", "s2", "s3"]);
+
+    let mid = site.pool.ds("mid");
+    site.run("zsnap-restore", &["2", "--target", &mid]).success();
+    assert_same(&tree(&site.pool.mount.join("mid")), &t2, "@s2 restored by number");
+
+    // save: the full's verified stream to a file, which zfs recv accepts as it is.
+    let file = site.ctx.bench.work.join(format!("{}-s1.zfs", site.pool.name));
+    let file_s = file.display().to_string();
+    site.run("zsnap-restore", &["save", "s1", &file_s]).success();
+    let saved = site.pool.ds("saved");
+    let mut c = Command::new("bash");
+    c.args(["-c", &format!("zfs recv {saved} < '{file_s}'")]);
+    run(c, None, TIMEOUT).success();
+    assert_same(&tree(&site.pool.mount.join("saved")), &t1, "@s1 from a saved stream");
+    let _ = std::fs::remove_file(&file);
+
+    let m = site.run("zsnap-restore", &["mount", &mid]).success();
+    assert_eq!(String::from_utf8_lossy(&m.stdout).trim(), site.pool.mount.join("mid").display().to_string());
+}
+
+/// A compressor stand-in that passes 1 MB through and then kills a pipeline stage with
+/// SIGKILL (zfs send, itself, or s3put), then passes the rest on as if nothing happened.
+fn killer(site: &Site) -> PathBuf {
+    let path = site.ctx.bench.work.join(format!("{}-killer.sh", site.pool.name));
+    let script = r#"#!/bin/bash
+what=$1 pattern=$2
+head -c 1000000
+case $what in
+send) pkill -KILL -f "^zfs send .*$pattern" ;;
+self) kill -KILL $$ ;;
+s3put) pkill -KILL -f "^[^ ]*s3put .*$pattern" ;;
+esac
+cat
+"#;
+    std::fs::write(&path, script).expect("write killer");
+    path
+}
+
+#[test]
+fn a_killed_stage_commits_nothing_and_the_next_run_recovers() {
+    let site = Site::new("br-kill", "bk");
+    site.write("big.bin", &data(40 * MIB, 51));
+    site.snapshot("s1");
+    let k = killer(&site).display().to_string();
+    let conf = format!(
+        "[compressor:killsend]\nCOMPRESS=bash {k} send {ds}@s1\nDECOMPRESS=cat\n\n\
+         [compressor:killself]\nCOMPRESS=bash {k} self\nDECOMPRESS=cat\n\n\
+         [compressor:kills3put]\nCOMPRESS=bash {k} s3put {pre}\nDECOMPRESS=cat\n",
+        ds = site.data,
+        pre = site.ctx.prefix,
+    );
+    std::fs::write(&site.config, conf).expect("config");
+
+    for victim in ["killsend", "killself", "kills3put"] {
+        let out = site.run("zsnap-backup", &["--compressor", victim]);
+        assert_ne!(out.code(), 0, "{victim}: a killed stage must fail the backup\n{}", out.stderr);
+        assert!(out.stderr.contains("zsnap-backup: step 1 of 1 failed"), "{victim}: {}", out.stderr);
+        let committed: Vec<_> = site.keys().into_iter().filter(|k| k.contains("zsnap1,")).collect();
+        assert!(committed.is_empty(), "{victim}: committed {committed:?}");
+        let list = site.run("zsnap-restore", &["list", "--json"]).success();
+        assert!(list.stdout.is_empty(), "{victim}: restore must see no backup\n{}", String::from_utf8_lossy(&list.stdout));
+    }
+    // Whatever upload s3put could not abort (it was killed) shows as uncommitted.
+    let status = site.run("zsnap-status", &["--json"]).success();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(!text.contains("\"committed\""), "nothing may be committed: {text}");
+
+    let out = site.run("zsnap-backup", &["--compressor", "zstd"]).success();
+    assert_eq!(lines(&out).len(), 1, "the next run sends the full again");
+    let t = tree(&site.dir());
+    let r = site.pool.ds("r");
+    site.run("zsnap-restore", &["latest", "--target", &r]).success();
+    assert_same(&tree(&site.pool.mount.join("r")), &t, "restored after recovery");
+}
+
+#[test]
+fn a_missing_middle_incremental_is_refused_before_the_pool_is_touched() {
+    let site = Site::new("br-gap", "bg");
+    three_snapshots(&site);
+    site.run("zsnap-backup", &["--snapshot", "s1"]).success();
+    site.run("zsnap-backup", &[]).success();
+    let middle = site.keys().into_iter().find(|k| k.contains("/@s2/zsnap1,")).expect("@s2's object");
+    site.delete_key(&middle);
+
+    let target = site.pool.ds("r");
+    let out = site.run("zsnap-restore", &["latest", "--target", &target]);
+    let out = out.fails_last(66, "zsnap-plan", "s2");
+    assert!(out.stderr.contains("s3"), "names who needs it: {}", out.stderr);
+    assert!(!site.exists(&target), "the pool was touched");
+    // The chain up to the gap still restores.
+    site.run("zsnap-restore", &["s1", "--target", &target]).success();
+}
+
+#[test]
+fn renamed_and_remote_only_snapshots_keep_their_identity() {
+    let site = Site::new("br-rename", "bn");
+    let [_, _, t3] = three_snapshots(&site);
+    site.run("zsnap-backup", &["--snapshot", "s1"]).success();
+    site.run("zsnap-backup", &[]).success();
+
+    // Renamed locally: same guid, so it is still backed up and still the base.
+    site.pool.zfs(&["rename", &format!("{}@s3", site.data), &format!("{}@s3-renamed", site.data)]).success();
+    let dry = site.run("zsnap-backup", &["--dry-run"]).success();
+    assert!(dry.stdout.is_empty(), "nothing to send after a rename: {}", String::from_utf8_lossy(&dry.stdout));
+    site.write("e.bin", &data(MIB, 44));
+    site.snapshot("s4");
+    let t4 = tree(&site.dir());
+    let out = site.run("zsnap-backup", &[]).success();
+    let sent = lines(&out);
+    assert_eq!(sent.len(), 1, "{}", out.stderr);
+    assert_eq!(sent[0]["stream"]["kind"], "incremental", "from the renamed base, not a new full");
+
+    // Remote only: destroyed locally, still listed and restorable.
+    site.pool.zfs(&["destroy", &format!("{}@s1", site.data)]).success();
+    let status = site.run("zsnap-status", &["--json"]).success();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(text.contains("s3-renamed") && text.contains("\"s1\""), "{text}");
+
+    let r = site.pool.ds("r");
+    site.run("zsnap-restore", &["latest", "--target", &r]).success();
+    assert_same(&tree(&site.pool.mount.join("r")), &t4, "latest through a renamed base");
+    let r3 = site.pool.ds("r3");
+    site.run("zsnap-restore", &["s3", "--target", &r3]).success();
+    assert_same(&tree(&site.pool.mount.join("r3")), &t3, "by its name in S3");
+}
+
+#[test]
+fn bad_inputs_get_one_clear_line() {
+    let site = Site::new("br-bad", "bb");
+    // A dataset with no snapshots.
+    site.run("zsnap-backup", &[]).fails_last(66, "zsnap-plan", "no snapshots");
+    site.snapshot("s1");
+    // A snapshot prefix that matches nothing.
+    site.run("zsnap-backup", &["--snapshot-prefix", "daily-"]).fails_last(66, "zsnap-plan", "daily-");
+    // A dataset that does not exist.
+    let ghost = site.pool.ds("ghost");
+    site.run("zsnap-backup", &["--dataset", &ghost]).fails_last(66, "zsnap-plan", "does not exist");
+    // Nothing in S3 under a wrong prefix.
+    site.run("zsnap-backup", &[]).success();
+    let r = site.pool.ds("r");
+    site.run("zsnap-restore", &["latest", "--s3-prefix", "no/such/prefix/", "--target", &r]).fails_last(
+        66,
+        "zsnap-plan",
+        "no/such/prefix",
+    );
+    site.run("zsnap-restore", &["nosuchsnap", "--target", &r]).fails_last(66, "zsnap-plan", "nosuchsnap");
+    assert!(!site.exists(&r));
+    // Foreign objects beside the backups change nothing.
+    site.ctx.put("README.txt", b"not a backup", &[]).success();
+    site.ctx.put(&format!("{}/@s1/notes.txt", site.data), b"nor this", &[]).success();
+    let dry = site.run("zsnap-backup", &["--dry-run"]).success();
+    assert!(dry.stdout.is_empty());
+    site.run("zsnap-restore", &["latest", "--target", &r]).success();
+    let status = site.run("zsnap-status", &["--json"]).success();
+    let text = String::from_utf8_lossy(&status.stdout).to_string();
+    assert!(text.contains("foreign"), "{text}");
+}
+
+#[test]
+fn dry_run_prints_exactly_what_the_real_run_does() {
+    let site = Site::new("br-dry", "bd");
+    three_snapshots(&site);
+    site.run("zsnap-backup", &["--snapshot", "s1"]).success();
+    let before = site.keys();
+    let dry = site.run("zsnap-backup", &["--dry-run"]).success();
+    assert_eq!(site.keys(), before, "--dry-run uploaded something");
+    let planned: Vec<String> = String::from_utf8_lossy(&dry.stdout).lines().map(str::to_string).collect();
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    let real = site.run("zsnap-backup", &[]).success();
+    let ran: Vec<String> = real
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("zsnap-backup: ["))
+        .filter_map(|l| l.split_once("] ").map(|(_, cmd)| cmd.to_string()))
+        .collect();
+    assert_eq!(ran, planned);
+
+    let r = site.pool.ds("r");
+    let dry = site.run("zsnap-restore", &["latest", "--target", &r, "--dry-run"]).success();
+    assert!(!site.exists(&r), "--dry-run received something");
+    assert_eq!(String::from_utf8_lossy(&dry.stdout).lines().count(), 3);
+}
+
+#[test]
+fn a_second_run_on_the_same_dataset_waits_for_nobody() {
+    let site = Site::new("br-lock", "bl");
+    site.snapshot("s1");
+    std::fs::create_dir_all(&site.locks).expect("lock dir");
+    let lock = site.locks.join(format!("{}.lock", site.data.replace('/', "%")));
+    // Hold the lock with flock(1) around a second zsnap-backup: it must give up at once.
+    let inner = site.cmd("zsnap-backup", &[]);
+    let mut c = Command::new("flock");
+    c.arg(&lock).arg(inner.get_program()).envs(inner.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))));
+    run(c, None, TIMEOUT).fails(72, "holds the lock");
+}
+
+#[test]
+fn a_zfs3backup_bucket_restores_and_seeds_incrementals() {
+    let site = Site::new("br-legacy", "bz");
+    let [_, t2, _] = three_snapshots(&site);
+    // What zfs3backup writes: <prefix><dataset>@<snap>, metadata isfull/parent/compressor.
+    let legacy = format!("{}legacy/", site.ctx.prefix);
+    let full_key = format!("s3://{}/{legacy}{}@s1", site.ctx.bench.bucket, site.data);
+    let inc_key = format!("s3://{}/{legacy}{}@s2", site.ctx.bench.bucket, site.data);
+    let s = format!(
+        "zfs send {d}@s1 | pigz -1 | s3put --meta isfull=true --meta compressor=pigz1 {full_key} && \
+         zfs send -i @s1 {d}@s2 | s3put --meta isfull=false --meta parent={d}@s1 --meta compressor=none {inc_key}",
+        d = site.data
+    );
+    sh(&site.ctx, &s).success();
+
+    let r = site.pool.ds("r");
+    site.run("zsnap-restore", &["latest", "--s3-prefix", &legacy, "--target", &r]).success();
+    assert_same(&tree(&site.pool.mount.join("r")), &t2, "zfs3backup chain restored");
+
+    // The first zsnap backup into that bucket is an incremental on zfs3backup's @s2.
+    let out = site.run("zsnap-backup", &["--s3-prefix", &legacy]).success();
+    let sent = lines(&out);
+    assert_eq!(sent.len(), 1, "{}", out.stderr);
+    assert_eq!(sent[0]["stream"]["kind"], "incremental", "{}", sent[0]);
+    let r2 = site.pool.ds("r2");
+    site.run("zsnap-restore", &["latest", "--s3-prefix", &legacy, "--target", &r2]).success();
+    assert_eq!(site.snapshots_of(&r2), ["s1", "s2", "s3"]);
+}
