@@ -203,15 +203,24 @@ fn full_then_incremental_then_restore_latest_and_middle() {
 
 /// A compressor stand-in that passes 1 MB through and then kills a pipeline stage with
 /// SIGKILL (zfs send, itself, or s3put), then passes the rest on as if nothing happened.
+/// zfs-fuse's `zfs` rewrites its own argv (`zfs send pool/data s1`, no `@`), so the
+/// pattern names the dataset only.
 fn killer(site: &Site) -> PathBuf {
     let path = site.ctx.bench.work.join(format!("{}-killer.sh", site.pool.name));
     let script = r#"#!/bin/bash
 what=$1 pattern=$2
-head -c 1000000
 case $what in
-send) pkill -KILL -f "^zfs send .*$pattern" ;;
-self) kill -KILL $$ ;;
-s3put) pkill -KILL -f "^[^ ]*s3put .*$pattern" ;;
+send) head -c 1000000; pkill -KILL -f "^zfs send .*$pattern" ;;
+self) head -c 1000000; kill -KILL $$ ;;
+s3put)
+    # Let s3put start its multipart upload (two 16 MiB parts), wait until the server
+    # lists it, then kill s3put: the upload stays behind, uncommitted.
+    head -c 40000000
+    for _ in $(seq 600); do
+        [[ -n "$(s3put --list-uploads "$pattern")" ]] && break
+        sleep 0.05
+    done
+    pkill -KILL -f "^[^ ]*s3put --zfs-stream .*$pattern" ;;
 esac
 cat
 "#;
@@ -222,31 +231,40 @@ cat
 #[test]
 fn a_killed_stage_commits_nothing_and_the_next_run_recovers() {
     let site = Site::new("br-kill", "bk");
-    site.write("big.bin", &data(40 * MIB, 51));
+    site.write("big.bin", &data(60 * MIB, 51));
     site.snapshot("s1");
     let k = killer(&site).display().to_string();
     let conf = format!(
-        "[compressor:killsend]\nCOMPRESS=bash {k} send {ds}@s1\nDECOMPRESS=cat\n\n\
+        "[compressor:killsend]\nCOMPRESS=bash {k} send {ds}\nDECOMPRESS=cat\n\n\
          [compressor:killself]\nCOMPRESS=bash {k} self\nDECOMPRESS=cat\n\n\
          [compressor:kills3put]\nCOMPRESS=bash {k} s3put {pre}\nDECOMPRESS=cat\n",
         ds = site.data,
-        pre = site.ctx.prefix,
+        pre = site.ctx.prefix_url(),
     );
     std::fs::write(&site.config, conf).expect("config");
 
-    for victim in ["killsend", "killself", "kills3put"] {
+    // zfs send or the compressor killed: s3put sees it and aborts (67); s3put killed: 137.
+    for (victim, code) in [("killsend", 67), ("killself", 67), ("kills3put", 137)] {
         let out = site.run("zsnap-backup", &["--compressor", victim]);
-        assert_ne!(out.code(), 0, "{victim}: a killed stage must fail the backup\n{}", out.stderr);
+        assert_eq!(out.code(), code, "{victim}: a killed stage must fail the backup\n{}", out.stderr);
         assert!(out.stderr.contains("zsnap-backup: step 1 of 1 failed"), "{victim}: {}", out.stderr);
         let committed: Vec<_> = site.keys().into_iter().filter(|k| k.contains("zsnap1,")).collect();
         assert!(committed.is_empty(), "{victim}: committed {committed:?}");
         let list = site.run("zsnap-restore", &["list", "--json"]).success();
-        assert!(list.stdout.is_empty(), "{victim}: restore must see no backup\n{}", String::from_utf8_lossy(&list.stdout));
+        assert!(
+            list.stdout.is_empty(),
+            "{victim}: restore must see no backup\n{}",
+            String::from_utf8_lossy(&list.stdout)
+        );
     }
-    // Whatever upload s3put could not abort (it was killed) shows as uncommitted.
+    // The upload s3put could not abort (it was killed) shows as uncommitted, never committed.
     let status = site.run("zsnap-status", &["--json"]).success();
-    let text = String::from_utf8_lossy(&status.stdout).to_string();
-    assert!(!text.contains("\"committed\""), "nothing may be committed: {text}");
+    let rows = lines(&status);
+    let s1 = rows.iter().find(|r| r["snapshot"] == "s1").unwrap_or_else(|| panic!("no @s1 row: {rows:?}"));
+    assert_eq!(s1["remote"], "uncommitted", "{s1}");
+    let summary = rows.iter().find(|r| r["summary"] == true).expect("summary line");
+    assert_eq!(summary["uncommitted"], 1, "{summary}");
+    assert_eq!(summary["backups"], 0, "{summary}");
 
     let out = site.run("zsnap-backup", &["--compressor", "zstd"]).success();
     assert_eq!(lines(&out).len(), 1, "the next run sends the full again");

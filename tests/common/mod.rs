@@ -341,7 +341,6 @@ pub fn files_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-
 /// rclone as a peer client on the bench (config from the environment only).
 pub fn rclone(ctx: &Ctx) -> Command {
     let b = &ctx.bench;
