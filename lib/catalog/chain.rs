@@ -29,8 +29,12 @@ impl fmt::Display for MissingLink {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
     /// Indexes of the records to receive, full first, this record last.
-    Restorable { chain: Vec<usize> },
-    Broken { missing: MissingLink },
+    Restorable {
+        chain: Vec<usize>,
+    },
+    Broken {
+        missing: MissingLink,
+    },
 }
 
 impl Health {

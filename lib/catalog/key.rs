@@ -62,7 +62,10 @@ pub struct KeyFields {
 pub enum ParsedKey {
     Zsnap(KeyFields),
     /// zfs3backup's `<dataset>@<snapshot>`; the rest is in its metadata.
-    Legacy { dataset: String, snapshot: String },
+    Legacy {
+        dataset: String,
+        snapshot: String,
+    },
     /// Anything else, with the reason it is not a backup.
     Foreign(String),
 }
@@ -223,7 +226,10 @@ mod tests {
     #[test]
     fn encodes_the_documented_layout() {
         let k = encode("zsnap/web1/", &full("tank/data", "daily-1")).unwrap();
-        assert_eq!(k, "zsnap/web1/tank/data/@daily-1/zsnap1,kind=full,guid=18203086585856280859,time=1795424120,z=zstd");
+        assert_eq!(
+            k,
+            "zsnap/web1/tank/data/@daily-1/zsnap1,kind=full,guid=18203086585856280859,time=1795424120,z=zstd"
+        );
         let inc = KeyFields { kind: Kind::Inc, from: Some((7, "daily-0".into())), ..full("tank/data", "daily-1") };
         let k = encode("", &inc).unwrap();
         assert_eq!(
@@ -255,7 +261,8 @@ mod tests {
 
     #[test]
     fn encode_rejects_bad_names() {
-        for (ds, snap) in [("tank/", "s"), ("tank//a", "s"), ("", "s"), ("tank", "a/b"), ("tank", "a,b"), ("ta=nk", "s")]
+        for (ds, snap) in
+            [("tank/", "s"), ("tank//a", "s"), ("", "s"), ("tank", "a/b"), ("tank", "a,b"), ("ta=nk", "s")]
         {
             assert!(encode("", &full(ds, snap)).is_err(), "{ds}@{snap}");
         }

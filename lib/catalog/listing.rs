@@ -130,9 +130,12 @@ pub fn uncommitted(prefix: &str, dataset: &str, pending: &[PendingUpload]) -> Ve
     pending
         .iter()
         .filter_map(|u| match key::parse(prefix, &u.key) {
-            ParsedKey::Zsnap(f) if f.dataset == dataset => {
-                Some(Uncommitted { snapshot: f.snapshot, guid: Some(f.guid), key: u.key.clone(), initiated: u.initiated })
-            }
+            ParsedKey::Zsnap(f) if f.dataset == dataset => Some(Uncommitted {
+                snapshot: f.snapshot,
+                guid: Some(f.guid),
+                key: u.key.clone(),
+                initiated: u.initiated,
+            }),
             ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => {
                 Some(Uncommitted { snapshot, guid: None, key: u.key.clone(), initiated: u.initiated })
             }
@@ -151,10 +154,8 @@ pub fn assemble(
     foreign: Vec<(String, String)>,
 ) -> Catalog {
     records.sort_by(|a, b| (a.time, &a.snapshot, &a.key).cmp(&(b.time, &b.snapshot, &b.key)));
-    let depth: Vec<usize> = chain::health(&records)
-        .iter()
-        .map(|h| h.chain().map(|c| c.len()).unwrap_or(usize::MAX))
-        .collect();
+    let depth: Vec<usize> =
+        chain::health(&records).iter().map(|h| h.chain().map(|c| c.len()).unwrap_or(usize::MAX)).collect();
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].time, depth[i]));
     let records = order.into_iter().map(|i| records[i].clone()).collect();

@@ -97,7 +97,9 @@ impl Compressor {
 }
 
 fn unknown(spec: &str) -> String {
-    format!("compressor '{spec}' is not zstd[:LEVEL], gzip[:LEVEL], pigz[LEVEL], lz4, none or a [compressor:NAME] section")
+    format!(
+        "compressor '{spec}' is not zstd[:LEVEL], gzip[:LEVEL], pigz[LEVEL], lz4, none or a [compressor:NAME] section"
+    )
 }
 
 /// How to decompress an object recorded with `z`, or why we cannot.

@@ -67,7 +67,10 @@ impl ConfigFile {
                     Section::Fs(ds.to_string())
                 } else if let Some(c) = name.strip_prefix("compressor:") {
                     if c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
-                        return Err(err(n, format!("compressor name '{c}' may only hold letters, digits, '_' and '-'")));
+                        return Err(err(
+                            n,
+                            format!("compressor name '{c}' may only hold letters, digits, '_' and '-'"),
+                        ));
                     }
                     if compressor::Compressor::parse(c, &BTreeMap::new()).is_ok() {
                         return Err(err(n, format!("[compressor:{c}] would hide the built-in compressor '{c}'")));
@@ -75,7 +78,10 @@ impl ConfigFile {
                     pending.entry(c.to_string()).or_insert((n, BTreeMap::new()));
                     Section::Compressor(c.to_string())
                 } else {
-                    return Err(err(n, format!("unknown section [{name}] (expected [main], [fs:DATASET] or [compressor:NAME])")));
+                    return Err(err(
+                        n,
+                        format!("unknown section [{name}] (expected [main], [fs:DATASET] or [compressor:NAME])"),
+                    ));
                 };
                 continue;
             }
@@ -102,7 +108,10 @@ impl ConfigFile {
                 }
                 Section::Compressor(c) => {
                     if k != "COMPRESS" && k != "DECOMPRESS" {
-                        return Err(err(n, format!("unknown key {k} in [compressor:{c}] (known: COMPRESS, DECOMPRESS)")));
+                        return Err(err(
+                            n,
+                            format!("unknown key {k} in [compressor:{c}] (known: COMPRESS, DECOMPRESS)"),
+                        ));
                     }
                     if v.is_empty() {
                         return Err(err(n, format!("{k} in [compressor:{c}] is empty")));
@@ -116,8 +125,7 @@ impl ConfigFile {
         for (name, (line, kv)) in pending {
             match (kv.get("COMPRESS"), kv.get("DECOMPRESS")) {
                 (Some(c), Some(d)) => {
-                    file.compressors
-                        .insert(name, CustomCompressor { compress: c.clone(), decompress: d.clone() });
+                    file.compressors.insert(name, CustomCompressor { compress: c.clone(), decompress: d.clone() });
                 }
                 _ => return Err(err(line, format!("[compressor:{name}] needs both COMPRESS and DECOMPRESS"))),
             }
@@ -212,9 +220,10 @@ impl Settings {
     }
 
     pub fn bucket(&self) -> Result<&str, Failure> {
-        self.bucket.value.as_deref().ok_or_else(|| {
-            Failure::usage(format!("no bucket: set --bucket, ZSNAP_BUCKET or BUCKET in {DEFAULT_PATH}"))
-        })
+        self.bucket
+            .value
+            .as_deref()
+            .ok_or_else(|| Failure::usage(format!("no bucket: set --bucket, ZSNAP_BUCKET or BUCKET in {DEFAULT_PATH}")))
     }
 
     pub fn s3_prefix(&self) -> &str {
@@ -280,7 +289,8 @@ pub fn resolve(
         crate::s3::S3Url::parse(&format!("s3://{b}"), true)
             .map_err(|_| Failure::usage(format!("bucket '{b}' (from {}) is not a valid bucket name", bucket.source)))?;
     }
-    let mut s3_prefix = pick(("s3-prefix", &flags.s3_prefix), &["ZSNAP_S3_PREFIX"], env, file, fs, "S3_PREFIX", Some(""));
+    let mut s3_prefix =
+        pick(("s3-prefix", &flags.s3_prefix), &["ZSNAP_S3_PREFIX"], env, file, fs, "S3_PREFIX", Some(""));
     let normalized = key::normalize_prefix(s3_prefix.value.as_deref().unwrap_or(""))
         .map_err(|e| Failure::usage(format!("{e} (from {})", s3_prefix.source)))?;
     s3_prefix.value = Some(normalized);
@@ -415,7 +425,8 @@ DECOMPRESS=xz -d
         assert_eq!(s.compressor.recorded(), "lz4");
         assert_eq!(s.region.value.as_deref(), Some("r2"));
 
-        let flags = Flags { bucket: Some("flag-bucket".into()), compressor: Some("zstd:19".into()), ..Default::default() };
+        let flags =
+            Flags { bucket: Some("flag-bucket".into()), compressor: Some("zstd:19".into()), ..Default::default() };
         let s = resolve(&flags, &env, Some(&f)).unwrap();
         assert_eq!(s.bucket.value.as_deref(), Some("flag-bucket"));
         assert_eq!(s.bucket.source.to_string(), "flag --bucket");

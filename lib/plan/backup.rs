@@ -41,10 +41,16 @@ pub struct Send {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// A snapshot not sent: already in S3 (`url` of its object), or older than the base.
-    Skip { snapshot: Snapshot, url: Option<String>, reason: String },
+    Skip {
+        snapshot: Snapshot,
+        url: Option<String>,
+        reason: String,
+    },
     Send(Box<Send>),
     /// Nothing to do.
-    Nothing { reason: String },
+    Nothing {
+        reason: String,
+    },
 }
 
 impl Step {
@@ -127,10 +133,7 @@ pub fn plan(
 ) -> Result<Vec<Step>, Failure> {
     let ds = &ctx.dataset;
     if local.is_empty() {
-        return Err(Failure::new(
-            ExitCode::NotFound,
-            format!("no snapshots of {ds} match prefix '{snapshot_prefix}'"),
-        ));
+        return Err(Failure::new(ExitCode::NotFound, format!("no snapshots of {ds} match prefix '{snapshot_prefix}'")));
     }
     let target = match &req.snapshot {
         Some(name) => local.iter().position(|s| &s.name == name).ok_or_else(|| {
@@ -141,7 +144,8 @@ pub fn plan(
         })?,
         None => local.len() - 1,
     };
-    let remote: Vec<Option<(&BackupRecord, bool)>> = local[..=target].iter().map(|s| in_s3(s, records, health)).collect();
+    let remote: Vec<Option<(&BackupRecord, bool)>> =
+        local[..=target].iter().map(|s| in_s3(s, records, health)).collect();
     let base = if req.full { None } else { (0..=target).rev().find(|&i| remote[i].is_some_and(|(_, ok)| ok)) };
     let health_of = |r: &BackupRecord| records.iter().position(|x| x == r).and_then(|i| health.get(i));
 
@@ -169,15 +173,13 @@ pub fn plan(
                     }
                 } else if i == b {
                     let (r, _) = remote[b].expect("base is in S3");
-                    let role = if b == target { "the newest matching snapshot" } else { "base of the next incremental" };
+                    let role =
+                        if b == target { "the newest matching snapshot" } else { "base of the next incremental" };
                     steps.push(skip(ctx, snap, r, format!("{}, restorable; {role}", where_in_s3(snap, r))));
                 } else {
                     let from = &local[i - 1];
                     let mut reason = if i == b + 1 {
-                        format!(
-                            "incremental from @{}, the newest snapshot in S3 with a restorable chain",
-                            from.name
-                        )
+                        format!("incremental from @{}, the newest snapshot in S3 with a restorable chain", from.name)
                     } else {
                         format!("incremental from @{}, sent just before", from.name)
                     };
@@ -346,7 +348,8 @@ mod tests {
         let full1 = rec("s1", 1, None, 1);
         let inc2 = rec("s2", 2, Some((1, "s1")), 2);
         let inc3_on_missing = rec("s3", 3, Some((99, "gone")), 3);
-        let cases: Vec<(&str, Vec<Snapshot>, Vec<BackupRecord>, Request, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Vec<Snapshot>, Vec<BackupRecord>, Request, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             ("first run", vec![s1.clone(), s2.clone()], vec![], Request::default(), vec!["send s2 full"]),
             (
                 "up to date",
@@ -474,7 +477,10 @@ mod tests {
     #[test]
     fn errors() {
         let e = plan(&ctx(), &Compressor::None, "daily-", &[], &[], &[], &Request::default()).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (ExitCode::NotFound, "no snapshots of tank/data match prefix 'daily-'"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ExitCode::NotFound, "no snapshots of tank/data match prefix 'daily-'")
+        );
         let e = run(&[snap("s1", 1, 1)], &[], Request { full: false, snapshot: Some("nope".into()) }).unwrap_err();
         assert_eq!(e.code, ExitCode::NotFound);
         assert!(e.message.contains("tank/data@nope"), "{}", e.message);

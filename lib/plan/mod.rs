@@ -100,7 +100,10 @@ mod tests {
             ctx.s3get("k", "zstd", Some(5)).unwrap(),
             "s3get --decompress zstd --zfs-stream --expect-guid 5 --endpoint http://127.0.0.1:3900 s3://bkt/k"
         );
-        assert_eq!(ctx.s3get("a b", "x-xz", Some(5)).unwrap(), "s3get --endpoint http://127.0.0.1:3900 's3://bkt/a b' | xz -d");
+        assert_eq!(
+            ctx.s3get("a b", "x-xz", Some(5)).unwrap(),
+            "s3get --endpoint http://127.0.0.1:3900 's3://bkt/a b' | xz -d"
+        );
         assert!(ctx.s3get("k", "bzip2", None).is_err());
     }
 }

@@ -91,7 +91,7 @@ pub struct Recv {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
-    Recv(Recv),
+    Recv(Box<Recv>),
     Nothing { reason: String },
 }
 
@@ -152,9 +152,11 @@ pub fn plan(
     let mut first_reason = None;
     if let Some(have) = target_snapshots {
         // Newest link of the chain the target already holds.
-        let shared = chain.iter().enumerate().rev().find_map(|(k, &i)| {
-            have.iter().find(|t| records[i].holds(t.guid, &t.name)).map(|t| (k, t))
-        });
+        let shared = chain
+            .iter()
+            .enumerate()
+            .rev()
+            .find_map(|(k, &i)| have.iter().find(|t| records[i].holds(t.guid, &t.name)).map(|t| (k, t)));
         match shared {
             Some((k, t)) => {
                 let newer: Vec<String> =
@@ -205,9 +207,12 @@ pub fn plan(
         let get = ctx.s3get(&r.key, &r.compressor, r.guid).map_err(|e| {
             Failure::usage(format!("cannot restore {}: object {} was {e}", r.describe(), ctx.url(&r.key)))
         })?;
-        let recv = if req.force { format!("zfs recv -F {}", quote(target)) } else { format!("zfs recv {}", quote(target)) };
+        let recv =
+            if req.force { format!("zfs recv -F {}", quote(target)) } else { format!("zfs recv {}", quote(target)) };
         let mut reason = match (r.kind, n) {
-            (Kind::Full, _) if target_snapshots.is_none() => format!("full backup of @{}; creates {target}", r.snapshot),
+            (Kind::Full, _) if target_snapshots.is_none() => {
+                format!("full backup of @{}; creates {target}", r.snapshot)
+            }
             (Kind::Full, _) => format!("full backup of @{}", r.snapshot),
             (Kind::Inc, _) => {
                 format!("incremental from @{} to @{}", r.from_snap.as_deref().unwrap_or("?"), r.snapshot)
@@ -221,14 +226,14 @@ pub fn plan(
         if i == chosen && todo.len() > 1 {
             reason.push_str("; the snapshot asked for");
         }
-        steps.push(Step::Recv(Recv {
+        steps.push(Step::Recv(Box::new(Recv {
             step: n + 1,
             of: todo.len(),
             record: r.clone(),
             target: target.clone(),
             command: format!("{get} | {recv}"),
             reason,
-        }));
+        })));
     }
     Ok(steps)
 }
@@ -341,7 +346,8 @@ mod tests {
     #[test]
     fn table() {
         let recs = healthy();
-        let cases: Vec<(&str, Request, Option<Vec<Snapshot>>, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Request, Option<Vec<Snapshot>>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             ("whole chain into a new dataset", req("s3", false), None, vec!["1/3 s1", "2/3 s2", "3/3 s3"]),
             ("by number", req("2", false), None, vec!["1/2 s1", "2/2 s2"]),
             ("latest", req("latest", false), None, vec!["1/3 s1", "2/3 s2", "3/3 s3"]),

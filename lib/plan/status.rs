@@ -178,7 +178,9 @@ pub fn status(
         }
         let r = &records[i];
         let same: Vec<usize> = (0..records.len())
-            .filter(|&j| !used[j] && records[j].guid == r.guid && (r.guid.is_some() || records[j].snapshot == r.snapshot))
+            .filter(|&j| {
+                !used[j] && records[j].guid == r.guid && (r.guid.is_some() || records[j].snapshot == r.snapshot)
+            })
             .collect();
         for &j in &same {
             used[j] = true;
