@@ -112,6 +112,20 @@ fn receive(ctx: &Ctx, step: &Value, decompress: &str) {
     sh(ctx, &format!("s3get {} {decompress}| zfs recv {}", q(key), q(target))).success();
 }
 
+/// Start a multipart upload and leave it in progress.
+fn start_upload(ctx: &Ctx, key: &str) {
+    let rt = zsnap::commands::runtime().expect("runtime");
+    rt.block_on(async {
+        let s3 = zsnap::cli::s3_flags::S3Args {
+            endpoint: Some(ctx.bench.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        };
+        let client = zsnap::s3::client::connect(&s3).await;
+        client.create_multipart_upload().bucket(&ctx.bench.bucket).key(key).send().await.expect("create upload");
+    });
+}
+
 fn actions(lines: &[Value]) -> Vec<String> {
     lines
         .iter()
@@ -260,6 +274,22 @@ fn backup_list_restore_status_and_a_missing_middle() {
     assert_eq!((row("s4")["local"].as_bool(), row("s4")["remote"].as_str()), (Some(true), Some("absent")));
     assert_eq!(row("s5")["restorable"], false);
     assert!(row("s5")["broken"].as_str().unwrap_or("").contains("@s4"), "{}", row("s5"));
+
+    // An upload left in progress (as after kill -9): shown as uncommitted, never used.
+    pool.snapshot(&data, "s6", 6);
+    let (g5, g6) = (pool.guid(&format!("{data}@s5")), pool.guid(&format!("{data}@s6")));
+    let key = format!("{}{data}/@s6/zsnap1,kind=inc,guid={g6},from={g5},fromsnap=s5,time=1,z=none", ctx.prefix);
+    start_upload(&ctx, &key);
+    let rows = plan(&ctx, &data, &["status"]).success().json_lines();
+    let s6 = rows.iter().find(|r| r["snapshot"] == "s6").cloned().unwrap_or(Value::Null);
+    assert_eq!((s6["local"].as_bool(), s6["remote"].as_str()), (Some(true), Some("uncommitted")), "{s6}");
+    assert_eq!(rows.last().map(|s| s["uncommitted"].clone()), Some(Value::from(1)));
+    let lines = plan(&ctx, &data, &["backup"]).success().json_lines();
+    assert_eq!(actions(&lines).last().map(String::as_str), Some("send s6 inc from s5"));
+    let mut c = ctx.cmd("s3put");
+    c.args(["--abort-uploads", &ctx.prefix_url()]);
+    run(c, None, TIMEOUT).success();
+
     let table = plan(&ctx, &data, &["--format", "table", "status"]).success();
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.contains("1 foreign objects") && table.contains("SNAPSHOT"), "{table}");

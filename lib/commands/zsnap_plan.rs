@@ -471,8 +471,14 @@ fn decide(
             })
         }
         Command::Status => {
-            let local = local.unwrap_or_default();
-            let (rows, summary) = status::status(local, records, &health, &catalog.uncommitted, catalog.foreign.len());
+            let (rows, mut summary) = status::status(
+                local.unwrap_or_default(),
+                records,
+                &health,
+                &catalog.uncommitted,
+                catalog.foreign.len(),
+            );
+            summary.local_exists = local.is_some();
             Ok(match f {
                 Format::Table => {
                     let mut t = table(

@@ -177,8 +177,10 @@ pub fn plan(
                 }
                 start = k + 1;
                 first_reason = Some(format!(
-                    "{target} already has @{} (guid {}): receiving only the rest of the chain",
-                    t.name, t.guid
+                    "{target} already has @{} (guid {}): receiving only the rest of the chain{}",
+                    t.name,
+                    t.guid,
+                    if req.force { "" } else { " (if it changed since, zfs recv refuses: add --force to roll back)" }
                 ));
             }
             None if have.is_empty() && req.force => {

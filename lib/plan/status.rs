@@ -100,6 +100,8 @@ impl Row {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
+    /// Whether the dataset exists locally (status also works before a restore).
+    pub local_exists: bool,
     pub local: usize,
     pub committed: usize,
     pub restorable: usize,
@@ -115,6 +117,7 @@ impl Summary {
         json!({
             "summary": true,
             "dataset": ctx.dataset,
+            "local_exists": self.local_exists,
             "local": self.local,
             "committed": self.committed,
             "restorable": self.restorable,
@@ -222,6 +225,7 @@ pub fn status(
     }
     rows.sort_by_key(|r| r.time);
     let summary = Summary {
+        local_exists: true,
         local: local.len(),
         committed: records.len(),
         restorable: health.iter().filter(|h| h.is_restorable()).count(),
@@ -292,6 +296,7 @@ mod tests {
         assert_eq!(
             sum,
             Summary {
+                local_exists: true,
                 local: 4,
                 committed: 5,
                 restorable: 4,
