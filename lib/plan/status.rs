@@ -18,6 +18,18 @@ fn broken(h: &Health) -> Option<String> {
     }
 }
 
+/// Why a record can or cannot be restored, for people.
+fn health_reason(records: &[BackupRecord], h: &Health) -> String {
+    match h {
+        Health::Restorable { chain } if chain.len() == 1 => "restorable: a full backup".into(),
+        Health::Restorable { chain } => {
+            let names: Vec<String> = chain.iter().map(|&i| format!("@{}", records[i].snapshot)).collect();
+            format!("restorable: chain {}", names.join(" -> "))
+        }
+        Health::Broken { missing } => format!("not restorable: {missing}"),
+    }
+}
+
 /// One `list` line per committed record, numbered from 1 in list order.
 pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<Value> {
     records
@@ -40,6 +52,7 @@ pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<V
                 "broken": broken(h),
                 "legacy": r.legacy,
                 "key": ctx.url(&r.key),
+                "reason": health_reason(records, h),
             })
         })
         .collect()
@@ -77,6 +90,7 @@ pub struct Row {
     pub copies: usize,
     pub health: Option<Health>,
     pub uncommitted_key: Option<String>,
+    pub reason: String,
     time: (i64, usize),
 }
 
@@ -94,6 +108,7 @@ impl Row {
             "restorable": self.health.as_ref().map(|h| h.is_restorable()),
             "broken": self.health.as_ref().and_then(broken),
             "key": self.record.as_ref().map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.as_ref().map(|k| ctx.url(k))),
+            "reason": self.reason,
         })
     }
 }
@@ -161,7 +176,25 @@ pub fn status(
             (None, Some(_)) => Remote::Uncommitted,
             (None, None) => Remote::Absent,
         };
+        let reason = match (best, unc) {
+            (Some(i), _) => {
+                let mut r = format!("in S3, {}", health_reason(records, &health[i]));
+                if records[i].snapshot != s.name {
+                    r = format!(
+                        "in S3 as @{} (same guid), {}",
+                        records[i].snapshot,
+                        health_reason(records, &health[i])
+                    );
+                }
+                r
+            }
+            (None, Some(_)) => {
+                "not in S3: only an unfinished upload (never used; s3put --abort-uploads removes it)".into()
+            }
+            (None, None) => "not in S3".into(),
+        };
         rows.push(Row {
+            reason,
             snapshot: s.name.clone(),
             remote_name: best.map(|i| records[i].snapshot.clone()).filter(|n| n != &s.name),
             guid: Some(s.guid),
@@ -190,6 +223,7 @@ pub fn status(
         }
         let best = same.iter().copied().min_by_key(|&j| rank(j)).unwrap_or(i);
         rows.push(Row {
+            reason: format!("only in S3 (destroyed or never local), {}", health_reason(records, &health[best])),
             snapshot: records[best].snapshot.clone(),
             remote_name: None,
             guid: r.guid,
@@ -211,6 +245,7 @@ pub fn status(
             continue;
         }
         rows.push(Row {
+            reason: "only an unfinished upload (never used; s3put --abort-uploads removes it)".into(),
             snapshot: unc.snapshot.clone(),
             remote_name: None,
             guid: unc.guid,
@@ -309,6 +344,11 @@ mod tests {
         );
         let j = rows[5].to_json(&Context { bucket: "b".into(), ..Default::default() });
         assert_eq!(j["broken"], "parent @s4 (guid 4) of @s5 is not in S3");
+        assert_eq!(
+            j["reason"],
+            "only in S3 (destroyed or never local), not restorable: parent @s4 (guid 4) of @s5 is not in S3"
+        );
+        assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: chain @s1 -> @old-name");
     }
 
     #[test]
@@ -320,5 +360,6 @@ mod tests {
         assert_eq!(v[1]["guid"], "2");
         assert_eq!(v[1]["from"], "s1");
         assert_eq!(v[1]["restorable"], true);
+        assert_eq!(v[1]["reason"], "restorable: chain @s1 -> @s2");
     }
 }
