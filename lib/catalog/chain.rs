@@ -4,6 +4,7 @@
 //! the first missing link, so the message points at the object to find or re-send.
 
 use super::{BackupRecord, Kind};
+use std::collections::HashMap;
 use std::fmt;
 
 /// The object a chain lacks.
@@ -28,9 +29,12 @@ impl fmt::Display for MissingLink {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
-    /// Indexes of the records to receive, full first, this record last.
+    /// Restorable through `parent` (an index; `None` for a full), `depth` records long
+    /// counting this one. Stored as a pointer, not the whole chain, so 10,000 chained
+    /// records take linear memory.
     Restorable {
-        chain: Vec<usize>,
+        parent: Option<usize>,
+        depth: usize,
     },
     Broken {
         missing: MissingLink,
@@ -42,87 +46,159 @@ impl Health {
         matches!(self, Health::Restorable { .. })
     }
 
-    pub fn chain(&self) -> Option<&[usize]> {
+    /// Length of the chain that restores this record (full first, this one last).
+    pub fn depth(&self) -> Option<usize> {
         match self {
-            Health::Restorable { chain } => Some(chain),
+            Health::Restorable { depth, .. } => Some(*depth),
             Health::Broken { .. } => None,
         }
     }
 }
 
+/// Indexes of the records to receive to restore `records[i]`, full first; `None` when
+/// its chain is broken.
+pub fn chain(health: &[Health], i: usize) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur = Some(i);
+    while let Some(c) = cur {
+        match health.get(c)? {
+            Health::Restorable { parent, .. } => {
+                out.push(c);
+                cur = *parent;
+            }
+            Health::Broken { .. } => return None,
+        }
+        if out.len() > health.len() {
+            return None;
+        }
+    }
+    out.reverse();
+    Some(out)
+}
+
+/// The full at the root of every restorable record's chain (in linear time).
+pub fn roots(health: &[Health]) -> Vec<Option<usize>> {
+    let mut order: Vec<usize> = (0..health.len()).filter(|&i| health[i].is_restorable()).collect();
+    order.sort_by_key(|&i| health[i].depth());
+    let mut root = vec![None; health.len()];
+    for i in order {
+        root[i] = match &health[i] {
+            Health::Restorable { parent: None, .. } => Some(i),
+            Health::Restorable { parent: Some(p), .. } => root[*p],
+            Health::Broken { .. } => None,
+        };
+    }
+    root
+}
+
+/// Candidate parents by guid and, for zfs3backup objects, by name.
+struct Index<'a> {
+    by_guid: HashMap<u64, Vec<usize>>,
+    by_name: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(records: &'a [BackupRecord]) -> Self {
+        let mut by_guid: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            if let Some(g) = r.guid {
+                by_guid.entry(g).or_default().push(i);
+            }
+            by_name.entry(r.snapshot.as_str()).or_default().push(i);
+        }
+        Index { by_guid, by_name }
+    }
+
+    /// Records that can serve as the parent of `records[i]`: same guid as its `from`; or,
+    /// when either side has no guid (zfs3backup), the same name as its `fromsnap`.
+    fn parents(&self, records: &[BackupRecord], i: usize) -> Vec<usize> {
+        let r = &records[i];
+        if r.kind == Kind::Full {
+            return Vec::new();
+        }
+        let mut out: Vec<usize> = Vec::new();
+        if let Some(fg) = r.from_guid {
+            out.extend(self.by_guid.get(&fg).into_iter().flatten().copied());
+        }
+        if let Some(name) = r.from_snap.as_deref() {
+            let by_name = self.by_name.get(name).into_iter().flatten().copied();
+            out.extend(by_name.filter(|&j| r.from_guid.is_none() || records[j].guid.is_none()));
+        }
+        out.retain(|&j| j != i);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 /// Records that can serve as the parent of `records[i]`.
 pub fn parents(records: &[BackupRecord], i: usize) -> Vec<usize> {
-    let r = &records[i];
-    if r.kind == Kind::Full {
-        return Vec::new();
-    }
-    let (from_guid, from_snap) = (r.from_guid, r.from_snap.as_deref());
-    (0..records.len())
-        .filter(|&j| j != i)
-        .filter(|&j| {
-            let p = &records[j];
-            match (from_guid, p.guid) {
-                (Some(fg), Some(pg)) => fg == pg,
-                // A zfs3backup parent, or a zfs3backup child: only the name can match.
-                _ => from_snap.is_some_and(|n| n == p.snapshot),
+    Index::new(records).parents(records, i)
+}
+
+/// Health of every record, index for index. Iterative (no recursion), so a chain of any
+/// length is fine; a loop (only hand-made keys can make one) counts as a missing link.
+pub fn health(records: &[BackupRecord]) -> Vec<Health> {
+    let index = Index::new(records);
+    let mut memo: Vec<Option<Health>> = vec![None; records.len()];
+    let mut expanded = vec![false; records.len()];
+    for root in 0..records.len() {
+        let mut stack = vec![root];
+        while let Some(&i) = stack.last() {
+            if memo[i].is_some() {
+                stack.pop();
+                continue;
             }
+            let r = &records[i];
+            if r.kind == Kind::Full {
+                memo[i] = Some(Health::Restorable { parent: None, depth: 1 });
+                stack.pop();
+                continue;
+            }
+            let parents = index.parents(records, i);
+            if !expanded[i] {
+                expanded[i] = true;
+                let todo: Vec<usize> = parents.iter().copied().filter(|&p| memo[p].is_none() && !expanded[p]).collect();
+                if !todo.is_empty() {
+                    stack.extend(todo);
+                    continue;
+                }
+            }
+            // Every parent is resolved now, or is waiting further down the stack (a loop).
+            let mut best: Option<(usize, usize)> = None;
+            let mut deeper: Option<MissingLink> = None;
+            for &p in &parents {
+                match &memo[p] {
+                    Some(Health::Restorable { depth, .. }) if best.is_none_or(|(_, d)| *depth < d) => {
+                        best = Some((p, *depth));
+                    }
+                    Some(Health::Broken { missing }) => {
+                        deeper.get_or_insert_with(|| missing.clone());
+                    }
+                    _ => {}
+                }
+            }
+            memo[i] = Some(match best {
+                Some((p, d)) => Health::Restorable { parent: Some(p), depth: d + 1 },
+                None => Health::Broken {
+                    missing: deeper.unwrap_or_else(|| MissingLink {
+                        snapshot: r.from_snap.clone().unwrap_or_default(),
+                        guid: r.from_guid,
+                        needed_by: r.snapshot.clone(),
+                    }),
+                },
+            });
+            stack.pop();
+        }
+    }
+    memo.into_iter()
+        .map(|h| {
+            h.unwrap_or(Health::Broken {
+                missing: MissingLink { snapshot: String::new(), guid: None, needed_by: String::new() },
+            })
         })
         .collect()
-}
-
-/// Health of every record, index for index.
-pub fn health(records: &[BackupRecord]) -> Vec<Health> {
-    let mut memo: Vec<Option<Health>> = vec![None; records.len()];
-    let mut visiting = vec![false; records.len()];
-    for i in 0..records.len() {
-        resolve(records, i, &mut memo, &mut visiting);
-    }
-    memo.into_iter().map(|h| h.expect("every record resolved")).collect()
-}
-
-fn resolve(records: &[BackupRecord], i: usize, memo: &mut [Option<Health>], visiting: &mut [bool]) -> Health {
-    if let Some(h) = &memo[i] {
-        return h.clone();
-    }
-    let r = &records[i];
-    let missing = MissingLink {
-        snapshot: r.from_snap.clone().unwrap_or_default(),
-        guid: r.from_guid,
-        needed_by: r.snapshot.clone(),
-    };
-    if visiting[i] {
-        // Only hand-made keys can loop; treat the loop as a missing root.
-        return Health::Broken { missing };
-    }
-    visiting[i] = true;
-    let h = if r.kind == Kind::Full {
-        Health::Restorable { chain: vec![i] }
-    } else {
-        let mut best: Option<Vec<usize>> = None;
-        let mut deeper: Option<MissingLink> = None;
-        for p in parents(records, i) {
-            match resolve(records, p, memo, visiting) {
-                Health::Restorable { chain } => {
-                    if best.as_ref().is_none_or(|b| chain.len() < b.len()) {
-                        best = Some(chain);
-                    }
-                }
-                Health::Broken { missing } => {
-                    deeper.get_or_insert(missing);
-                }
-            }
-        }
-        match best {
-            Some(mut chain) => {
-                chain.push(i);
-                Health::Restorable { chain }
-            }
-            None => Health::Broken { missing: deeper.unwrap_or(missing) },
-        }
-    };
-    visiting[i] = false;
-    memo[i] = Some(h.clone());
-    h
 }
 
 #[cfg(test)]
@@ -164,10 +240,10 @@ pub(crate) mod tests {
     }
 
     fn chains(records: &[BackupRecord]) -> Vec<Result<Vec<usize>, String>> {
-        health(records)
-            .into_iter()
-            .map(|h| match h {
-                Health::Restorable { chain } => Ok(chain),
+        let h = health(records);
+        (0..records.len())
+            .map(|i| match &h[i] {
+                Health::Restorable { .. } => chain(&h, i).ok_or_else(|| "no chain".to_string()),
                 Health::Broken { missing } => Err(missing.to_string()),
             })
             .collect()
@@ -217,6 +293,19 @@ pub(crate) mod tests {
         let r = [rec("s2", 2, Some((1, "s1")), 2), rec("s3", 3, Some((2, "s2")), 3), rec("s3", 3, None, 3)];
         let r2 = [r[0].clone(), r[1].clone(), r[2].clone(), rec("s4", 4, Some((3, "s3")), 4)];
         assert_eq!(chains(&r2)[3], Ok(vec![2, 3]));
+    }
+
+    #[test]
+    fn ten_thousand_in_one_chain() {
+        let mut r = vec![rec("s0", 1, None, 0)];
+        for g in 2..=10_000u64 {
+            r.push(rec(&format!("s{g}"), g, Some((g - 1, "x")), g as i64));
+        }
+        r.reverse(); // children before parents: the worst order for a naive walk
+        let h = health(&r);
+        assert_eq!(h[0].depth(), Some(10_000));
+        assert_eq!(chain(&h, 0).map(|c| c.len()), Some(10_000));
+        assert!(h.iter().all(Health::is_restorable));
     }
 
     #[test]

@@ -154,8 +154,7 @@ pub fn assemble(
     foreign: Vec<(String, String)>,
 ) -> Catalog {
     records.sort_by(|a, b| (a.time, &a.snapshot, &a.key).cmp(&(b.time, &b.snapshot, &b.key)));
-    let depth: Vec<usize> =
-        chain::health(&records).iter().map(|h| h.chain().map(|c| c.len()).unwrap_or(usize::MAX)).collect();
+    let depth: Vec<usize> = chain::health(&records).iter().map(|h| h.depth().unwrap_or(usize::MAX)).collect();
     let mut order: Vec<usize> = (0..records.len()).collect();
     order.sort_by_key(|&i| (records[i].time, depth[i]));
     let records = order.into_iter().map(|i| records[i].clone()).collect();

@@ -55,7 +55,7 @@ pub fn select(ctx: &Context, records: &[BackupRecord], health: &[Health], sel: &
         }
         Selector::Latest => records.len().checked_sub(1).ok_or_else(none),
         Selector::Name(name) => {
-            let rank = |i: usize| health[i].chain().map(|c| c.len()).unwrap_or(usize::MAX);
+            let rank = |i: usize| health[i].depth().unwrap_or(usize::MAX);
             (0..records.len()).filter(|&i| &records[i].snapshot == name).min_by_key(|&i| rank(i)).ok_or_else(|| {
                 Failure::new(ExitCode::NotFound, format!("no backup of {}@{name} in {where_}", ctx.dataset))
             })
@@ -66,7 +66,8 @@ pub fn select(ctx: &Context, records: &[BackupRecord], health: &[Health], sel: &
 /// The chain to `records[i]`, or the missing link as a failure (exit 66).
 pub fn chain_to(ctx: &Context, records: &[BackupRecord], health: &[Health], i: usize) -> Result<Vec<usize>, Failure> {
     match &health[i] {
-        Health::Restorable { chain } => Ok(chain.clone()),
+        Health::Restorable { .. } => crate::catalog::chain::chain(health, i)
+            .ok_or_else(|| Failure::new(ExitCode::Internal, format!("chain of {} is inconsistent", records[i].key))),
         Health::Broken { missing } => Err(Failure::new(
             ExitCode::NotFound,
             format!(

@@ -19,12 +19,12 @@ fn broken(h: &Health) -> Option<String> {
 }
 
 /// Why a record can or cannot be restored, for people.
-fn health_reason(records: &[BackupRecord], h: &Health) -> String {
+fn health_reason(records: &[BackupRecord], h: &Health, root: Option<usize>) -> String {
     match h {
-        Health::Restorable { chain } if chain.len() == 1 => "restorable: a full backup".into(),
-        Health::Restorable { chain } => {
-            let names: Vec<String> = chain.iter().map(|&i| format!("@{}", records[i].snapshot)).collect();
-            format!("restorable: chain {}", names.join(" -> "))
+        Health::Restorable { depth: 1, .. } => "restorable: a full backup".into(),
+        Health::Restorable { depth, .. } => {
+            let name = root.map(|r| records[r].snapshot.as_str()).unwrap_or("?");
+            format!("restorable: full @{name} and {} incremental(s)", depth - 1)
         }
         Health::Broken { missing } => format!("not restorable: {missing}"),
     }
@@ -32,6 +32,7 @@ fn health_reason(records: &[BackupRecord], h: &Health) -> String {
 
 /// One `list` line per committed record, numbered from 1 in list order.
 pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<Value> {
+    let roots = crate::catalog::chain::roots(health);
     records
         .iter()
         .zip(health)
@@ -52,7 +53,7 @@ pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<V
                 "broken": broken(h),
                 "legacy": r.legacy,
                 "key": ctx.url(&r.key),
-                "reason": health_reason(records, h),
+                "reason": health_reason(records, h, roots[i]),
             })
         })
         .collect()
@@ -154,9 +155,10 @@ pub fn status(
     uncommitted: &[Uncommitted],
     foreign: usize,
 ) -> (Vec<Row>, Summary) {
+    let roots = crate::catalog::chain::roots(health);
     let mut used = vec![false; records.len()];
     let mut used_unc = vec![false; uncommitted.len()];
-    let rank = |i: usize| (!health[i].is_restorable(), health[i].chain().map(|c| c.len()).unwrap_or(0));
+    let rank = |i: usize| (!health[i].is_restorable(), health[i].depth().unwrap_or(0));
     let mut rows = Vec::new();
     for s in local {
         let held: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(s.guid, &s.name)).collect();
@@ -178,12 +180,12 @@ pub fn status(
         };
         let reason = match (best, unc) {
             (Some(i), _) => {
-                let mut r = format!("in S3, {}", health_reason(records, &health[i]));
+                let mut r = format!("in S3, {}", health_reason(records, &health[i], roots[i]));
                 if records[i].snapshot != s.name {
                     r = format!(
                         "in S3 as @{} (same guid), {}",
                         records[i].snapshot,
-                        health_reason(records, &health[i])
+                        health_reason(records, &health[i], roots[i])
                     );
                 }
                 r
@@ -223,7 +225,10 @@ pub fn status(
         }
         let best = same.iter().copied().min_by_key(|&j| rank(j)).unwrap_or(i);
         rows.push(Row {
-            reason: format!("only in S3 (destroyed or never local), {}", health_reason(records, &health[best])),
+            reason: format!(
+                "only in S3 (destroyed or never local), {}",
+                health_reason(records, &health[best], roots[best])
+            ),
             snapshot: records[best].snapshot.clone(),
             remote_name: None,
             guid: r.guid,
@@ -348,7 +353,7 @@ mod tests {
             j["reason"],
             "only in S3 (destroyed or never local), not restorable: parent @s4 (guid 4) of @s5 is not in S3"
         );
-        assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: chain @s1 -> @old-name");
+        assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: full @s1 and 1 incremental(s)");
     }
 
     #[test]
@@ -360,6 +365,6 @@ mod tests {
         assert_eq!(v[1]["guid"], "2");
         assert_eq!(v[1]["from"], "s1");
         assert_eq!(v[1]["restorable"], true);
-        assert_eq!(v[1]["reason"], "restorable: chain @s1 -> @s2");
+        assert_eq!(v[1]["reason"], "restorable: full @s1 and 1 incremental(s)");
     }
 }
