@@ -400,3 +400,52 @@ fn missing_things_and_wrong_settings() {
     assert!(text.contains(&format!("ZSNAP_S3_URL='s3://{}/{}'\n", ctx.bench.bucket, ctx.prefix)), "{text}");
     plan(&ctx, &data, &["--compressor", "bzip2", "list"]).fails(64, "flag --compressor");
 }
+
+#[test]
+fn a_catalog_longer_than_one_listing_page() {
+    let ctx = Ctx::new("plan-pages");
+    // No local dataset needed for list and status: this one exists only in S3.
+    let ds = format!("zsnapnopool{}/data", std::process::id());
+    let n: u64 = 1_050;
+    let keys: Vec<String> = (1..=n)
+        .map(|g| match g {
+            1 => format!("{}{ds}/@s{g:04}/zsnap1,kind=full,guid={g},time={g},z=none", ctx.prefix),
+            _ => format!(
+                "{}{ds}/@s{g:04}/zsnap1,kind=inc,guid={g},from={},fromsnap=s{:04},time={g},z=none",
+                ctx.prefix,
+                g - 1,
+                g - 1
+            ),
+        })
+        .collect();
+    let rt = zsnap::commands::runtime().expect("runtime");
+    rt.block_on(async {
+        use futures_util::StreamExt;
+        let s3 = zsnap::cli::s3_flags::S3Args {
+            endpoint: Some(ctx.bench.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        };
+        let client = zsnap::s3::client::connect(&s3).await;
+        let puts = futures_util::stream::iter(keys.iter().map(|k| {
+            let client = client.clone();
+            let bucket = ctx.bench.bucket.clone();
+            async move { client.put_object().bucket(bucket).key(k).body(Vec::new().into()).send().await }
+        }))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+        assert!(puts.iter().all(|r| r.is_ok()), "a put failed");
+    });
+    let list = plan(&ctx, &ds, &["list"]).success().json_lines();
+    assert_eq!(list.len(), n as usize);
+    assert_eq!(list[n as usize - 1]["n"], n);
+    assert_eq!(list[n as usize - 1]["snapshot"], format!("s{n:04}"));
+    assert!(list.iter().all(|e| e["restorable"] == true));
+    let steps = plan(&ctx, &ds, &["restore", "latest", "--target", &format!("{ds}x")]).success().json_lines();
+    assert_eq!(steps.len(), n as usize, "the whole chain, full first");
+    assert_eq!(steps[0]["kind"], "full");
+    let rows = plan(&ctx, &ds, &["status"]).success().json_lines();
+    let summary = rows.last().expect("summary");
+    assert_eq!((summary["local_exists"].as_bool(), summary["remote_only"].as_u64()), (Some(false), Some(n)));
+}

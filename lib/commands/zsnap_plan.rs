@@ -313,7 +313,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         bucket,
         prefix: settings.s3_prefix().to_string(),
         dataset: dataset.clone(),
-        connection: connection_flags(&settings),
+        connection: connection_flags(&settings, args.s3.path_style),
         customs: settings.customs.clone(),
     };
     // Local state first: a missing dataset is reported before any S3 request.
@@ -523,13 +523,19 @@ fn decide(
     }
 }
 
-/// `--endpoint`, `--region`, `--profile` as the printed commands must repeat them.
-fn connection_flags(s: &Settings) -> Vec<String> {
+/// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
+/// printed commands must repeat them; what came from the environment is inherited.
+fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> {
     let mut out = Vec::new();
     for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
         if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {
             out.extend([flag.to_string(), v.clone()]);
         }
+    }
+    match path_style_flag {
+        Some(true) => out.push("--path-style".into()),
+        Some(false) => out.push("--virtual-host".into()),
+        None => {}
     }
     out
 }
@@ -730,6 +736,18 @@ mod tests {
         let j: Value = serde_json::from_str(config_output(&s, Format::Json).trim()).unwrap();
         assert_eq!(j["sources"]["bucket"], "flag --bucket");
         assert_eq!(j["sources"]["compressor"], "default");
+    }
+
+    #[test]
+    fn connection_flags_repeat_flags_and_file_not_env() {
+        let flags = config::Flags { region: Some("eu-1".into()), ..Default::default() };
+        let env = |k: &str| (k == "ZSNAP_S3_ENDPOINT").then(|| "http://env:1".to_string());
+        let file = config::ConfigFile::parse("f.conf", "[main]\nPROFILE=backup\n").unwrap();
+        let s = config::resolve(&flags, &env, Some(&file)).unwrap();
+        assert_eq!(
+            connection_flags(&s, Some(false)),
+            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
+        );
     }
 
     #[test]
