@@ -172,10 +172,11 @@ pub fn plan(
                         }),
                     }
                 } else if i == b {
-                    let (r, _) = remote[b].expect("base is in S3");
-                    let role =
-                        if b == target { "the newest matching snapshot" } else { "base of the next incremental" };
-                    steps.push(skip(ctx, snap, r, format!("{}, restorable; {role}", where_in_s3(snap, r))));
+                    if let Some((r, _)) = remote[i] {
+                        let role =
+                            if b == target { "the newest matching snapshot" } else { "base of the next incremental" };
+                        steps.push(skip(ctx, snap, r, format!("{}, restorable; {role}", where_in_s3(snap, r))));
+                    }
                 } else {
                     let from = &local[i - 1];
                     let mut reason = if i == b + 1 {
