@@ -164,7 +164,7 @@ pub fn plan(
                     have.iter().filter(|s| s.createtxg > t.createtxg).map(|s| format!("@{}", s.name)).collect();
                 if k + 1 == chain.len() {
                     return Ok(vec![Step::Nothing {
-                        reason: format!("{target} already has @{} ({}): nothing to receive", t.name, want.describe()),
+                        reason: format!("{target} already has @{} (guid {}): nothing to receive", t.name, t.guid),
                     }]);
                 }
                 if !newer.is_empty() {
