@@ -303,7 +303,8 @@ fn zfs3backup_objects_are_read_by_name() {
     pool.zfs(&["create", &ds]).success();
     pool.snapshot(&ds, "d1", 11);
     pool.snapshot(&ds, "d2", 12);
-    // As zfs3backup wrote them: <prefix><dataset>@<snapshot>, metadata, pigz-compressed.
+    // As zfs3backup wrote them: <prefix><dataset>@<snapshot>, isfull=true on the full and only
+    // parent=pool/fs@snap on the incremental, pigz-compressed.
     let url = |snap: &str| ctx.url(&format!("{ds}@{snap}"));
     sh(
         &ctx,
@@ -317,7 +318,7 @@ fn zfs3backup_objects_are_read_by_name() {
     sh(
         &ctx,
         &format!(
-            "s3put --meta isfull=false --meta parent={ds}@d1 --meta compressor=pigz1 --exec {} {}",
+            "s3put --meta parent={ds}@d1 --meta compressor=pigz1 --exec {} {}",
             q(&format!("zfs send -i @d1 {ds}@d2 | gzip -1")),
             q(&url("d2"))
         ),

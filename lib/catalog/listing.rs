@@ -13,6 +13,7 @@ use crate::s3::client::Client;
 use crate::s3::error::failure;
 use crate::s3::uploads::{self, PendingUpload};
 use crate::s3::S3Url;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 
 /// One row of a ListObjectsV2 answer.
@@ -86,29 +87,27 @@ pub fn legacy_compressor(name: Option<&str>) -> String {
     }
 }
 
-/// A zfs3backup object from its listing row and user metadata (`isfull`, `parent`,
-/// `compressor`). An object without `isfull` is not one of its backups.
+/// A zfs3backup object from its listing row and user metadata. zfs3backup (like z3 before
+/// it) marks a full with `isfull=true` (older versions: `is_full`) and an incremental with
+/// only `parent=pool/fs@snap`; an object with neither is not one of its backups.
 pub fn legacy_record(
     dataset: &str,
     snapshot: &str,
     row: &ListedObject,
     meta: &HashMap<String, String>,
 ) -> Result<BackupRecord, String> {
-    let kind = match meta.get("isfull").map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        Some("true") => Kind::Full,
-        Some("false") => Kind::Inc,
-        Some(other) => return Err(format!("zfs3backup metadata isfull='{other}' is not true or false")),
-        None => return Err("no zfs3backup metadata (isfull)".into()),
-    };
-    let from_snap = match kind {
-        Kind::Full => None,
-        Kind::Inc => {
-            let parent = meta.get("parent").ok_or("zfs3backup incremental without parent metadata")?;
-            // `pool/fs@snap`; the part after `@` names the parent snapshot.
-            let name = parent.rsplit_once('@').map(|(_, s)| s).unwrap_or(parent);
-            key::validate_snapshot(name).map_err(|e| format!("zfs3backup parent '{parent}': {e}"))?;
-            Some(name.to_string())
+    let flag = ["isfull", "is_full"].iter().find_map(|k| meta.get(*k)).map(|v| v.trim().to_ascii_lowercase());
+    let parent = meta.get("parent").map(|p| p.trim()).filter(|p| !p.is_empty());
+    let (kind, from_snap) = match (flag.as_deref(), parent) {
+        (Some("true"), _) => (Kind::Full, None),
+        // `pool/fs@snap`; the part after `@` names the parent. A value that is no snapshot
+        // name (one zfs3backup fork wrote a literal `{parent}`) matches nothing, so the
+        // record shows up as broken rather than vanishing.
+        (_, Some(p)) => (Kind::Inc, Some(p.rsplit_once('@').map(|(_, s)| s).unwrap_or(p).to_string())),
+        (Some(other), None) => {
+            return Err(format!("zfs3backup metadata isfull='{other}' without a parent"));
         }
+        (None, None) => return Err("no zfs3backup metadata (isfull or parent)".into()),
     };
     Ok(BackupRecord {
         dataset: dataset.to_string(),
@@ -166,9 +165,15 @@ pub async fn read(client: &Client, bucket: &str, prefix: &str, dataset: &str) ->
     let listed = list_prefix(prefix, dataset);
     let rows = list_objects(client, bucket, &listed).await?;
     let mut sorted = sort_rows(prefix, dataset, rows);
-    for (row, snapshot) in std::mem::take(&mut sorted.legacy) {
-        let meta = head_metadata(client, bucket, &row.key).await?;
-        match legacy_record(dataset, &snapshot, &row, &meta) {
+    // One HEAD per zfs3backup object, 16 at a time: a large old bucket stays quick.
+    let legacy = std::mem::take(&mut sorted.legacy);
+    let heads: Vec<Result<HashMap<String, String>, Failure>> =
+        futures_util::stream::iter(legacy.iter().map(|(row, _)| head_metadata(client, bucket, &row.key)))
+            .buffered(16)
+            .collect()
+            .await;
+    for ((row, snapshot), meta) in legacy.into_iter().zip(heads) {
+        match legacy_record(dataset, &snapshot, &row, &meta?) {
             Ok(r) => sorted.records.push(r),
             Err(why) => sorted.foreign.push((row.key, why)),
         }
@@ -278,18 +283,20 @@ mod tests {
     fn legacy_metadata() {
         let meta = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let r = row("tank/data@d2", 9);
-        let inc = legacy_record(
-            "tank/data",
-            "d2",
-            &r,
-            &meta(&[("isfull", "false"), ("parent", "tank/data@d1"), ("compressor", "pigz4")]),
-        )
-        .unwrap();
+        // As zfs3backup writes them: incrementals carry only `parent`.
+        let inc = legacy_record("tank/data", "d2", &r, &meta(&[("parent", "tank/data@d1"), ("compressor", "pigz4")]))
+            .unwrap();
         assert_eq!((inc.kind, inc.from_snap.as_deref(), inc.compressor.as_str()), (Kind::Inc, Some("d1"), "gzip"));
         assert!(inc.legacy && inc.guid.is_none());
+        let inc = legacy_record("tank/data", "d2", &r, &meta(&[("isfull", "false"), ("parent", "tank/data@d1")]));
+        assert_eq!(inc.map(|i| i.kind), Ok(Kind::Inc));
         let full = legacy_record("tank/data", "d1", &r, &meta(&[("isfull", "true")])).unwrap();
         assert_eq!((full.kind, full.compressor.as_str()), (Kind::Full, "none"));
-        assert!(legacy_record("tank/data", "d1", &r, &meta(&[])).unwrap_err().contains("isfull"));
+        let old = legacy_record("tank/data", "d1", &r, &meta(&[("is_full", "true"), ("size", "123")])).unwrap();
+        assert_eq!(old.kind, Kind::Full, "z3's older underscore spelling");
+        let bad = legacy_record("tank/data", "d2", &r, &meta(&[("parent", "{parent}")])).unwrap();
+        assert_eq!(bad.from_snap.as_deref(), Some("{parent}"), "kept, so the chain shows as broken");
+        assert!(legacy_record("tank/data", "d1", &r, &meta(&[])).unwrap_err().contains("isfull or parent"));
         assert!(legacy_record("tank/data", "d1", &r, &meta(&[("isfull", "false")])).unwrap_err().contains("parent"));
         assert_eq!(legacy_compressor(Some("pigz1")), "gzip");
         assert_eq!(legacy_compressor(Some("gzip")), "gzip");
