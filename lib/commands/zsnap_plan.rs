@@ -319,9 +319,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     // Local state first: a missing dataset is reported before any S3 request.
     let local = match &args.command {
         Command::Backup(_) => Some(snapshots::matching(snapshots::list(&dataset)?, settings.snapshot_prefix())),
-        Command::Status => {
-            snapshots::list_if_exists(&dataset)?.map(|v| snapshots::matching(v, settings.snapshot_prefix()))
-        }
+        Command::Status => snapshots::list_if_exists(&dataset)?,
         _ => None,
     };
     let target_snaps = match &args.command {
@@ -473,6 +471,7 @@ fn decide(
         Command::Status => {
             let (rows, mut summary) = status::status(
                 local.unwrap_or_default(),
+                settings.snapshot_prefix(),
                 records,
                 &health,
                 &catalog.uncommitted,

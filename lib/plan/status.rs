@@ -146,10 +146,12 @@ impl Summary {
     }
 }
 
-/// Join local snapshots (ordered by createtxg) with committed records and in-progress
-/// uploads. Rows come oldest first.
+/// Join local snapshots (all of them, ordered by createtxg) with committed records and
+/// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
+/// are in S3, then whatever only S3 holds.
 pub fn status(
     local: &[Snapshot],
+    snapshot_prefix: &str,
     records: &[BackupRecord],
     health: &[Health],
     uncommitted: &[Uncommitted],
@@ -162,6 +164,11 @@ pub fn status(
     let mut rows = Vec::new();
     for s in local {
         let held: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(s.guid, &s.name)).collect();
+        // Snapshots outside the prefix are shown only when S3 holds them, so a backup made
+        // under another prefix is not mistaken for one whose snapshot is gone.
+        if !s.name.starts_with(snapshot_prefix) && held.is_empty() {
+            continue;
+        }
         for &i in &held {
             used[i] = true;
         }
@@ -266,7 +273,7 @@ pub fn status(
     rows.sort_by_key(|r| r.time);
     let summary = Summary {
         local_exists: true,
-        local: local.len(),
+        local: rows.iter().filter(|r| r.local).count(),
         committed: records.len(),
         restorable: health.iter().filter(|h| h.is_restorable()).count(),
         broken: health.iter().filter(|h| !h.is_restorable()).count(),
@@ -307,7 +314,9 @@ mod tests {
         let health = chain::health(&records);
         let local = [snap("s1", 1, 1), snap("s2", 2, 2), snap("s4", 4, 4), snap("s6", 6, 6)];
         let unc = vec![Uncommitted { snapshot: "s6".into(), guid: Some(6), key: "k6".into(), initiated: None }];
-        let (rows, sum) = status(&local, &records, &health, &unc, 2);
+        let (rows, sum) = status(&local, "s", &records, &health, &unc, 2);
+        let (rows_d, _) = status(&local, "d", &records, &health, &unc, 2);
+        assert_eq!(rows_d.iter().filter(|r| r.local).count(), 2, "s1, s2 are in S3 whatever the prefix");
         let got: Vec<String> = rows
             .iter()
             .map(|r| {
