@@ -122,9 +122,16 @@ save SELECTOR FILE: the command that writes one object's decompressed, verified 
 FILE.part). status: local and remote side by side, one line per snapshot, then a summary line \
 {\"summary\":true} counting foreign objects and uncommitted uploads.
 
-Every JSON line that records a decision has a \"reason\". Guids are decimal strings. Configuration \
-precedence: flags, then environment, then the file's [fs:DATASET] section, then its [main] section, then \
-defaults. Printed commands repeat --endpoint, --region and --profile when they came from flags or the file.",
+Every JSON line that records a decision has a \"reason\". Guids are decimal strings. Printed commands \
+repeat --endpoint, --region and --profile when they came from flags or the file; run each line with \
+bash -o pipefail.
+
+Configuration file (/etc/zsnap/zsnap.conf, or --config, or $ZSNAP_CONFIG): a [main] section and \
+[fs:POOL/DATASET] sections of KEY=VALUE lines (# starts a comment) with the keys BUCKET, S3_PREFIX, DATASET \
+([main] only), SNAPSHOT_PREFIX, COMPRESSOR, ENDPOINT, REGION and PROFILE; and [compressor:NAME] sections \
+with COMPRESS=COMMAND and DECOMPRESS=COMMAND for a custom compressor. An unknown key or section is an error \
+naming FILE:LINE. Precedence: flags, then the environment, then the dataset's [fs:…] section, then [main], \
+then defaults.",
     groups: &[
         ("Settings", SETTINGS_FLAGS),
         ("Command options", COMMAND_FLAGS),
