@@ -114,10 +114,16 @@ fn broken_reason(r: &BackupRecord, h: Option<&Health>) -> String {
     }
 }
 
-/// An incremental stream is at most the newer snapshot's referenced data; a better guess
-/// is what it adds over its parent plus what the parent alone holds (blocks overwritten).
+/// A guess at an incremental stream: what the newer snapshot adds over its parent plus
+/// what the parent alone holds (blocks overwritten since), scaled like the snapshot's
+/// data is by ZFS compression (streams are uncompressed).
 fn inc_estimate(from: &Snapshot, to: &Snapshot) -> u64 {
-    to.referenced.saturating_sub(from.referenced).saturating_add(from.used).min(to.referenced.max(from.used))
+    let allocated =
+        to.referenced.saturating_sub(from.referenced).saturating_add(from.used).min(to.referenced.max(from.used));
+    match (to.logical_referenced, to.referenced) {
+        (Some(l), r) if r > 0 => u64::try_from(u128::from(allocated) * u128::from(l) / u128::from(r)).unwrap_or(l),
+        _ => allocated,
+    }
 }
 
 /// Plan a backup. `local` holds the dataset's snapshots that match the prefix, ordered by
@@ -276,16 +282,18 @@ fn send(
         CompressArg::Compress(c) => args.extend(["--compress".into(), c]),
         CompressArg::Filter(cmd) => args.extend(["--filter".into(), cmd]),
     }
-    // Part sizing needs an upper bound: an incremental never carries more than the
-    // snapshot references, and an underestimate would make s3put run out of parts.
-    if snap.referenced > 0 {
-        args.extend(["--expected-size".into(), snap.referenced.to_string()]);
+    // Part sizing needs an upper bound, or s3put runs out of parts mid-stream (exit 73).
+    // An incremental never carries more than the snapshot's data, and a stream carries
+    // it uncompressed: the logical size, not `referenced` (which is after ZFS compression,
+    // 26x smaller for text). Without a ratio, s3put's default part size is the safe choice.
+    if let Some(l) = snap.logical_referenced.filter(|&l| l > 0) {
+        args.extend(["--expected-size".into(), l.to_string()]);
     }
     args.extend(ctx.connection.iter().cloned());
     args.push(url.clone());
     let bytes_estimate = match from {
         Some(f) => Some(inc_estimate(f, snap)),
-        None => Some(snap.referenced),
+        None => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
     };
     Ok(Send {
         snapshot: snap.clone(),
@@ -314,6 +322,7 @@ mod tests {
             creation: 1000 + txg as i64,
             used: 10,
             referenced: 1000,
+            logical_referenced: Some(1500),
         }
     }
 
@@ -441,7 +450,7 @@ mod tests {
         assert_eq!(
             s.command,
             "s3put --zfs-stream --expect-guid 2 --expect-from 1 --exec 'zfs send -i @renamed tank/data@s2' \
-             --compress zstd --expected-size 1000 s3://bkt/p/tank/data/@s2/zsnap1,kind=inc,guid=2,from=1,fromsnap=renamed,time=1002,z=zstd"
+             --compress zstd --expected-size 1500 s3://bkt/p/tank/data/@s2/zsnap1,kind=inc,guid=2,from=1,fromsnap=renamed,time=1002,z=zstd"
         );
         let j = steps[1].to_json("tank/data");
         assert_eq!(j["guid"], "2");
@@ -470,7 +479,7 @@ mod tests {
         assert_eq!(
             s.command,
             "s3put --zfs-stream --expect-guid 7 --exec 'zfs send '\\''tank/data@with space'\\''' --filter 'xz -T0' \
-             --expected-size 1000 --endpoint http://h:1 --profile 'my prof' \
+             --expected-size 1500 --endpoint http://h:1 --profile 'my prof' \
              's3://bkt/p/tank/data/@with space/zsnap1,kind=full,guid=7,time=1001,z=x-xz'"
         );
     }

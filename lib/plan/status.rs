@@ -299,6 +299,7 @@ mod tests {
             creation: txg as i64,
             used: 0,
             referenced: 0,
+            logical_referenced: None,
         }
     }
 

@@ -20,10 +20,14 @@ pub struct Snapshot {
     /// Unix seconds.
     pub creation: i64,
     pub used: u64,
+    /// Allocated bytes, after ZFS compression.
     pub referenced: u64,
+    /// `referenced` × `compressratio`: about what a full send stream carries (streams are
+    /// uncompressed). `None` when zfs gave no ratio.
+    pub logical_referenced: Option<u64>,
 }
 
-const PROPERTIES: &str = "guid,createtxg,creation,used,referenced";
+const PROPERTIES: &str = "guid,createtxg,creation,used,referenced,compressratio";
 
 /// The `zfs` arguments that list `dataset`'s snapshots.
 pub fn command_args(dataset: &str) -> Vec<String> {
@@ -61,7 +65,9 @@ pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
             v.parse().map_err(|_| format!("{dataset}@{name}: {k} '{v}' is not a number"))
         };
         let creation = get("creation")?;
+        let referenced = num("referenced")?;
         out.push(Snapshot {
+            logical_referenced: p.get("compressratio").and_then(|r| logical(referenced, r)),
             dataset: dataset.to_string(),
             guid: num("guid")?,
             createtxg: num("createtxg")?,
@@ -69,12 +75,22 @@ pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
                 .parse()
                 .map_err(|_| format!("{dataset}@{name}: creation '{creation}' is not a number"))?,
             used: num("used")?,
-            referenced: num("referenced")?,
+            referenced,
             name,
         });
     }
     out.sort_by_key(|s| s.createtxg);
     Ok(out)
+}
+
+/// `referenced` scaled by a `compressratio` as zfs prints it (`26.68x` on zfs-fuse,
+/// `26.68` with -p on OpenZFS), in integer hundredths so it stays exact.
+fn logical(referenced: u64, ratio: &str) -> Option<u64> {
+    let r = ratio.trim().trim_end_matches('x');
+    let (whole, frac) = r.split_once('.').unwrap_or((r, "0"));
+    let frac = format!("{frac:0<2}");
+    let hundredths = whole.parse::<u64>().ok()?.checked_mul(100)?.checked_add(frac.get(..2)?.parse::<u64>().ok()?)?;
+    u64::try_from(u128::from(referenced) * u128::from(hundredths.max(100)) / 100).ok()
 }
 
 /// Keep snapshots whose name starts with `prefix` (empty: all).
@@ -130,6 +146,7 @@ p/d@b\tcreatetxg\t19
 p/d@b\tcreation\t1795424120
 p/d@b\tused\t0
 p/d@b\treferenced\t122880
+p/d@b\tcompressratio\t26.68x
 p/d@with space\tguid\t5048149443884892815
 p/d@with space\tcreatetxg\t30
 p/d@with space\tcreation\t1795424121
@@ -152,7 +169,19 @@ p/d/child@c\tcreatetxg\t24
         assert_eq!(names, vec!["a", "b", "with space"]);
         assert_eq!(v[1].guid, 18203086585856280859);
         assert_eq!((v[2].creation, v[2].used, v[2].referenced), (1795424121, 10, 1));
+        assert_eq!(v[1].logical_referenced, Some(3_278_438), "122880 x 26.68");
+        assert_eq!(v[0].logical_referenced, None, "no ratio printed");
         assert!(parse("p", OUT).unwrap().is_empty(), "the pool's own snapshots only");
+    }
+
+    #[test]
+    fn compress_ratios() {
+        assert_eq!(logical(1000, "1.00x"), Some(1000));
+        assert_eq!(logical(1000, "2.5"), Some(2500));
+        assert_eq!(logical(1000, "26.68"), Some(26_680));
+        assert_eq!(logical(1000, "3x"), Some(3000));
+        assert_eq!(logical(1000, "0.50x"), Some(1000), "never below what is allocated");
+        assert_eq!(logical(1000, "-"), None);
     }
 
     #[test]
