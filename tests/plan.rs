@@ -265,7 +265,7 @@ fn backup_list_restore_status_and_a_missing_middle() {
     let summary = rows.last().expect("summary line");
     assert_eq!(summary["summary"], true);
     assert_eq!(
-        (summary["local"].as_u64(), summary["committed"].as_u64(), summary["broken"].as_u64()),
+        (summary["local"].as_u64(), summary["backups"].as_u64(), summary["broken"].as_u64()),
         (Some(5), Some(4), Some(1)),
         "{summary}"
     );

@@ -137,6 +137,12 @@ pub fn parents(records: &[BackupRecord], i: usize) -> Vec<usize> {
     Index::new(records).parents(records, i)
 }
 
+/// The candidate parents of every record, index for index.
+pub fn all_parents(records: &[BackupRecord]) -> Vec<Vec<usize>> {
+    let index = Index::new(records);
+    (0..records.len()).map(|i| index.parents(records, i)).collect()
+}
+
 /// Health of every record, index for index. Iterative (no recursion), so a chain of any
 /// length is fine; a loop (only hand-made keys can make one) counts as a missing link.
 pub fn health(records: &[BackupRecord]) -> Vec<Health> {

@@ -14,7 +14,8 @@ use crate::s3::error::failure;
 use crate::s3::uploads::{self, PendingUpload};
 use crate::s3::S3Url;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 /// One row of a ListObjectsV2 answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,8 +144,11 @@ pub fn uncommitted(prefix: &str, dataset: &str, pending: &[PendingUpload]) -> Ve
         .collect()
 }
 
-/// Put the records in list order (oldest first; a parent before its children when their
-/// times tie, as snapshots taken in one second do) and build the catalog.
+/// Put the records in list order and build the catalog. List order is oldest first, but a
+/// parent always comes before its children: times alone cannot say, since snapshots taken
+/// in one second tie, and a zfs3backup object's time is its upload time while a zsnap
+/// key's is the snapshot's creation (a zsnap incremental on a zfs3backup base can look
+/// older than its parent).
 pub fn assemble(
     prefix: &str,
     dataset: &str,
@@ -153,9 +157,30 @@ pub fn assemble(
     foreign: Vec<(String, String)>,
 ) -> Catalog {
     records.sort_by(|a, b| (a.time, &a.snapshot, &a.key).cmp(&(b.time, &b.snapshot, &b.key)));
-    let depth: Vec<usize> = chain::health(&records).iter().map(|h| h.depth().unwrap_or(usize::MAX)).collect();
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by_key(|&i| (records[i].time, depth[i]));
+    // Kahn's topological sort, taking the oldest ready record first; records in a loop
+    // (only hand-made keys) go last, oldest first.
+    let parents = chain::all_parents(&records);
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
+    let mut waiting: Vec<usize> = parents.iter().map(Vec::len).collect();
+    for (i, ps) in parents.iter().enumerate() {
+        for &p in ps {
+            children[p].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..records.len()).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(records.len());
+    let mut placed = vec![false; records.len()];
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        placed[i] = true;
+        for &c in &children[i] {
+            waiting[c] -= 1;
+            if waiting[c] == 0 {
+                ready.push(Reverse(c));
+            }
+        }
+    }
+    order.extend((0..records.len()).filter(|&i| !placed[i]));
     let records = order.into_iter().map(|i| records[i].clone()).collect();
     Catalog { dataset: dataset.to_string(), prefix: prefix.to_string(), records, uncommitted, foreign }
 }
@@ -277,6 +302,29 @@ mod tests {
         let cat = assemble("", "tank", s.records, vec![], vec![]);
         let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
         assert_eq!(names, vec!["c", "b"]);
+    }
+
+    #[test]
+    fn a_zsnap_child_of_a_zfs3backup_parent_comes_after_it() {
+        // The zfs3backup objects were uploaded (time = LastModified) after the zsnap
+        // incremental's snapshot was created (time = creation).
+        let zsnap = "p/tank/@s3/zsnap1,kind=inc,guid=3,from=2,fromsnap=s2,time=100,z=zstd";
+        let s = sort_rows("p/", "tank", vec![row(zsnap, 1)]);
+        let mut records = s.records;
+        let legacy = |snap: &str, parent: Option<&str>| {
+            let r = ListedObject { key: format!("p/tank@{snap}"), size: 1, last_modified: Some(500) };
+            let mut m = HashMap::new();
+            match parent {
+                Some(p) => m.insert("parent".to_string(), format!("tank@{p}")),
+                None => m.insert("isfull".to_string(), "true".to_string()),
+            };
+            legacy_record("tank", snap, &r, &m).unwrap()
+        };
+        records.push(legacy("s2", Some("s1")));
+        records.push(legacy("s1", None));
+        let cat = assemble("p/", "tank", records, vec![], vec![]);
+        let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
+        assert_eq!(names, vec!["s1", "s2", "s3"]);
     }
 
     #[test]

@@ -513,7 +513,7 @@ fn decide(
                         "{} local, {} committed ({} restorable, {} broken), {} local only, {} remote only, \
                          {} uncommitted uploads, {} foreign objects\n",
                         summary.local,
-                        summary.committed,
+                        summary.backups,
                         summary.restorable,
                         summary.broken,
                         summary.local_only,

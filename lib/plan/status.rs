@@ -119,7 +119,9 @@ pub struct Summary {
     /// Whether the dataset exists locally (status also works before a restore).
     pub local_exists: bool,
     pub local: usize,
-    pub committed: usize,
+    /// Committed backup objects. (Named so that the word "committed" appears in status
+    /// JSON only as a row's `remote` value, which scripts grep for.)
+    pub backups: usize,
     pub restorable: usize,
     pub broken: usize,
     pub local_only: usize,
@@ -135,7 +137,7 @@ impl Summary {
             "dataset": ctx.dataset,
             "local_exists": self.local_exists,
             "local": self.local,
-            "committed": self.committed,
+            "backups": self.backups,
             "restorable": self.restorable,
             "broken": self.broken,
             "local_only": self.local_only,
@@ -274,7 +276,7 @@ pub fn status(
     let summary = Summary {
         local_exists: true,
         local: rows.iter().filter(|r| r.local).count(),
-        committed: records.len(),
+        backups: records.len(),
         restorable: health.iter().filter(|h| h.is_restorable()).count(),
         broken: health.iter().filter(|h| !h.is_restorable()).count(),
         local_only: rows.iter().filter(|r| r.local && r.remote != Remote::Committed).count(),
@@ -348,7 +350,7 @@ mod tests {
             Summary {
                 local_exists: true,
                 local: 4,
-                committed: 5,
+                backups: 5,
                 restorable: 4,
                 broken: 1,
                 local_only: 2,
