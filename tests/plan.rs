@@ -92,9 +92,29 @@ fn plan(ctx: &Ctx, dataset: &str, args: &[&str]) -> Output {
     run(c, None, TIMEOUT)
 }
 
-/// Upload what a `send` line asks for, with plain s3put (no stream gate in this tree).
+/// Whether this tree's s3put and s3get have the stream gate and codecs the printed
+/// commands use (`--zfs-stream`, `--decompress`). Then the tests run the exact commands
+/// zsnap-plan prints; otherwise plain equivalents of them.
+fn gate_built() -> bool {
+    static GATE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *GATE.get_or_init(|| {
+        let help = |bin: &str| {
+            let mut c = Command::new(bin_path(bin));
+            c.arg("--help");
+            String::from_utf8_lossy(&run(c, None, TIMEOUT).success().stdout).into_owned()
+        };
+        help("s3put").contains("--zfs-stream") && help("s3get").contains("--decompress")
+    })
+}
+
+/// Upload what a `send` line asks for: its exact command when s3put has the stream gate,
+/// else plain `s3put --exec 'zfs send …'` under the same key.
 fn upload(ctx: &Ctx, send: &Value) {
     assert_eq!(send["action"], "send", "{send}");
+    if gate_built() {
+        sh(ctx, send["command"].as_str().expect("command")).success();
+        return;
+    }
     let (ds, snap) = (send["dataset"].as_str().unwrap_or(""), send["snapshot"].as_str().unwrap_or(""));
     let zfs_send = match send["from"].as_str() {
         Some(from) => format!("zfs send -i @{from} {ds}@{snap}"),
@@ -104,9 +124,14 @@ fn upload(ctx: &Ctx, send: &Value) {
     sh(ctx, &format!("s3put --exec {} {}", q(&zfs_send), q(key))).success();
 }
 
-/// Receive one `recv` step with plain s3get (no --decompress/--zfs-stream in this tree).
+/// Receive one `recv` step: its exact command when s3get has --decompress and the stream
+/// check, else plain `s3get KEY [| DECOMPRESS] | zfs recv TARGET`.
 fn receive(ctx: &Ctx, step: &Value, decompress: &str) {
     assert_eq!(step["action"], "recv", "{step}");
+    if gate_built() {
+        sh(ctx, step["command"].as_str().expect("command")).success();
+        return;
+    }
     let key = step["key"].as_str().expect("key");
     let target = step["target"].as_str().expect("target");
     sh(ctx, &format!("s3get {} {decompress}| zfs recv {}", q(key), q(target))).success();
