@@ -91,7 +91,7 @@ impl ConfigFile {
                 Section::None => return Err(err(n, format!("{k} is outside any section (start with [main])"))),
                 Section::Main | Section::Fs(_) => {
                     if !SETTING_KEYS.contains(&k) {
-                        return Err(err(n, format!("unknown key {k} (known: {})", SETTING_KEYS.join(", "))));
+                        return Err(err(n, format!("unknown key {k}{}", zfs3backup_hint(k))));
                     }
                     let entry = Entry { value: v.to_string(), line: n };
                     match &section {
@@ -131,6 +131,19 @@ impl ConfigFile {
             }
         }
         Ok(file)
+    }
+}
+
+/// What to write instead of a zfs3backup key (a copied zfs3backup.conf is the likely
+/// source of an unknown key), or the list of known keys.
+fn zfs3backup_hint(key: &str) -> String {
+    match key {
+        "FILESYSTEM" => ": zfs3backup's FILESYSTEM is DATASET here".into(),
+        "S3_KEY_ID" | "S3_SECRET" => {
+            ": credentials come from the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, PROFILE)".into()
+        }
+        "CONCURRENCY" | "MAX_RETRIES" => ": give s3put --concurrency / --retries instead".into(),
+        _ => format!(" (known: {})", SETTING_KEYS.join(", ")),
     }
 }
 
@@ -459,7 +472,9 @@ DECOMPRESS=xz -d
     #[test]
     fn file_errors_name_file_and_line() {
         let cases: &[(&str, &str)] = &[
-            ("[main]\nBUKET=x\n", "f.conf:2: unknown key BUKET"),
+            ("[main]\nBUKET=x\n", "f.conf:2: unknown key BUKET (known: BUCKET,"),
+            ("[main]\nFILESYSTEM=tank\n", "f.conf:2: unknown key FILESYSTEM: zfs3backup's FILESYSTEM is DATASET"),
+            ("[main]\nS3_SECRET=x\n", "f.conf:2: unknown key S3_SECRET: credentials come from the AWS chain"),
             ("[mian]\n", "f.conf:1: unknown section [mian]"),
             ("BUCKET=x\n", "f.conf:1: BUCKET is outside any section"),
             ("[main]\njust words\n", "f.conf:2: 'just words' is not KEY=VALUE"),
