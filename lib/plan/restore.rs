@@ -137,6 +137,59 @@ pub struct Request {
     pub force: bool,
 }
 
+/// The records to receive on top of what the target holds: the shortest path back from
+/// `chosen` over parent links to a snapshot the target has (by guid; by name for zfs3backup
+/// objects), oldest first, with that target snapshot. The snapshot the path starts from
+/// need not be in S3 at all (an incremental applies to the target's own copy). `None`
+/// when the target holds no ancestor of `chosen` (nor `chosen` itself).
+fn rest_after_target<'a>(
+    records: &[BackupRecord],
+    chosen: usize,
+    have: &'a [Snapshot],
+) -> Option<(Vec<usize>, &'a Snapshot)> {
+    let held = |i: usize| have.iter().find(|t| records[i].holds(t.guid, &t.name));
+    let parent_held = |i: usize| {
+        let r = &records[i];
+        have.iter().find(|t| match (r.kind, r.from_guid, r.from_snap.as_deref()) {
+            (Kind::Full, _, _) => false,
+            (Kind::Inc, Some(g), _) => g == t.guid,
+            (Kind::Inc, None, Some(name)) => name == t.name,
+            (Kind::Inc, None, None) => false,
+        })
+    };
+    let path_from = |first: Option<usize>, child_of: &[Option<usize>]| {
+        let mut rest = Vec::new();
+        let mut cur = first;
+        while let Some(c) = cur {
+            rest.push(c);
+            cur = child_of[c];
+        }
+        rest
+    };
+    let parents = crate::catalog::chain::all_parents(records);
+    // Breadth first, so the nearest held ancestor (the target's newest link) wins.
+    let mut child_of: Vec<Option<usize>> = vec![None; records.len()];
+    let mut seen = vec![false; records.len()];
+    let mut queue = std::collections::VecDeque::from([chosen]);
+    seen[chosen] = true;
+    while let Some(i) = queue.pop_front() {
+        if let Some(t) = held(i) {
+            return Some((path_from(child_of[i], &child_of), t));
+        }
+        if let Some(t) = parent_held(i) {
+            return Some((path_from(Some(i), &child_of), t));
+        }
+        for &p in &parents[i] {
+            if !seen[p] {
+                seen[p] = true;
+                child_of[p] = Some(i);
+                queue.push_back(p);
+            }
+        }
+    }
+    None
+}
+
 /// Plan a restore. `target_snapshots` is `None` when the target dataset does not exist.
 pub fn plan(
     ctx: &Context,
@@ -146,23 +199,22 @@ pub fn plan(
     target_snapshots: Option<&[Snapshot]>,
 ) -> Result<Vec<Step>, Failure> {
     let chosen = select(ctx, records, health, &req.selector)?;
-    let chain = chain_to(ctx, records, health, chosen)?;
     let want = &records[chosen];
     let target = &req.target;
-    let mut start = 0;
     let mut first_reason = None;
+    // What the target already holds decides where the chain starts, and a chain whose
+    // missing link lies before that point is no obstacle.
+    let from_target = target_snapshots.and_then(|have| rest_after_target(records, chosen, have));
+    let chain = match &from_target {
+        Some((rest, _)) => rest.clone(),
+        None => chain_to(ctx, records, health, chosen)?,
+    };
     if let Some(have) = target_snapshots {
-        // Newest link of the chain the target already holds.
-        let shared = chain
-            .iter()
-            .enumerate()
-            .rev()
-            .find_map(|(k, &i)| have.iter().find(|t| records[i].holds(t.guid, &t.name)).map(|t| (k, t)));
-        match shared {
-            Some((k, t)) => {
+        match from_target {
+            Some((rest, t)) => {
                 let newer: Vec<String> =
                     have.iter().filter(|s| s.createtxg > t.createtxg).map(|s| format!("@{}", s.name)).collect();
-                if k + 1 == chain.len() {
+                if rest.is_empty() {
                     return Ok(vec![Step::Nothing {
                         reason: format!("{target} already has @{} (guid {}): nothing to receive", t.name, t.guid),
                     }]);
@@ -176,7 +228,6 @@ pub fn plan(
                         t.name
                     )));
                 }
-                start = k + 1;
                 first_reason = Some(format!(
                     "{target} already has @{} (guid {}): receiving only the rest of the chain{}",
                     t.name,
@@ -203,7 +254,7 @@ pub fn plan(
             }
         }
     }
-    let todo = &chain[start..];
+    let todo = &chain[..];
     let mut steps = Vec::with_capacity(todo.len());
     for (n, &i) in todo.iter().enumerate() {
         let r = &records[i];
@@ -363,6 +414,12 @@ mod tests {
                 vec!["1/1 s3"],
             ),
             ("target already has it", req("s2", false), Some(vec![snap("s1", 1, 1), snap("s2", 2, 2)]), vec!["none"]),
+            (
+                "target has the newest link",
+                req("s3", false),
+                Some(vec![snap("s1", 1, 1), snap("s2", 2, 2)]),
+                vec!["1/1 s3"],
+            ),
             ("empty target with --force", req("s1", true), Some(vec![]), vec!["1/1 s1"]),
         ];
         for (name, r, target, want) in cases {
@@ -401,6 +458,22 @@ mod tests {
         }
         let e = run(&[], &req("latest", false), None).unwrap_err();
         assert_eq!(e.code, ExitCode::NotFound);
+    }
+
+    #[test]
+    fn a_gap_before_what_the_target_holds_is_no_obstacle() {
+        // s2 is missing from S3, but the target already has s3: only s4 is needed.
+        let recs = vec![rec("s1", 1, None, 1), rec("s3", 3, Some((2, "s2")), 3), rec("s4", 4, Some((3, "s3")), 4)];
+        let have = vec![snap("s1", 1, 1), snap("s2", 2, 2), snap("s3", 3, 3)];
+        let steps = run(&recs, &req("s4", false), Some(&have)).unwrap();
+        assert_eq!(snaps_of(&steps), vec!["1/1 s4"]);
+        // The target has s2, the object missing from S3: s3 applies to it.
+        let steps = run(&recs, &req("s4", false), Some(&have[..2])).unwrap();
+        assert_eq!(snaps_of(&steps), vec!["1/2 s3", "2/2 s4"]);
+        // With only s1 on the target, the gap is fatal and named.
+        let e = run(&recs, &req("s4", false), Some(&have[..1])).unwrap_err();
+        assert_eq!(e.code, ExitCode::NotFound);
+        assert!(e.message.contains("parent @s2 (guid 2) of @s3"), "{}", e.message);
     }
 
     #[test]
