@@ -120,7 +120,8 @@ nothing with the chain is refused.
 list: the dataset's committed backups, oldest first, numbered from 1, with whether each is restorable. \
 save SELECTOR FILE: the command that writes one object's decompressed, verified stream to FILE (through \
 FILE.part). status: local and remote side by side, one line per snapshot, then a summary line \
-{\"summary\":true} counting foreign objects and uncommitted uploads.
+{\"summary\":true} counting foreign objects and uncommitted uploads; the dataset must exist locally (exit 66 \
+otherwise), while list, restore and save need only S3.
 
 Every JSON line that records a decision has a \"reason\". Guids are decimal strings. Printed commands \
 repeat --endpoint, --region and --profile when they came from flags or the file; run each line with \
@@ -326,7 +327,9 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     // Local state first: a missing dataset is reported before any S3 request.
     let local = match &args.command {
         Command::Backup(_) => Some(snapshots::matching(snapshots::list(&dataset)?, settings.snapshot_prefix())),
-        Command::Status => snapshots::list_if_exists(&dataset)?,
+        // A dataset that does not exist is an error here too (a typo must not look like
+        // "nothing backed up"); `list` shows what S3 holds without a local dataset.
+        Command::Status => Some(snapshots::list(&dataset)?),
         _ => None,
     };
     let target_snaps = match &args.command {
@@ -476,7 +479,7 @@ fn decide(
             })
         }
         Command::Status => {
-            let (rows, mut summary) = status::status(
+            let (rows, summary) = status::status(
                 local.unwrap_or_default(),
                 settings.snapshot_prefix(),
                 records,
@@ -484,7 +487,6 @@ fn decide(
                 &catalog.uncommitted,
                 catalog.foreign.len(),
             );
-            summary.local_exists = local.is_some();
             Ok(match f {
                 Format::Table => {
                     let mut t = table(

@@ -116,8 +116,6 @@ impl Row {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
-    /// Whether the dataset exists locally (status also works before a restore).
-    pub local_exists: bool,
     pub local: usize,
     /// Committed backup objects. (Named so that the word "committed" appears in status
     /// JSON only as a row's `remote` value, which scripts grep for.)
@@ -135,7 +133,6 @@ impl Summary {
         json!({
             "summary": true,
             "dataset": ctx.dataset,
-            "local_exists": self.local_exists,
             "local": self.local,
             "backups": self.backups,
             "restorable": self.restorable,
@@ -274,7 +271,6 @@ pub fn status(
     }
     rows.sort_by_key(|r| r.time);
     let summary = Summary {
-        local_exists: true,
         local: rows.iter().filter(|r| r.local).count(),
         backups: records.len(),
         restorable: health.iter().filter(|h| h.is_restorable()).count(),
@@ -348,7 +344,6 @@ mod tests {
         assert_eq!(
             sum,
             Summary {
-                local_exists: true,
                 local: 4,
                 backups: 5,
                 restorable: 4,
