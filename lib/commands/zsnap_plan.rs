@@ -1,7 +1,789 @@
-//! `zsnap-plan`: pure decisions printed as data. Filled in by the catalog/plan work.
-use crate::cli::Failure;
-use std::ffi::OsString;
+//! `zsnap-plan`: decisions printed as data. It reads local snapshots (`zfs get`) and the
+//! bucket (one listing), decides with the pure planners in `plan`, and prints JSON lines,
+//! the exact shell commands, or a table. It never sends, receives or deletes anything.
 
-pub fn main(_argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
-    Err(Failure::new(crate::cli::ExitCode::Internal, "not yet implemented"))
+use crate::catalog::{self, Catalog};
+use crate::cli::flags::{Flag, Page};
+use crate::cli::output::human_bytes;
+use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
+use crate::config::{self, Settings};
+use crate::plan::{backup, restore, status, Context};
+use crate::s3::client;
+use crate::zfs::snapshots;
+use lexopt::prelude::*;
+use serde_json::{json, Value};
+use std::ffi::OsString;
+use std::io::Write;
+
+const SETTINGS_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "config",
+        value: Some("FILE"),
+        doc: "Configuration file (default $ZSNAP_CONFIG, else /etc/zsnap/zsnap.conf, which may be missing). \
+              A file named here or in $ZSNAP_CONFIG must exist.",
+    },
+    Flag { short: Some('b'), long: "bucket", value: Some("NAME"), doc: "Bucket. Default $ZSNAP_BUCKET, then BUCKET." },
+    Flag {
+        short: None,
+        long: "s3-prefix",
+        value: Some("PREFIX"),
+        doc: "Key prefix, e.g. zsnap/web1/ ('/' is added when missing). Default $ZSNAP_S3_PREFIX, then S3_PREFIX, \
+              else empty.",
+    },
+    Flag {
+        short: Some('d'),
+        long: "dataset",
+        value: Some("DATASET"),
+        doc: "Dataset, e.g. tank/data. Default $ZSNAP_DATASET, then DATASET in [main].",
+    },
+    Flag {
+        short: None,
+        long: "snapshot-prefix",
+        value: Some("PREFIX"),
+        doc: "Only snapshots whose name starts with PREFIX (e.g. daily-). Default $ZSNAP_SNAPSHOT_PREFIX, then \
+              SNAPSHOT_PREFIX, else every snapshot.",
+    },
+    Flag {
+        short: None,
+        long: "compressor",
+        value: Some("NAME"),
+        doc: "zstd, zstd:LEVEL, gzip, gzip:LEVEL, pigz, pigzN (gzip at level N, as zfs3backup names it), lz4, \
+              none, or the NAME of a [compressor:NAME] section (recorded as x-NAME). Default \
+              $ZSNAP_COMPRESSOR, then COMPRESSOR, else zstd.",
+    },
+    Flag {
+        short: Some('f'),
+        long: "format",
+        value: Some("FORMAT"),
+        doc: "json (default): JSON lines; sh: only the commands, one per line, shell-quoted (config: \
+              assignments to eval); table: for people.",
+    },
+];
+
+const COMMAND_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "full",
+        value: None,
+        doc: "backup: send one full stream of the target snapshot, whatever S3 holds.",
+    },
+    Flag {
+        short: Some('s'),
+        long: "snapshot",
+        value: Some("NAME"),
+        doc: "backup: back up to this snapshot (the part after @) instead of the newest.",
+    },
+    Flag {
+        short: Some('t'),
+        long: "target",
+        value: Some("DATASET"),
+        doc: "restore: receive into this dataset (default: the source dataset's name).",
+    },
+    Flag {
+        short: None,
+        long: "force",
+        value: None,
+        doc: "restore: receive with zfs recv -F (rolls back changes made in the target since its last \
+              snapshot; overwrites an existing target that has no snapshots).",
+    },
+];
+
+pub static PAGE: Page = Page {
+    name: "zsnap-plan",
+    synopsis: "zsnap-plan [OPTIONS] config|backup|restore SELECTOR|list|save SELECTOR FILE|status",
+    about: "decide what to back up or restore, and print it as data",
+    description: "zsnap-plan compares a dataset's local snapshots (zfs get) with its backups in S3 (one \
+ListObjectsV2 pass over PREFIX+DATASET, one ListMultipartUploads, one HEAD per zfs3backup object) and prints \
+what to do. It changes nothing: scripts run the commands it prints. Key names are described in docs/FORMAT.md.
+
+config: the resolved settings and where each came from; with --format sh, shell assignments \
+(ZSNAP_DATASET, ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_SNAPSHOT_PREFIX, ZSNAP_COMPRESSOR, ZSNAP_S3_URL) to eval.
+
+backup [--full] [--snapshot NAME]: the base is the newest local snapshot (matching the prefix, ordered by \
+createtxg) that S3 holds with a restorable chain, matched by guid (zfs3backup objects by name). Every later \
+matching snapshot up to the target is sent on its own as an incremental from the one before it. Without a \
+base, or with --full, one full stream of the target is sent and older snapshots are not. Lines: \
+{\"action\":\"skip\"} for snapshots in S3, {\"action\":\"send\",\"kind\",\"from\",\"from_guid\",\"key\",\
+\"bytes_estimate\",\"command\"} per object to write, or {\"action\":\"none\"} when up to date. Each send command \
+is s3put --zfs-stream --expect-guid G [--expect-from FG] --exec 'zfs send [-i @FROM] DS@SNAP' --compress C \
+(or --filter CMD) [--expected-size BYTES] s3://BUCKET/KEY.
+
+restore SELECTOR [--target DATASET] [--force]: SELECTOR is a number from list, latest, or a snapshot name \
+(@NAME when the name is a number). Prints the chain (full, then incrementals) that reaches it, as \
+{\"action\":\"recv\",\"step\",\"of\",\"command\"} lines, each s3get --decompress Z --zfs-stream --expect-guid G \
+s3://... | zfs recv TARGET. A broken chain is refused (exit 66) naming the missing object. When the target \
+exists, only the part of the chain after its newest shared snapshot is received; a target that shares \
+nothing with the chain is refused.
+
+list: the dataset's committed backups, oldest first, numbered from 1, with whether each is restorable. \
+save SELECTOR FILE: the command that writes one object's decompressed, verified stream to FILE (through \
+FILE.part). status: local and remote side by side, one line per snapshot, then a summary line \
+{\"summary\":true} counting foreign objects and uncommitted uploads; the dataset must exist locally (exit 66 \
+otherwise), while list, restore and save need only S3.
+
+Every JSON line that records a decision has a \"reason\". Guids are decimal strings. Printed commands \
+repeat --endpoint, --region and --profile when they came from flags or the file; run each line with \
+bash -o pipefail.
+
+Configuration file (/etc/zsnap/zsnap.conf, or --config, or $ZSNAP_CONFIG): a [main] section and \
+[fs:POOL/DATASET] sections of KEY=VALUE lines (# starts a comment) with the keys BUCKET, S3_PREFIX, DATASET \
+([main] only), SNAPSHOT_PREFIX, COMPRESSOR, ENDPOINT, REGION and PROFILE; and [compressor:NAME] sections \
+with COMPRESS=COMMAND and DECOMPRESS=COMMAND for a custom compressor. An unknown key or section is an error \
+naming FILE:LINE. Precedence: flags, then the environment, then the dataset's [fs:…] section, then [main], \
+then defaults.",
+    groups: &[
+        ("Settings", SETTINGS_FLAGS),
+        ("Command options", COMMAND_FLAGS),
+        ("S3 connection", s3_flags::FLAGS),
+        ("General", COMMON_FLAGS),
+    ],
+    environment: &[
+        ("ZSNAP_CONFIG", "configuration file (instead of /etc/zsnap/zsnap.conf)"),
+        ("ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_DATASET", "defaults for --bucket, --s3-prefix, --dataset"),
+        ("ZSNAP_SNAPSHOT_PREFIX, ZSNAP_COMPRESSOR", "defaults for --snapshot-prefix, --compressor"),
+        ("ZSNAP_S3_ENDPOINT", "default for --endpoint"),
+        ("ZSNAP_S3_PATH_STYLE", "1 or 0: default for --path-style / --virtual-host"),
+        ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "static credentials"),
+        ("AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3", "as for the AWS CLI"),
+    ],
+    examples: &[
+        ("zsnap-plan -d tank/data -b backups backup", "What would be sent, as JSON lines."),
+        (
+            "zsnap-plan -d tank/data -b backups --format sh backup | while read -r c; do bash -o pipefail -c \"$c\"; done",
+            "Run the backup, one object at a time.",
+        ),
+        ("zsnap-plan -d tank/data -b backups --format table list", "Backups in S3, numbered."),
+        ("zsnap-plan -d tank/data -b backups restore 3 --target tank/restored", "The chain that restores backup 3."),
+        ("eval \"$(zsnap-plan --format sh config)\"", "Settings for a script."),
+    ],
+    see_also: "s3put(1), s3get(1), zfs-send(8), zfs-recv(8)",
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Sh,
+    Table,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Config,
+    Backup(backup::Request),
+    Restore { selector: restore::Selector, target: Option<String>, force: bool },
+    List,
+    Save { selector: restore::Selector, file: String },
+    Status,
+}
+
+/// What to do, parsed and validated; no I/O yet.
+pub struct Args {
+    pub command: Command,
+    pub format: Format,
+    pub flags: config::Flags,
+    pub s3: S3Args,
+}
+
+/// Parse the command line. `Ok(Err(text))` means print `text` and exit 0 (help, man).
+pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, String>, Failure> {
+    let mut p = lexopt::Parser::from_iter(argv);
+    let mut s3 = S3Args::default();
+    let mut flags = config::Flags::default();
+    let mut format = Format::Json;
+    let (mut full, mut snapshot, mut target, mut force) = (false, None, None, false);
+    let mut words: Vec<String> = Vec::new();
+    while let Some(arg) = p.next()? {
+        if let Some(text) = early_exit(&arg, &PAGE) {
+            return Ok(Err(text));
+        }
+        match arg {
+            Long("config") => flags.config = Some(p.value()?.string()?),
+            Short('b') | Long("bucket") => flags.bucket = Some(p.value()?.string()?),
+            Long("s3-prefix") => flags.s3_prefix = Some(p.value()?.string()?),
+            Short('d') | Long("dataset") => flags.dataset = Some(p.value()?.string()?),
+            Long("snapshot-prefix") => flags.snapshot_prefix = Some(p.value()?.string()?),
+            Long("compressor") => flags.compressor = Some(p.value()?.string()?),
+            Short('f') | Long("format") => {
+                let v = p.value()?.string()?;
+                format = match v.as_str() {
+                    "json" => Format::Json,
+                    "sh" => Format::Sh,
+                    "table" => Format::Table,
+                    _ => return Err(Failure::usage(format!("--format: '{v}' is not json, sh or table"))),
+                }
+            }
+            Long("full") => full = true,
+            Short('s') | Long("snapshot") => snapshot = Some(p.value()?.string()?),
+            Short('t') | Long("target") => target = Some(p.value()?.string()?),
+            Long("force") => force = true,
+            Value(v) => words.push(v.string()?),
+            Long(name) => {
+                let name = name.to_string();
+                if !s3.take(&name, &mut p)? {
+                    return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
+                }
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    // The S3 flags that are also settings: the config resolves them with the file.
+    flags.endpoint = s3.endpoint.take();
+    flags.region = s3.region.take();
+    flags.profile = s3.profile.take();
+    let mut words = words.into_iter();
+    let name = words
+        .next()
+        .ok_or_else(|| Failure::usage("missing command: config, backup, restore, list, save or status (see --help)"))?;
+    let rest: Vec<String> = words.collect();
+    let arity = |n: usize, usage: &str| -> Result<(), Failure> {
+        if rest.len() == n {
+            Ok(())
+        } else {
+            Err(Failure::usage(format!("usage: zsnap-plan [OPTIONS] {usage}")))
+        }
+    };
+    let command = match name.as_str() {
+        "config" => {
+            arity(0, "config")?;
+            Command::Config
+        }
+        "backup" => {
+            arity(0, "backup [--full] [--snapshot NAME]")?;
+            if let Some(s) = &snapshot {
+                crate::catalog::key::validate_snapshot(s).map_err(|e| Failure::usage(format!("--snapshot: {e}")))?;
+            }
+            Command::Backup(backup::Request { full, snapshot: snapshot.take() })
+        }
+        "restore" => {
+            arity(1, "restore SNAPSHOT|latest|N [--target DATASET] [--force]")?;
+            if let Some(t) = &target {
+                crate::catalog::key::validate_dataset(t).map_err(|e| Failure::usage(format!("--target: {e}")))?;
+            }
+            Command::Restore { selector: restore::Selector::parse(&rest[0])?, target: target.take(), force }
+        }
+        "list" => {
+            arity(0, "list")?;
+            Command::List
+        }
+        "save" => {
+            arity(2, "save SNAPSHOT|latest|N FILE")?;
+            Command::Save { selector: restore::Selector::parse(&rest[0])?, file: rest[1].clone() }
+        }
+        "status" => {
+            arity(0, "status")?;
+            Command::Status
+        }
+        other => {
+            return Err(Failure::usage(format!(
+                "unknown command '{other}': expected config, backup, restore, list, save or status"
+            )))
+        }
+    };
+    let is = |c: &str| name == c;
+    for (given, flag, owner) in [
+        (full, "--full", "backup"),
+        (snapshot.is_some(), "--snapshot", "backup"),
+        (target.is_some(), "--target", "restore"),
+        (force, "--force", "restore"),
+    ] {
+        if given && !is(owner) {
+            return Err(Failure::usage(format!("{flag} only applies to {owner}")));
+        }
+    }
+    if format == Format::Sh && matches!(command, Command::List | Command::Status) {
+        return Err(Failure::usage(format!("--format sh has no commands to print for {name}: use json or table")));
+    }
+    Ok(Ok(Args { command, format, flags, s3 }))
+}
+
+pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
+    let args = match parse(argv)? {
+        Ok(a) => a,
+        Err(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
+    let settings = config::load(&args.flags, &|k| std::env::var(k).ok())?;
+    if args.command == Command::Config {
+        return emit(&config_output(&settings, args.format));
+    }
+    let dataset = settings.dataset()?.to_string();
+    let bucket = settings.bucket()?.to_string();
+    let mut s3 = args.s3.clone();
+    s3.endpoint = settings.endpoint.value.clone();
+    s3.region = settings.region.value.clone();
+    s3.profile = settings.profile.value.clone();
+    let s3 = s3.with_env()?;
+    let ctx = Context {
+        bucket,
+        prefix: settings.s3_prefix().to_string(),
+        dataset: dataset.clone(),
+        connection: connection_flags(&settings, args.s3.path_style),
+        customs: settings.customs.clone(),
+    };
+    // Local state first: a missing dataset is reported before any S3 request.
+    let local = match &args.command {
+        Command::Backup(_) => Some(snapshots::matching(snapshots::list(&dataset)?, settings.snapshot_prefix())),
+        // A dataset that does not exist is an error here too (a typo must not look like
+        // "nothing backed up"); `list` shows what S3 holds without a local dataset.
+        Command::Status => Some(snapshots::list(&dataset)?),
+        _ => None,
+    };
+    let target_snaps = match &args.command {
+        Command::Restore { target, .. } => {
+            let t = target.clone().unwrap_or_else(|| dataset.clone());
+            Some((t.clone(), snapshots::list_if_exists(&t)?))
+        }
+        _ => None,
+    };
+    let catalog = crate::commands::runtime()?.block_on(async {
+        let client = client::connect(&s3).await;
+        catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await
+    })?;
+    let text = decide(&ctx, &settings, &args, &catalog, local.as_deref(), target_snaps)?;
+    emit(&text)
+}
+
+/// The decision for one command, rendered. Pure given its inputs.
+fn decide(
+    ctx: &Context,
+    settings: &Settings,
+    args: &Args,
+    catalog: &Catalog,
+    local: Option<&[snapshots::Snapshot]>,
+    target: Option<(String, Option<Vec<snapshots::Snapshot>>)>,
+) -> Result<String, Failure> {
+    let health = catalog.health();
+    let records = &catalog.records;
+    let f = args.format;
+    match &args.command {
+        Command::Config => Ok(config_output(settings, f)),
+        Command::Backup(req) => {
+            let steps = backup::plan(
+                ctx,
+                &settings.compressor,
+                settings.snapshot_prefix(),
+                local.unwrap_or_default(),
+                records,
+                &health,
+                req,
+            )?;
+            Ok(match f {
+                Format::Json => lines(steps.iter().map(|s| s.to_json(&ctx.dataset))),
+                Format::Sh => commands(steps.iter().filter_map(|s| match s {
+                    backup::Step::Send(s) => Some(s.command.as_str()),
+                    _ => None,
+                })),
+                Format::Table => table(
+                    &["ACTION", "SNAPSHOT", "KIND", "FROM", "ESTIMATE", "REASON"],
+                    steps
+                        .iter()
+                        .map(|s| match s {
+                            backup::Step::Skip { snapshot, reason, .. } => {
+                                vec![
+                                    "skip".into(),
+                                    snapshot.name.clone(),
+                                    "".into(),
+                                    "".into(),
+                                    "".into(),
+                                    reason.clone(),
+                                ]
+                            }
+                            backup::Step::Send(s) => vec![
+                                "send".into(),
+                                s.snapshot.name.clone(),
+                                s.kind.as_str().into(),
+                                s.from.as_ref().map(|f| f.name.clone()).unwrap_or_default(),
+                                s.bytes_estimate.map(human_bytes).unwrap_or_default(),
+                                s.reason.clone(),
+                            ],
+                            backup::Step::Nothing { reason } => {
+                                vec!["none".into(), "".into(), "".into(), "".into(), "".into(), reason.clone()]
+                            }
+                        })
+                        .collect(),
+                ),
+            })
+        }
+        Command::Restore { selector, force, .. } => {
+            let (target, have) = target.ok_or_else(|| Failure::new(ExitCode::Internal, "restore without target"))?;
+            let req = restore::Request { selector: selector.clone(), target, force: *force };
+            let steps = restore::plan(ctx, records, &health, &req, have.as_deref())?;
+            Ok(match f {
+                Format::Json => lines(steps.iter().map(|s| s.to_json(ctx))),
+                Format::Sh => commands(steps.iter().filter_map(|s| s.command())),
+                Format::Table => table(
+                    &["STEP", "SNAPSHOT", "KIND", "SIZE", "REASON"],
+                    steps
+                        .iter()
+                        .map(|s| match s {
+                            restore::Step::Recv(r) => vec![
+                                format!("{}/{}", r.step, r.of),
+                                r.record.snapshot.clone(),
+                                r.record.kind.as_str().into(),
+                                human_bytes(r.record.bytes),
+                                r.reason.clone(),
+                            ],
+                            restore::Step::Nothing { reason } => {
+                                vec!["-".into(), "".into(), "".into(), "".into(), reason.clone()]
+                            }
+                        })
+                        .collect(),
+                ),
+            })
+        }
+        Command::Save { selector, file } => {
+            let s = restore::save(ctx, records, &health, selector, file)?;
+            Ok(match f {
+                Format::Json => lines(std::iter::once(s.to_json(ctx))),
+                Format::Sh => commands(std::iter::once(s.command.as_str())),
+                Format::Table => table(
+                    &["SNAPSHOT", "KIND", "FILE", "REASON"],
+                    vec![vec![
+                        s.record.snapshot.clone(),
+                        s.record.kind.as_str().into(),
+                        s.file.clone(),
+                        s.reason.clone(),
+                    ]],
+                ),
+            })
+        }
+        Command::List => {
+            let entries = status::list(ctx, records, &health);
+            Ok(match f {
+                Format::Table => table(
+                    &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
+                    entries
+                        .iter()
+                        .map(|e| {
+                            vec![
+                                e["n"].to_string(),
+                                str_of(&e["snapshot"]),
+                                str_of(&e["kind"]),
+                                str_of(&e["from"]),
+                                utc(e["time"].as_i64().unwrap_or(0)),
+                                human_bytes(e["bytes"].as_u64().unwrap_or(0)),
+                                str_of(&e["compressor"]),
+                                match e["broken"].as_str() {
+                                    Some(b) => format!("no: {b}"),
+                                    None => "yes".into(),
+                                },
+                            ]
+                        })
+                        .collect(),
+                ),
+                _ => lines(entries.into_iter()),
+            })
+        }
+        Command::Status => {
+            let (rows, summary) = status::status(
+                local.unwrap_or_default(),
+                settings.snapshot_prefix(),
+                records,
+                &health,
+                &catalog.uncommitted,
+                catalog.foreign.len(),
+            );
+            Ok(match f {
+                Format::Table => {
+                    let mut t = table(
+                        &["SNAPSHOT", "LOCAL", "REMOTE", "KIND", "SIZE", "RESTORABLE"],
+                        rows.iter()
+                            .map(|r| {
+                                vec![
+                                    match &r.remote_name {
+                                        Some(n) => format!("{} (in S3 as @{n})", r.snapshot),
+                                        None => r.snapshot.clone(),
+                                    },
+                                    if r.local { "yes" } else { "no" }.into(),
+                                    r.remote.as_str().into(),
+                                    r.record.as_ref().map(|x| x.kind.as_str().to_string()).unwrap_or_default(),
+                                    r.record.as_ref().map(|x| human_bytes(x.bytes)).unwrap_or_default(),
+                                    match &r.health {
+                                        Some(crate::catalog::Health::Broken { missing }) => format!("no: {missing}"),
+                                        Some(_) => "yes".into(),
+                                        None => "".into(),
+                                    },
+                                ]
+                            })
+                            .collect(),
+                    );
+                    t.push_str(&format!(
+                        "{} local, {} committed ({} restorable, {} broken), {} local only, {} remote only, \
+                         {} uncommitted uploads, {} foreign objects\n",
+                        summary.local,
+                        summary.backups,
+                        summary.restorable,
+                        summary.broken,
+                        summary.local_only,
+                        summary.remote_only,
+                        summary.uncommitted,
+                        summary.foreign
+                    ));
+                    t
+                }
+                _ => lines(rows.iter().map(|r| r.to_json(ctx)).chain(std::iter::once(summary.to_json(ctx)))),
+            })
+        }
+    }
+}
+
+/// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
+/// printed commands must repeat them; what came from the environment is inherited.
+fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
+        if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {
+            out.extend([flag.to_string(), v.clone()]);
+        }
+    }
+    match path_style_flag {
+        Some(true) => out.push("--path-style".into()),
+        Some(false) => out.push("--virtual-host".into()),
+        None => {}
+    }
+    out
+}
+
+fn config_output(s: &Settings, f: Format) -> String {
+    let v = |x: &config::Setting| x.value.clone().unwrap_or_default();
+    match f {
+        Format::Sh => {
+            // Always single-quoted: scripts eval this.
+            let q = |x: &str| format!("'{}'", x.replace('\'', "'\\''"));
+            let mut out = String::new();
+            for (name, value) in [
+                ("ZSNAP_DATASET", v(&s.dataset)),
+                ("ZSNAP_BUCKET", v(&s.bucket)),
+                ("ZSNAP_S3_PREFIX", s.s3_prefix().to_string()),
+                ("ZSNAP_SNAPSHOT_PREFIX", s.snapshot_prefix().to_string()),
+                ("ZSNAP_COMPRESSOR", s.compressor.spec()),
+                ("ZSNAP_S3_URL", s.s3_url().unwrap_or_default()),
+            ] {
+                out.push_str(&format!("{name}={}\n", q(&value)));
+            }
+            if let Some(e) = &s.endpoint.value {
+                out.push_str(&format!("ZSNAP_S3_ENDPOINT={}\n", q(e)));
+            }
+            out
+        }
+        Format::Json => lines(std::iter::once(json!({
+            "dataset": s.dataset.value,
+            "bucket": s.bucket.value,
+            "s3_prefix": s.s3_prefix(),
+            "snapshot_prefix": s.snapshot_prefix(),
+            "compressor": s.compressor.spec(),
+            "compressor_recorded": s.compressor.recorded(),
+            "s3_url": s.s3_url(),
+            "endpoint": s.endpoint.value,
+            "region": s.region.value,
+            "profile": s.profile.value,
+            "config_file": s.config_file,
+            "sources": {
+                "dataset": s.dataset.source.to_string(),
+                "bucket": s.bucket.source.to_string(),
+                "s3_prefix": s.s3_prefix.source.to_string(),
+                "snapshot_prefix": s.snapshot_prefix.source.to_string(),
+                "compressor": s.compressor_setting.source.to_string(),
+                "endpoint": s.endpoint.source.to_string(),
+                "region": s.region.source.to_string(),
+                "profile": s.profile.source.to_string(),
+            },
+        }))),
+        Format::Table => table(
+            &["SETTING", "VALUE", "FROM"],
+            [
+                ("dataset", v(&s.dataset), &s.dataset.source),
+                ("bucket", v(&s.bucket), &s.bucket.source),
+                ("s3-prefix", s.s3_prefix().to_string(), &s.s3_prefix.source),
+                ("snapshot-prefix", s.snapshot_prefix().to_string(), &s.snapshot_prefix.source),
+                ("compressor", s.compressor.spec(), &s.compressor_setting.source),
+                ("endpoint", v(&s.endpoint), &s.endpoint.source),
+                ("region", v(&s.region), &s.region.source),
+                ("profile", v(&s.profile), &s.profile.source),
+            ]
+            .into_iter()
+            .map(|(k, val, src)| vec![k.to_string(), val, src.to_string()])
+            .collect(),
+        ),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC, for tables (civil-from-days, so no date crate is needed).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_default()
+}
+
+fn lines(values: impl Iterator<Item = Value>) -> String {
+    let mut s = String::new();
+    for v in values {
+        s.push_str(&v.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+fn commands<'a>(cmds: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for c in cmds {
+        s.push_str(c);
+        s.push('\n');
+    }
+    s
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let render = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut line = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                line.push_str(&c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    let mut out = render(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&render(r));
+    }
+    out
+}
+
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Failure::new(ExitCode::ClosedStdout, "")
+        } else {
+            Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(args: &[&str]) -> Args {
+        let argv = std::iter::once("zsnap-plan").chain(args.iter().copied()).map(OsString::from);
+        parse(argv).unwrap().unwrap_or_else(|t| panic!("printed {t}"))
+    }
+
+    fn parse_err(args: &[&str]) -> Failure {
+        let argv = std::iter::once("zsnap-plan").chain(args.iter().copied()).map(OsString::from);
+        match parse(argv) {
+            Err(f) => f,
+            Ok(_) => panic!("{args:?} parsed"),
+        }
+    }
+
+    #[test]
+    fn commands_and_options() {
+        let a = parse_ok(&["-d", "tank/data", "--bucket", "b", "backup", "--full", "--snapshot", "s1"]);
+        assert_eq!(a.command, Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()) }));
+        assert_eq!(a.flags.dataset.as_deref(), Some("tank/data"));
+        let a = parse_ok(&["restore", "3", "--target", "tank/r", "--force", "--endpoint", "http://h:1"]);
+        assert_eq!(
+            a.command,
+            Command::Restore { selector: restore::Selector::Number(3), target: Some("tank/r".into()), force: true }
+        );
+        assert_eq!(a.flags.endpoint.as_deref(), Some("http://h:1"));
+        let a = parse_ok(&["--format", "sh", "save", "latest", "/tmp/f"]);
+        assert_eq!(a.format, Format::Sh);
+        assert_eq!(a.command, Command::Save { selector: restore::Selector::Latest, file: "/tmp/f".into() });
+    }
+
+    #[test]
+    fn usage_errors_name_the_problem() {
+        for (args, needle) in [
+            (&[][..], "missing command"),
+            (&["frobnicate"][..], "unknown command 'frobnicate'"),
+            (&["list", "--full"][..], "--full only applies to backup"),
+            (&["backup", "--force"][..], "--force only applies to restore"),
+            (&["restore"][..], "usage: zsnap-plan [OPTIONS] restore"),
+            (&["save", "1"][..], "save SNAPSHOT|latest|N FILE"),
+            (&["--format", "xml", "list"][..], "--format: 'xml'"),
+            (&["--format", "sh", "status"][..], "--format sh has no commands"),
+            (&["--bogus", "list"][..], "--bogus"),
+            (&["backup", "--snapshot", "a/b"][..], "--snapshot"),
+            (&["restore", "x", "--target", "tank//x"][..], "--target"),
+        ] {
+            let e = parse_err(args);
+            assert_eq!(e.code, ExitCode::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn config_as_shell() {
+        let flags = config::Flags {
+            dataset: Some("tank/data".into()),
+            bucket: Some("bkt".into()),
+            s3_prefix: Some("it's".into()),
+            ..Default::default()
+        };
+        let s = config::resolve(&flags, &|_| None, None).unwrap();
+        let out = config_output(&s, Format::Sh);
+        assert_eq!(
+            out,
+            "ZSNAP_DATASET='tank/data'\nZSNAP_BUCKET='bkt'\nZSNAP_S3_PREFIX='it'\\''s/'\nZSNAP_SNAPSHOT_PREFIX=''\n\
+             ZSNAP_COMPRESSOR='zstd'\nZSNAP_S3_URL='s3://bkt/it'\\''s/'\n"
+        );
+        let j: Value = serde_json::from_str(config_output(&s, Format::Json).trim()).unwrap();
+        assert_eq!(j["sources"]["bucket"], "flag --bucket");
+        assert_eq!(j["sources"]["compressor"], "default");
+    }
+
+    #[test]
+    fn connection_flags_repeat_flags_and_file_not_env() {
+        let flags = config::Flags { region: Some("eu-1".into()), ..Default::default() };
+        let env = |k: &str| (k == "ZSNAP_S3_ENDPOINT").then(|| "http://env:1".to_string());
+        let file = config::ConfigFile::parse("f.conf", "[main]\nPROFILE=backup\n").unwrap();
+        let s = config::resolve(&flags, &env, Some(&file)).unwrap();
+        assert_eq!(
+            connection_flags(&s, Some(false)),
+            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
+        );
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(1_795_425_269), "2026-11-23 09:14");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(-60), "1969-12-31 23:59");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\n");
+    }
 }

@@ -1,1 +1,203 @@
 //! Local snapshots: running `zfs get` and parsing it into `Snapshot`s.
+//!
+//! `zfs get -H -p -o name,property,value guid,createtxg,creation,used,referenced -d 1 DS`
+//! is the one form that works on both zfs-fuse (no `zfs list -p`, no `zfs get -t`) and
+//! OpenZFS; depth 1 covers the dataset's own snapshots (children's are filtered out).
+
+use crate::cli::{ExitCode, Failure};
+use std::collections::BTreeMap;
+use std::process::Command;
+
+/// One local snapshot, as plain data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub dataset: String,
+    /// The part after `@`.
+    pub name: String,
+    pub guid: u64,
+    /// Transaction group it was created in: orders snapshots even within one second.
+    pub createtxg: u64,
+    /// Unix seconds.
+    pub creation: i64,
+    pub used: u64,
+    /// Allocated bytes, after ZFS compression.
+    pub referenced: u64,
+    /// `referenced` × `compressratio`: about what a full send stream carries (streams are
+    /// uncompressed). `None` when zfs gave no ratio.
+    pub logical_referenced: Option<u64>,
+}
+
+const PROPERTIES: &str = "guid,createtxg,creation,used,referenced,compressratio";
+
+/// The `zfs` arguments that list `dataset`'s snapshots.
+pub fn command_args(dataset: &str) -> Vec<String> {
+    ["get", "-H", "-p", "-o", "name,property,value", PROPERTIES, "-d", "1", dataset]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Parse `zfs get -H -p` output into `dataset`'s own snapshots, ordered by createtxg.
+pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
+    // name -> property -> value; lines for the dataset itself and its children are skipped.
+    let mut props: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for (n, line) in output.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut cols = line.split('\t');
+        let (Some(name), Some(prop), Some(value), None) = (cols.next(), cols.next(), cols.next(), cols.next()) else {
+            return Err(format!("line {}: expected NAME<TAB>PROPERTY<TAB>VALUE, got {line:?}", n + 1));
+        };
+        let Some((ds, snap)) = name.split_once('@') else { continue };
+        if ds != dataset {
+            continue;
+        }
+        props.entry(snap.to_string()).or_default().insert(prop.to_string(), value.to_string());
+    }
+    let mut out = Vec::with_capacity(props.len());
+    for (name, p) in props {
+        let get = |k: &str| -> Result<&str, String> {
+            p.get(k).map(String::as_str).ok_or_else(|| format!("{dataset}@{name}: zfs printed no {k}"))
+        };
+        let num = |k: &str| -> Result<u64, String> {
+            let v = get(k)?;
+            v.parse().map_err(|_| format!("{dataset}@{name}: {k} '{v}' is not a number"))
+        };
+        let creation = get("creation")?;
+        let referenced = num("referenced")?;
+        out.push(Snapshot {
+            logical_referenced: p.get("compressratio").and_then(|r| logical(referenced, r)),
+            dataset: dataset.to_string(),
+            guid: num("guid")?,
+            createtxg: num("createtxg")?,
+            creation: creation
+                .parse()
+                .map_err(|_| format!("{dataset}@{name}: creation '{creation}' is not a number"))?,
+            used: num("used")?,
+            referenced,
+            name,
+        });
+    }
+    out.sort_by_key(|s| s.createtxg);
+    Ok(out)
+}
+
+/// `referenced` scaled by a `compressratio` as zfs prints it (`26.68x` on zfs-fuse,
+/// `26.68` with -p on OpenZFS), in integer hundredths so it stays exact.
+fn logical(referenced: u64, ratio: &str) -> Option<u64> {
+    let r = ratio.trim().trim_end_matches('x');
+    let (whole, frac) = r.split_once('.').unwrap_or((r, "0"));
+    let frac = format!("{frac:0<2}");
+    let hundredths = whole.parse::<u64>().ok()?.checked_mul(100)?.checked_add(frac.get(..2)?.parse::<u64>().ok()?)?;
+    u64::try_from(u128::from(referenced) * u128::from(hundredths.max(100)) / 100).ok()
+}
+
+/// Keep snapshots whose name starts with `prefix` (empty: all).
+pub fn matching(snapshots: Vec<Snapshot>, prefix: &str) -> Vec<Snapshot> {
+    snapshots.into_iter().filter(|s| s.name.starts_with(prefix)).collect()
+}
+
+/// What a failed `zfs get` said, as a failure: a missing dataset is exit 66.
+pub fn failure(dataset: &str, stderr: &str) -> Failure {
+    if stderr.contains("does not exist") {
+        Failure::new(ExitCode::NotFound, format!("dataset {dataset} does not exist"))
+    } else {
+        let line = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
+        Failure::new(ExitCode::Failure, format!("zfs get on {dataset} failed: {line}"))
+    }
+}
+
+/// Run zfs. `Ok(None)` when the dataset does not exist (restore's target may not).
+pub fn list_if_exists(dataset: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
+    match list(dataset) {
+        Ok(v) => Ok(Some(v)),
+        Err(f) if f.code == ExitCode::NotFound => Ok(None),
+        Err(f) => Err(f),
+    }
+}
+
+/// Every snapshot of exactly `dataset`, ordered by createtxg.
+pub fn list(dataset: &str) -> Result<Vec<Snapshot>, Failure> {
+    let out = Command::new("zfs")
+        .args(command_args(dataset))
+        .output()
+        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot run zfs: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(failure(dataset, &stderr));
+    }
+    parse(dataset, &String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| Failure::new(ExitCode::Protocol, format!("cannot read zfs get output: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "\
+p/d\tguid\t3081875124545189775
+p/d\tcreatetxg\t7
+p/d\tcreation\t1795424120
+p/d\tused\t237568
+p/d\treferenced\t122880
+p/d@b\tguid\t18203086585856280859
+p/d@b\tcreatetxg\t19
+p/d@b\tcreation\t1795424120
+p/d@b\tused\t0
+p/d@b\treferenced\t122880
+p/d@b\tcompressratio\t26.68x
+p/d@with space\tguid\t5048149443884892815
+p/d@with space\tcreatetxg\t30
+p/d@with space\tcreation\t1795424121
+p/d@with space\tused\t10
+p/d@with space\treferenced\t1
+p/d@a\tguid\t4933935310680933476
+p/d@a\tcreatetxg\t14
+p/d@a\tcreation\t1795424120
+p/d@a\tused\t0
+p/d@a\treferenced\t122880
+p/d/child\tguid\t15547374770614783807
+p/d/child@c\tguid\t5071522000272583885
+p/d/child@c\tcreatetxg\t24
+";
+
+    #[test]
+    fn parses_own_snapshots_in_txg_order() {
+        let v = parse("p/d", OUT).unwrap();
+        let names: Vec<&str> = v.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, vec!["a", "b", "with space"]);
+        assert_eq!(v[1].guid, 18203086585856280859);
+        assert_eq!((v[2].creation, v[2].used, v[2].referenced), (1795424121, 10, 1));
+        assert_eq!(v[1].logical_referenced, Some(3_278_438), "122880 x 26.68");
+        assert_eq!(v[0].logical_referenced, None, "no ratio printed");
+        assert!(parse("p", OUT).unwrap().is_empty(), "the pool's own snapshots only");
+    }
+
+    #[test]
+    fn compress_ratios() {
+        assert_eq!(logical(1000, "1.00x"), Some(1000));
+        assert_eq!(logical(1000, "2.5"), Some(2500));
+        assert_eq!(logical(1000, "26.68"), Some(26_680));
+        assert_eq!(logical(1000, "3x"), Some(3000));
+        assert_eq!(logical(1000, "0.50x"), Some(1000), "never below what is allocated");
+        assert_eq!(logical(1000, "-"), None);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse("p/d", "p/d@a guid 1\n").unwrap_err().contains("line 1"));
+        assert!(parse("p/d", "p/d@a\tguid\tx\np/d@a\tcreatetxg\t1\n").is_err());
+        assert!(parse("p/d", "p/d@a\tguid\t1\n").unwrap_err().contains("zfs printed no"));
+    }
+
+    #[test]
+    fn prefix_filter_and_missing_dataset() {
+        let v = matching(parse("p/d", OUT).unwrap(), "with");
+        assert_eq!(v.len(), 1);
+        assert_eq!(matching(parse("p/d", OUT).unwrap(), "").len(), 3);
+        let f = failure("tank/x", "cannot open 'tank/x': dataset does not exist\n");
+        assert_eq!((f.code, f.message.as_str()), (ExitCode::NotFound, "dataset tank/x does not exist"));
+        assert_eq!(failure("tank/x", "boom").code, ExitCode::Failure);
+    }
+}

@@ -1,0 +1,353 @@
+//! From a bucket listing to a [`Catalog`]. The decisions are pure functions over listing
+//! rows `(key, size, last_modified)`, in-progress uploads and zfs3backup metadata; the S3
+//! calls at the bottom only fetch those rows.
+//!
+//! One ListObjectsV2 pass over `<prefix><dataset>` finds both layouts (`<dataset>/@…` and
+//! zfs3backup's `<dataset>@…`): 1,000 keys a page, so 10,000 backups cost 10 list requests,
+//! plus one ListMultipartUploads and one HEAD per zfs3backup object.
+
+use super::key::{self, ParsedKey};
+use super::{chain, BackupRecord, Catalog, Kind, Uncommitted};
+use crate::cli::Failure;
+use crate::s3::client::Client;
+use crate::s3::error::failure;
+use crate::s3::uploads::{self, PendingUpload};
+use crate::s3::S3Url;
+use futures_util::StreamExt;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// One row of a ListObjectsV2 answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub last_modified: Option<i64>,
+}
+
+/// A listing sorted into what it holds for one dataset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sorted {
+    pub records: Vec<BackupRecord>,
+    /// zfs3backup objects of this dataset: need their metadata (one HEAD each).
+    pub legacy: Vec<(ListedObject, String)>,
+    pub foreign: Vec<(String, String)>,
+}
+
+/// The listed prefix for one dataset: covers both key layouts.
+pub fn list_prefix(prefix: &str, dataset: &str) -> String {
+    format!("{prefix}{dataset}")
+}
+
+fn is_under(prefix: &str, dataset: &str, key: &str) -> bool {
+    key.strip_prefix(prefix).and_then(|k| k.strip_prefix(dataset)).is_some_and(|k| k.starts_with(['/', '@']))
+}
+
+/// Sort listing rows. Backups of other datasets that share the listed prefix (children
+/// such as `tank/data/child`, or `tank/data2`) are neither ours nor foreign: skipped.
+pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted {
+    let mut out = Sorted::default();
+    for row in rows {
+        match key::parse(prefix, &row.key) {
+            ParsedKey::Zsnap(f) if f.dataset == dataset => {
+                let (from_guid, from_snap) = match f.from {
+                    Some((g, n)) => (Some(g), Some(n)),
+                    None => (None, None),
+                };
+                out.records.push(BackupRecord {
+                    dataset: f.dataset,
+                    snapshot: f.snapshot,
+                    guid: Some(f.guid),
+                    kind: f.kind,
+                    from_guid,
+                    from_snap,
+                    time: f.time,
+                    compressor: f.compressor,
+                    bytes: row.size,
+                    key: row.key,
+                    legacy: false,
+                });
+            }
+            ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => out.legacy.push((row, snapshot)),
+            ParsedKey::Zsnap(_) | ParsedKey::Legacy { .. } => {}
+            // `tank/data2/x` is another dataset's business, not foreign to `tank/data`.
+            ParsedKey::Foreign(why) if is_under(prefix, dataset, &row.key) => out.foreign.push((row.key, why)),
+            ParsedKey::Foreign(_) => {}
+        }
+    }
+    out
+}
+
+/// zfs3backup's compressor names as ours: pigz at any level and gzip write gzip members.
+pub fn legacy_compressor(name: Option<&str>) -> String {
+    match name.map(str::trim) {
+        None | Some("") | Some("none") => "none".into(),
+        Some(n) if n == "gzip" || n.starts_with("pigz") => "gzip".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A zfs3backup object from its listing row and user metadata. zfs3backup (like z3 before
+/// it) marks a full with `isfull=true` (older versions: `is_full`) and an incremental with
+/// only `parent=pool/fs@snap`; an object with neither is not one of its backups.
+pub fn legacy_record(
+    dataset: &str,
+    snapshot: &str,
+    row: &ListedObject,
+    meta: &HashMap<String, String>,
+) -> Result<BackupRecord, String> {
+    let flag = ["isfull", "is_full"].iter().find_map(|k| meta.get(*k)).map(|v| v.trim().to_ascii_lowercase());
+    let parent = meta.get("parent").map(|p| p.trim()).filter(|p| !p.is_empty());
+    let (kind, from_snap) = match (flag.as_deref(), parent) {
+        (Some("true"), _) => (Kind::Full, None),
+        // `pool/fs@snap`; the part after `@` names the parent. A value that is no snapshot
+        // name (one zfs3backup fork wrote a literal `{parent}`) matches nothing, so the
+        // record shows up as broken rather than vanishing.
+        (_, Some(p)) => (Kind::Inc, Some(p.rsplit_once('@').map(|(_, s)| s).unwrap_or(p).to_string())),
+        (Some(other), None) => {
+            return Err(format!("zfs3backup metadata isfull='{other}' without a parent"));
+        }
+        (None, None) => return Err("no zfs3backup metadata (isfull or parent)".into()),
+    };
+    Ok(BackupRecord {
+        dataset: dataset.to_string(),
+        snapshot: snapshot.to_string(),
+        guid: None,
+        kind,
+        from_guid: None,
+        from_snap,
+        time: row.last_modified.unwrap_or(0),
+        compressor: legacy_compressor(meta.get("compressor").map(String::as_str)),
+        bytes: row.size,
+        key: row.key.clone(),
+        legacy: true,
+    })
+}
+
+/// In-progress uploads whose key is a backup of this dataset.
+pub fn uncommitted(prefix: &str, dataset: &str, pending: &[PendingUpload]) -> Vec<Uncommitted> {
+    pending
+        .iter()
+        .filter_map(|u| match key::parse(prefix, &u.key) {
+            ParsedKey::Zsnap(f) if f.dataset == dataset => Some(Uncommitted {
+                snapshot: f.snapshot,
+                guid: Some(f.guid),
+                key: u.key.clone(),
+                initiated: u.initiated,
+            }),
+            ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => {
+                Some(Uncommitted { snapshot, guid: None, key: u.key.clone(), initiated: u.initiated })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Put the records in list order and build the catalog. List order is oldest first, but a
+/// parent always comes before its children: times alone cannot say, since snapshots taken
+/// in one second tie, and a zfs3backup object's time is its upload time while a zsnap
+/// key's is the snapshot's creation (a zsnap incremental on a zfs3backup base can look
+/// older than its parent).
+pub fn assemble(
+    prefix: &str,
+    dataset: &str,
+    mut records: Vec<BackupRecord>,
+    uncommitted: Vec<Uncommitted>,
+    foreign: Vec<(String, String)>,
+) -> Catalog {
+    records.sort_by(|a, b| (a.time, &a.snapshot, &a.key).cmp(&(b.time, &b.snapshot, &b.key)));
+    // Kahn's topological sort, taking the oldest ready record first; records in a loop
+    // (only hand-made keys) go last, oldest first.
+    let parents = chain::all_parents(&records);
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); records.len()];
+    let mut waiting: Vec<usize> = parents.iter().map(Vec::len).collect();
+    for (i, ps) in parents.iter().enumerate() {
+        for &p in ps {
+            children[p].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..records.len()).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(records.len());
+    let mut placed = vec![false; records.len()];
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        placed[i] = true;
+        for &c in &children[i] {
+            waiting[c] -= 1;
+            if waiting[c] == 0 {
+                ready.push(Reverse(c));
+            }
+        }
+    }
+    order.extend((0..records.len()).filter(|&i| !placed[i]));
+    let records = order.into_iter().map(|i| records[i].clone()).collect();
+    Catalog { dataset: dataset.to_string(), prefix: prefix.to_string(), records, uncommitted, foreign }
+}
+
+/// Read everything S3 holds for `dataset` under `prefix` (normalized) in `bucket`.
+pub async fn read(client: &Client, bucket: &str, prefix: &str, dataset: &str) -> Result<Catalog, Failure> {
+    let listed = list_prefix(prefix, dataset);
+    let rows = list_objects(client, bucket, &listed).await?;
+    let mut sorted = sort_rows(prefix, dataset, rows);
+    // One HEAD per zfs3backup object, 16 at a time: a large old bucket stays quick.
+    let legacy = std::mem::take(&mut sorted.legacy);
+    let heads: Vec<Result<HashMap<String, String>, Failure>> =
+        futures_util::stream::iter(legacy.iter().map(|(row, _)| head_metadata(client, bucket, &row.key)))
+            .buffered(16)
+            .collect()
+            .await;
+    for ((row, snapshot), meta) in legacy.into_iter().zip(heads) {
+        match legacy_record(dataset, &snapshot, &row, &meta?) {
+            Ok(r) => sorted.records.push(r),
+            Err(why) => sorted.foreign.push((row.key, why)),
+        }
+    }
+    let pending = uploads::list(client, &S3Url { bucket: bucket.to_string(), key: listed }).await?;
+    let uncommitted = uncommitted(prefix, dataset, &pending);
+    Ok(assemble(prefix, dataset, sorted.records, uncommitted, sorted.foreign))
+}
+
+async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, Failure> {
+    let mut rows = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .map_err(|e| failure(format!("listing s3://{bucket}/{prefix} failed"), &e))?;
+        for o in page.contents() {
+            if let Some(k) = o.key() {
+                rows.push(ListedObject {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: o.last_modified().map(|d| d.secs()),
+                });
+            }
+        }
+        token = page.next_continuation_token().map(str::to_string);
+        if page.is_truncated() != Some(true) || token.is_none() {
+            return Ok(rows);
+        }
+    }
+}
+
+async fn head_metadata(client: &Client, bucket: &str, key: &str) -> Result<HashMap<String, String>, Failure> {
+    let head = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| failure(format!("reading metadata of s3://{bucket}/{key} failed"), &e))?;
+    Ok(head.metadata().cloned().unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(key: &str, size: u64) -> ListedObject {
+        ListedObject { key: key.into(), size, last_modified: Some(1000) }
+    }
+
+    #[test]
+    fn listing_to_catalog() {
+        let rows = vec![
+            row("p/tank/data/@s2/zsnap1,kind=inc,guid=2,from=1,fromsnap=s1,time=20,z=zstd", 5),
+            row("p/tank/data/@s1/zsnap1,kind=full,guid=1,time=10,z=zstd", 50),
+            row("p/tank/data/@s1/notes.txt", 1),
+            row("p/tank/data/child/@c/zsnap1,kind=full,guid=9,time=10,z=zstd", 7),
+            row("p/tank/data2@x", 7),
+            row("p/tank/data@old", 40),
+            row("p/tank/data/README", 1),
+            row("p/tank/data2/README", 1),
+        ];
+        let s = sort_rows("p/", "tank/data", rows);
+        assert_eq!(s.records.len(), 2);
+        assert_eq!(s.records[0].bytes, 5);
+        assert_eq!(s.legacy.len(), 1);
+        assert_eq!(s.legacy[0].1, "old");
+        let foreign: Vec<&str> = s.foreign.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(foreign, vec!["p/tank/data/@s1/notes.txt", "p/tank/data/README"]);
+
+        let pending = vec![
+            PendingUpload {
+                key: "p/tank/data/@s3/zsnap1,kind=inc,guid=3,from=2,fromsnap=s2,time=30,z=zstd".into(),
+                upload_id: "u".into(),
+                initiated: Some(5),
+            },
+            PendingUpload { key: "p/tank/data/other".into(), upload_id: "v".into(), initiated: None },
+        ];
+        let unc = uncommitted("p/", "tank/data", &pending);
+        assert_eq!(unc.len(), 1);
+        assert_eq!((unc[0].snapshot.as_str(), unc[0].guid), ("s3", Some(3)));
+
+        let cat = assemble("p/", "tank/data", s.records, unc, s.foreign);
+        let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
+        assert_eq!(names, vec!["s1", "s2"]);
+    }
+
+    #[test]
+    fn ties_in_time_put_parents_first() {
+        let rows = vec![
+            row("tank/@b/zsnap1,kind=inc,guid=2,from=1,fromsnap=c,time=10,z=zstd", 1),
+            row("tank/@c/zsnap1,kind=full,guid=1,time=10,z=zstd", 1),
+        ];
+        let s = sort_rows("", "tank", rows);
+        let cat = assemble("", "tank", s.records, vec![], vec![]);
+        let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
+        assert_eq!(names, vec!["c", "b"]);
+    }
+
+    #[test]
+    fn a_zsnap_child_of_a_zfs3backup_parent_comes_after_it() {
+        // The zfs3backup objects were uploaded (time = LastModified) after the zsnap
+        // incremental's snapshot was created (time = creation).
+        let zsnap = "p/tank/@s3/zsnap1,kind=inc,guid=3,from=2,fromsnap=s2,time=100,z=zstd";
+        let s = sort_rows("p/", "tank", vec![row(zsnap, 1)]);
+        let mut records = s.records;
+        let legacy = |snap: &str, parent: Option<&str>| {
+            let r = ListedObject { key: format!("p/tank@{snap}"), size: 1, last_modified: Some(500) };
+            let mut m = HashMap::new();
+            match parent {
+                Some(p) => m.insert("parent".to_string(), format!("tank@{p}")),
+                None => m.insert("isfull".to_string(), "true".to_string()),
+            };
+            legacy_record("tank", snap, &r, &m).unwrap()
+        };
+        records.push(legacy("s2", Some("s1")));
+        records.push(legacy("s1", None));
+        let cat = assemble("p/", "tank", records, vec![], vec![]);
+        let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
+        assert_eq!(names, vec!["s1", "s2", "s3"]);
+    }
+
+    #[test]
+    fn legacy_metadata() {
+        let meta = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let r = row("tank/data@d2", 9);
+        // As zfs3backup writes them: incrementals carry only `parent`.
+        let inc = legacy_record("tank/data", "d2", &r, &meta(&[("parent", "tank/data@d1"), ("compressor", "pigz4")]))
+            .unwrap();
+        assert_eq!((inc.kind, inc.from_snap.as_deref(), inc.compressor.as_str()), (Kind::Inc, Some("d1"), "gzip"));
+        assert!(inc.legacy && inc.guid.is_none());
+        let inc = legacy_record("tank/data", "d2", &r, &meta(&[("isfull", "false"), ("parent", "tank/data@d1")]));
+        assert_eq!(inc.map(|i| i.kind), Ok(Kind::Inc));
+        let full = legacy_record("tank/data", "d1", &r, &meta(&[("isfull", "true")])).unwrap();
+        assert_eq!((full.kind, full.compressor.as_str()), (Kind::Full, "none"));
+        let old = legacy_record("tank/data", "d1", &r, &meta(&[("is_full", "true"), ("size", "123")])).unwrap();
+        assert_eq!(old.kind, Kind::Full, "z3's older underscore spelling");
+        let bad = legacy_record("tank/data", "d2", &r, &meta(&[("parent", "{parent}")])).unwrap();
+        assert_eq!(bad.from_snap.as_deref(), Some("{parent}"), "kept, so the chain shows as broken");
+        assert!(legacy_record("tank/data", "d1", &r, &meta(&[])).unwrap_err().contains("isfull or parent"));
+        assert!(legacy_record("tank/data", "d1", &r, &meta(&[("isfull", "false")])).unwrap_err().contains("parent"));
+        assert_eq!(legacy_compressor(Some("pigz1")), "gzip");
+        assert_eq!(legacy_compressor(Some("gzip")), "gzip");
+        assert_eq!(legacy_compressor(Some("bzip2")), "bzip2");
+    }
+}

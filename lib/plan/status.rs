@@ -1,0 +1,377 @@
+//! `list` and `status` as data: committed backups numbered as restore and save take them,
+//! and local and remote side by side (one row per snapshot, joined by guid; zfs3backup
+//! objects by name). Pure.
+
+use super::Context;
+use crate::catalog::{BackupRecord, Health, Uncommitted};
+use crate::zfs::snapshots::Snapshot;
+use serde_json::{json, Value};
+
+fn guid_json(g: Option<u64>) -> Value {
+    g.map(|g| Value::String(g.to_string())).unwrap_or(Value::Null)
+}
+
+fn broken(h: &Health) -> Option<String> {
+    match h {
+        Health::Broken { missing } => Some(missing.to_string()),
+        Health::Restorable { .. } => None,
+    }
+}
+
+/// Why a record can or cannot be restored, for people.
+fn health_reason(records: &[BackupRecord], h: &Health, root: Option<usize>) -> String {
+    match h {
+        Health::Restorable { depth: 1, .. } => "restorable: a full backup".into(),
+        Health::Restorable { depth, .. } => {
+            let name = root.map(|r| records[r].snapshot.as_str()).unwrap_or("?");
+            format!("restorable: full @{name} and {} incremental(s)", depth - 1)
+        }
+        Health::Broken { missing } => format!("not restorable: {missing}"),
+    }
+}
+
+/// One `list` line per committed record, numbered from 1 in list order.
+pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<Value> {
+    let roots = crate::catalog::chain::roots(health);
+    records
+        .iter()
+        .zip(health)
+        .enumerate()
+        .map(|(i, (r, h))| {
+            json!({
+                "n": i + 1,
+                "dataset": r.dataset,
+                "snapshot": r.snapshot,
+                "guid": guid_json(r.guid),
+                "kind": r.kind.as_str(),
+                "from": r.from_snap,
+                "from_guid": guid_json(r.from_guid),
+                "time": r.time,
+                "bytes": r.bytes,
+                "compressor": r.compressor,
+                "restorable": h.is_restorable(),
+                "broken": broken(h),
+                "legacy": r.legacy,
+                "key": ctx.url(&r.key),
+                "reason": health_reason(records, h, roots[i]),
+            })
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remote {
+    Committed,
+    Uncommitted,
+    Absent,
+}
+
+impl Remote {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Remote::Committed => "committed",
+            Remote::Uncommitted => "uncommitted",
+            Remote::Absent => "absent",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// Local name when the snapshot exists locally, else the name in S3.
+    pub snapshot: String,
+    /// The name in S3 when it differs (renamed since it was sent).
+    pub remote_name: Option<String>,
+    pub guid: Option<u64>,
+    pub local: bool,
+    pub remote: Remote,
+    /// Best committed record: restorable first, then shortest chain.
+    pub record: Option<BackupRecord>,
+    /// How many committed objects hold this snapshot.
+    pub copies: usize,
+    pub health: Option<Health>,
+    pub uncommitted_key: Option<String>,
+    pub reason: String,
+    time: (i64, usize),
+}
+
+impl Row {
+    pub fn to_json(&self, ctx: &Context) -> Value {
+        json!({
+            "snapshot": self.snapshot,
+            "remote_name": self.remote_name,
+            "guid": guid_json(self.guid),
+            "local": self.local,
+            "remote": self.remote.as_str(),
+            "kind": self.record.as_ref().map(|r| r.kind.as_str()),
+            "bytes": self.record.as_ref().map(|r| r.bytes),
+            "copies": self.copies,
+            "restorable": self.health.as_ref().map(|h| h.is_restorable()),
+            "broken": self.health.as_ref().and_then(broken),
+            "key": self.record.as_ref().map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.as_ref().map(|k| ctx.url(k))),
+            "reason": self.reason,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub local: usize,
+    /// Committed backup objects. (Named so that the word "committed" appears in status
+    /// JSON only as a row's `remote` value, which scripts grep for.)
+    pub backups: usize,
+    pub restorable: usize,
+    pub broken: usize,
+    pub local_only: usize,
+    pub remote_only: usize,
+    pub uncommitted: usize,
+    pub foreign: usize,
+}
+
+impl Summary {
+    pub fn to_json(&self, ctx: &Context) -> Value {
+        json!({
+            "summary": true,
+            "dataset": ctx.dataset,
+            "local": self.local,
+            "backups": self.backups,
+            "restorable": self.restorable,
+            "broken": self.broken,
+            "local_only": self.local_only,
+            "remote_only": self.remote_only,
+            "uncommitted": self.uncommitted,
+            "foreign": self.foreign,
+        })
+    }
+}
+
+/// Join local snapshots (all of them, ordered by createtxg) with committed records and
+/// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
+/// are in S3, then whatever only S3 holds.
+pub fn status(
+    local: &[Snapshot],
+    snapshot_prefix: &str,
+    records: &[BackupRecord],
+    health: &[Health],
+    uncommitted: &[Uncommitted],
+    foreign: usize,
+) -> (Vec<Row>, Summary) {
+    let roots = crate::catalog::chain::roots(health);
+    let mut used = vec![false; records.len()];
+    let mut used_unc = vec![false; uncommitted.len()];
+    let rank = |i: usize| (!health[i].is_restorable(), health[i].depth().unwrap_or(0));
+    let mut rows = Vec::new();
+    for s in local {
+        let held: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(s.guid, &s.name)).collect();
+        // Snapshots outside the prefix are shown only when S3 holds them, so a backup made
+        // under another prefix is not mistaken for one whose snapshot is gone.
+        if !s.name.starts_with(snapshot_prefix) && held.is_empty() {
+            continue;
+        }
+        for &i in &held {
+            used[i] = true;
+        }
+        let best = held.iter().copied().min_by_key(|&i| rank(i));
+        let unc = (0..uncommitted.len()).find(|&u| match uncommitted[u].guid {
+            Some(g) => g == s.guid,
+            None => uncommitted[u].snapshot == s.name,
+        });
+        if let Some(u) = unc {
+            used_unc[u] = true;
+        }
+        let remote = match (best, unc) {
+            (Some(_), _) => Remote::Committed,
+            (None, Some(_)) => Remote::Uncommitted,
+            (None, None) => Remote::Absent,
+        };
+        let reason = match (best, unc) {
+            (Some(i), _) => {
+                let mut r = format!("in S3, {}", health_reason(records, &health[i], roots[i]));
+                if records[i].snapshot != s.name {
+                    r = format!(
+                        "in S3 as @{} (same guid), {}",
+                        records[i].snapshot,
+                        health_reason(records, &health[i], roots[i])
+                    );
+                }
+                r
+            }
+            (None, Some(_)) => {
+                "not in S3: only an unfinished upload (never used; s3put --abort-uploads removes it)".into()
+            }
+            (None, None) => "not in S3".into(),
+        };
+        rows.push(Row {
+            reason,
+            snapshot: s.name.clone(),
+            remote_name: best.map(|i| records[i].snapshot.clone()).filter(|n| n != &s.name),
+            guid: Some(s.guid),
+            local: true,
+            remote,
+            record: best.map(|i| records[i].clone()),
+            copies: held.len(),
+            health: best.map(|i| health[i].clone()),
+            uncommitted_key: unc.map(|u| uncommitted[u].key.clone()),
+            time: (s.creation, s.createtxg as usize),
+        });
+    }
+    // Remote-only snapshots: one row per guid (zfs3backup: per name).
+    for i in 0..records.len() {
+        if used[i] {
+            continue;
+        }
+        let r = &records[i];
+        let same: Vec<usize> = (0..records.len())
+            .filter(|&j| {
+                !used[j] && records[j].guid == r.guid && (r.guid.is_some() || records[j].snapshot == r.snapshot)
+            })
+            .collect();
+        for &j in &same {
+            used[j] = true;
+        }
+        let best = same.iter().copied().min_by_key(|&j| rank(j)).unwrap_or(i);
+        rows.push(Row {
+            reason: format!(
+                "only in S3 (destroyed or never local), {}",
+                health_reason(records, &health[best], roots[best])
+            ),
+            snapshot: records[best].snapshot.clone(),
+            remote_name: None,
+            guid: r.guid,
+            local: false,
+            remote: Remote::Committed,
+            record: Some(records[best].clone()),
+            copies: same.len(),
+            health: Some(health[best].clone()),
+            uncommitted_key: None,
+            time: (r.time, i),
+        });
+    }
+    for (u, unc) in uncommitted.iter().enumerate() {
+        let committed = records.iter().any(|r| match (r.guid, unc.guid) {
+            (Some(a), Some(b)) => a == b,
+            _ => r.snapshot == unc.snapshot,
+        });
+        if used_unc[u] || committed {
+            continue;
+        }
+        rows.push(Row {
+            reason: "only an unfinished upload (never used; s3put --abort-uploads removes it)".into(),
+            snapshot: unc.snapshot.clone(),
+            remote_name: None,
+            guid: unc.guid,
+            local: false,
+            remote: Remote::Uncommitted,
+            record: None,
+            copies: 0,
+            health: None,
+            uncommitted_key: Some(unc.key.clone()),
+            time: (i64::MAX, u),
+        });
+    }
+    rows.sort_by_key(|r| r.time);
+    let summary = Summary {
+        local: rows.iter().filter(|r| r.local).count(),
+        backups: records.len(),
+        restorable: health.iter().filter(|h| h.is_restorable()).count(),
+        broken: health.iter().filter(|h| !h.is_restorable()).count(),
+        local_only: rows.iter().filter(|r| r.local && r.remote != Remote::Committed).count(),
+        remote_only: rows.iter().filter(|r| !r.local && r.remote == Remote::Committed).count(),
+        uncommitted: uncommitted.len(),
+        foreign,
+    };
+    (rows, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::chain::{self, tests::legacy, tests::rec};
+
+    fn snap(name: &str, guid: u64, txg: u64) -> Snapshot {
+        Snapshot {
+            dataset: "tank/data".into(),
+            name: name.into(),
+            guid,
+            createtxg: txg,
+            creation: txg as i64,
+            used: 0,
+            referenced: 0,
+            logical_referenced: None,
+        }
+    }
+
+    #[test]
+    fn side_by_side() {
+        let records = vec![
+            rec("s1", 1, None, 1),
+            rec("old-name", 2, Some((1, "s1")), 2),
+            rec("gone", 3, Some((2, "old-name")), 3),
+            rec("s5", 5, Some((4, "s4")), 5),
+            legacy("d0", None, 0),
+        ];
+        let health = chain::health(&records);
+        let local = [snap("s1", 1, 1), snap("s2", 2, 2), snap("s4", 4, 4), snap("s6", 6, 6)];
+        let unc = vec![Uncommitted { snapshot: "s6".into(), guid: Some(6), key: "k6".into(), initiated: None }];
+        let (rows, sum) = status(&local, "s", &records, &health, &unc, 2);
+        let (rows_d, _) = status(&local, "d", &records, &health, &unc, 2);
+        assert_eq!(rows_d.iter().filter(|r| r.local).count(), 2, "s1, s2 are in S3 whatever the prefix");
+        let got: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {:?}",
+                    r.snapshot,
+                    if r.local { "local" } else { "-" },
+                    r.remote.as_str(),
+                    r.health.as_ref().map(|h| h.is_restorable())
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "d0 - committed Some(true)",
+                "s1 local committed Some(true)",
+                "s2 local committed Some(true)",
+                "gone - committed Some(true)",
+                "s4 local absent None",
+                "s5 - committed Some(false)",
+                "s6 local uncommitted None",
+            ]
+        );
+        assert_eq!(rows[2].remote_name.as_deref(), Some("old-name"));
+        assert_eq!(
+            sum,
+            Summary {
+                local: 4,
+                backups: 5,
+                restorable: 4,
+                broken: 1,
+                local_only: 2,
+                remote_only: 3,
+                uncommitted: 1,
+                foreign: 2
+            }
+        );
+        let j = rows[5].to_json(&Context { bucket: "b".into(), ..Default::default() });
+        assert_eq!(j["broken"], "parent @s4 (guid 4) of @s5 is not in S3");
+        assert_eq!(
+            j["reason"],
+            "only in S3 (destroyed or never local), not restorable: parent @s4 (guid 4) of @s5 is not in S3"
+        );
+        assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: full @s1 and 1 incremental(s)");
+    }
+
+    #[test]
+    fn list_numbers_from_one() {
+        let records = vec![rec("s1", 1, None, 1), rec("s2", 2, Some((1, "s1")), 2)];
+        let v = list(&Context { bucket: "b".into(), ..Default::default() }, &records, &chain::health(&records));
+        assert_eq!(v[0]["n"], 1);
+        assert_eq!(v[1]["n"], 2);
+        assert_eq!(v[1]["guid"], "2");
+        assert_eq!(v[1]["from"], "s1");
+        assert_eq!(v[1]["restorable"], true);
+        assert_eq!(v[1]["reason"], "restorable: full @s1 and 1 incremental(s)");
+    }
+}
