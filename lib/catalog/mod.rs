@@ -55,6 +55,12 @@ pub struct BackupRecord {
 }
 
 impl BackupRecord {
+    /// The (toguid, fromguid) its send stream must carry, 0 as fromguid for a full; `None`
+    /// for zfs3backup objects, whose guids were never recorded.
+    pub fn stream_guids(&self) -> Option<(u64, u64)> {
+        self.guid.map(|g| (g, self.from_guid.unwrap_or(0)))
+    }
+
     /// Whether this record holds the local snapshot `name` with `guid`: by guid, or by
     /// name for zfs3backup objects, which have none.
     pub fn holds(&self, guid: u64, name: &str) -> bool {

@@ -107,12 +107,12 @@ matching snapshot up to the target is sent on its own as an incremental from the
 base, or with --full, one full stream of the target is sent and older snapshots are not. Lines: \
 {\"action\":\"skip\"} for snapshots in S3, {\"action\":\"send\",\"kind\",\"from\",\"from_guid\",\"key\",\
 \"bytes_estimate\",\"command\"} per object to write, or {\"action\":\"none\"} when up to date. Each send command \
-is s3put --zfs-stream --expect-guid G [--expect-from FG] --exec 'zfs send [-i @FROM] DS@SNAP' --compress C \
+is s3put --zfs-stream --expect-guid G --expect-from FG (0 for a full) --exec 'zfs send [-i @FROM] DS@SNAP' --compress C \
 (or --filter CMD) [--expected-size BYTES] s3://BUCKET/KEY.
 
 restore SELECTOR [--target DATASET] [--force]: SELECTOR is a number from list, latest, or a snapshot name \
 (@NAME when the name is a number). Prints the chain (full, then incrementals) that reaches it, as \
-{\"action\":\"recv\",\"step\",\"of\",\"command\"} lines, each s3get --decompress Z --zfs-stream --expect-guid G \
+{\"action\":\"recv\",\"step\",\"of\",\"command\"} lines, each s3get --decompress Z --zfs-stream --expect-guid G --expect-from FG \
 s3://... | zfs recv TARGET. A broken chain is refused (exit 66) naming the missing object. When the target \
 exists, only the part of the chain after its newest shared snapshot is received; a target that shares \
 nothing with the chain is refused.

@@ -274,9 +274,8 @@ fn send(
     };
     let mut args: Vec<String> =
         vec!["s3put".into(), "--zfs-stream".into(), "--expect-guid".into(), snap.guid.to_string()];
-    if let Some(f) = from {
-        args.extend(["--expect-from".into(), f.guid.to_string()]);
-    }
+    // The gate checks the parent too: 0 means the stream must be a full.
+    args.extend(["--expect-from".into(), from.map_or(0, |f| f.guid).to_string()]);
     args.extend(["--exec".into(), exec]);
     match compressor.s3put_arg() {
         CompressArg::Compress(c) => args.extend(["--compress".into(), c]),
@@ -478,7 +477,7 @@ mod tests {
         let Step::Send(s) = &steps[0] else { panic!() };
         assert_eq!(
             s.command,
-            "s3put --zfs-stream --expect-guid 7 --exec 'zfs send '\\''tank/data@with space'\\''' --filter 'xz -T0' \
+            "s3put --zfs-stream --expect-guid 7 --expect-from 0 --exec 'zfs send '\\''tank/data@with space'\\''' --filter 'xz -T0' \
              --expected-size 1500 --endpoint http://h:1 --profile 'my prof' \
              's3://bkt/p/tank/data/@with space/zsnap1,kind=full,guid=7,time=1001,z=x-xz'"
         );

@@ -29,15 +29,16 @@ impl Context {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    /// `s3get` reading `key`, decompressed per `compressor`, with `--zfs-stream` checks and
-    /// the guid check when known; the result is a pipeline whose stdout is the raw stream.
-    pub fn s3get(&self, key: &str, compressor: &str, guid: Option<u64>) -> Result<String, String> {
+    /// `s3get` reading `key`, decompressed per `compressor`, with `--zfs-stream` checks and,
+    /// when known, the stream's guid and parent guid (0 for a full) checked against `guids`;
+    /// the result is a pipeline whose stdout is the raw stream.
+    pub fn s3get(&self, key: &str, compressor: &str, guids: Option<(u64, u64)>) -> Result<String, String> {
         let mut args: Vec<String> = vec!["s3get".into()];
         let after = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
             Decompress::Codec(z) => {
                 args.extend(["--decompress".into(), z, "--zfs-stream".into()]);
-                if let Some(g) = guid {
-                    args.extend(["--expect-guid".into(), g.to_string()]);
+                if let Some((g, from)) = guids {
+                    args.extend(["--expect-guid".into(), g.to_string(), "--expect-from".into(), from.to_string()]);
                 }
                 None
             }
@@ -97,11 +98,11 @@ mod tests {
         ctx.customs.insert("xz".into(), CustomCompressor { compress: "xz".into(), decompress: "xz -d".into() });
         ctx.connection = vec!["--endpoint".into(), "http://127.0.0.1:3900".into()];
         assert_eq!(
-            ctx.s3get("k", "zstd", Some(5)).unwrap(),
-            "s3get --decompress zstd --zfs-stream --expect-guid 5 --endpoint http://127.0.0.1:3900 s3://bkt/k"
+            ctx.s3get("k", "zstd", Some((5, 0))).unwrap(),
+            "s3get --decompress zstd --zfs-stream --expect-guid 5 --expect-from 0 --endpoint http://127.0.0.1:3900 s3://bkt/k"
         );
         assert_eq!(
-            ctx.s3get("a b", "x-xz", Some(5)).unwrap(),
+            ctx.s3get("a b", "x-xz", Some((5, 4))).unwrap(),
             "s3get --endpoint http://127.0.0.1:3900 's3://bkt/a b' | xz -d"
         );
         assert!(ctx.s3get("k", "bzip2", None).is_err());

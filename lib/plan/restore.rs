@@ -258,7 +258,7 @@ pub fn plan(
     let mut steps = Vec::with_capacity(todo.len());
     for (n, &i) in todo.iter().enumerate() {
         let r = &records[i];
-        let get = ctx.s3get(&r.key, &r.compressor, r.guid).map_err(|e| {
+        let get = ctx.s3get(&r.key, &r.compressor, r.stream_guids()).map_err(|e| {
             Failure::usage(format!("cannot restore {}: object {} was {e}", r.describe(), ctx.url(&r.key)))
         })?;
         let recv =
@@ -331,7 +331,7 @@ pub fn save(
     let i = select(ctx, records, health, sel)?;
     let r = &records[i];
     let get = ctx
-        .s3get(&r.key, &r.compressor, r.guid)
+        .s3get(&r.key, &r.compressor, r.stream_guids())
         .map_err(|e| Failure::usage(format!("cannot save {}: object {} was {e}", r.describe(), ctx.url(&r.key))))?;
     let part = format!("{file}.part");
     let command = format!("{get} > {} && mv {} {}", quote(&part), quote(&part), quote(file));
@@ -482,7 +482,7 @@ mod tests {
         let steps = run(&recs, &req("s2", true), None).unwrap();
         assert_eq!(
             steps[1].command().unwrap(),
-            "s3get --decompress zstd --zfs-stream --expect-guid 2 s3://bkt/tank/data/@s2/zsnap1,guid=2 | zfs recv -F tank/restored"
+            "s3get --decompress zstd --zfs-stream --expect-guid 2 --expect-from 1 s3://bkt/tank/data/@s2/zsnap1,guid=2 | zfs recv -F tank/restored"
         );
         let j = steps[1].to_json(&ctx());
         assert_eq!((j["step"].as_u64(), j["of"].as_u64(), j["guid"].as_str()), (Some(2), Some(2), Some("2")));
@@ -502,7 +502,7 @@ mod tests {
         let s = save(&ctx(), &recs, &chain::health(&recs), &Selector::Number(2), "/tmp/my file").unwrap();
         assert_eq!(
             s.command,
-            "s3get --decompress zstd --zfs-stream --expect-guid 2 s3://bkt/tank/data/@s2/zsnap1,guid=2 \
+            "s3get --decompress zstd --zfs-stream --expect-guid 2 --expect-from 1 s3://bkt/tank/data/@s2/zsnap1,guid=2 \
              > '/tmp/my file.part' && mv '/tmp/my file.part' '/tmp/my file'"
         );
     }
