@@ -10,4 +10,5 @@ pub mod compress;
 pub mod config;
 pub mod plan;
 pub mod s3;
+pub mod sync;
 pub mod zfs;

@@ -4,6 +4,7 @@
 pub mod s3get;
 pub mod s3put;
 pub mod zsnap_plan;
+pub mod zsync_ssh;
 
 use crate::cli::Failure;
 

@@ -1,0 +1,1 @@
+//! Replication planning for zsync-ssh: common snapshot by guid, what to send, divergence.
