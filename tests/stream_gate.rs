@@ -306,4 +306,12 @@ fn expectations_filters_and_the_zsnap_key_rule() {
     ctx.get(&key, &[]).fails(66, "no such object");
     ctx.put(&key, &inc, &["--zfs-stream", "--expect-guid", &g2, "--expect-from", &g1]).success();
     assert!(ctx.get(&key, &[]).success().stdout == inc);
+    // The key's guids are checked against the stream without any --expect flag.
+    let liar = format!("{data}/@s1/zsnap1,kind=full,guid={g1},time=1,z=none");
+    ctx.put(&liar, &inc, &["--zfs-stream"]).fails(65, &format!("stream is {data}@s2 (guid {g2}), expected guid {g1}"));
+    ctx.get(&liar, &[]).fails(66, "no such object");
+    let full = format!("{data}/@s2/zsnap1,kind=full,guid={g2},time=1,z=none");
+    ctx.put(&full, &inc, &["--zfs-stream"]).fails(65, "expected a full stream");
+    ctx.get(&full, &[]).fails(66, "no such object");
+    assert!(ctx.pending_uploads().is_empty());
 }

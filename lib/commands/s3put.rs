@@ -193,7 +193,8 @@ that finished. With --exec, s3put runs the producer itself and commits only when
 failing stage of a pipeline counts). With --zfs-stream, s3put reads the zfs send stream itself and commits \
 only when its final END record has arrived with the right checksum: this works from a plain stdin pipe too, \
 where a cut stream looks like any other end of input. A key whose name starts with zsnap1, (a zsnap backup) \
-is refused from a bare pipe: give --zfs-stream or --exec.
+is refused from a bare pipe: give --zfs-stream or --exec. With --zfs-stream, such a key's guid= (and from=, \
+or kind=full) fields are what the stream must be, as with --expect-guid and --expect-from.
 
 Each part carries an x-amz-checksum-crc32 header, which the server checks, and the whole-object CRC32 is \
 given at completion. A single-PUT object records its CRC32 and length in metadata (zsnap-crc32, \
@@ -252,7 +253,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
     let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
     let (mut list, mut abort, mut older_than) = (false, false, None);
-    let (mut zfs_stream, mut expect_guid, mut expect_from) = (false, None, None);
+    let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
     let (mut codec, mut threads, mut filter) = (Codec::None, None, None);
     let mut url = None;
     while let Some(arg) = p.next()? {
@@ -340,6 +341,15 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
              --zfs-stream or --exec",
         ));
     }
+    if zfs_stream && base.starts_with(KEY_TAG) {
+        // docs/FORMAT.md: a zsnap1 key is only committed when the stream is the snapshot
+        // (and parent) the key names.
+        let (guid, from) = key_guids(base)?;
+        expect_guid = Some(agree("--expect-guid", expect_guid, guid)?);
+        if let Some(from) = from {
+            expect_from = Some(agree("--expect-from", expect_from, from)?);
+        }
+    }
     let gate = zfs_stream.then_some(GateSpec { expect_guid, expect_from });
     let spec = UploadSpec {
         url: url.clone(),
@@ -362,6 +372,40 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         None => Source::Stdin,
     };
     Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress } }))
+}
+
+/// The guid and origin a `zsnap1,` key names: `guid=G`, and `from=FG` for `kind=inc` or
+/// 0 for `kind=full` (`None` when the key does not say).
+fn key_guids(base: &str) -> Result<(u64, Option<u64>), Failure> {
+    let field = |name: &str| {
+        base.split(',').skip(1).find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+    };
+    let number = |name: &str| -> Result<Option<u64>, Failure> {
+        match field(name) {
+            None => Ok(None),
+            Some(v) => {
+                v.parse().map(Some).map_err(|_| Failure::usage(format!("the key's {name}={v} is not a decimal guid")))
+            }
+        }
+    };
+    let guid =
+        number("guid")?.ok_or_else(|| Failure::usage("a zsnap1 key must name guid=GUID (see docs/FORMAT.md)"))?;
+    let from = match field("kind") {
+        Some("full") => Some(0),
+        Some("inc") => Some(number("from")?.ok_or_else(|| Failure::usage("a kind=inc key must name from=GUID"))?),
+        _ => number("from")?,
+    };
+    Ok((guid, from))
+}
+
+/// A flag and the key may both name a guid, but not two different ones.
+fn agree(flag: &str, given: Option<u64>, from_key: u64) -> Result<u64, Failure> {
+    match given {
+        Some(g) if g != from_key => {
+            Err(Failure::usage(format!("{flag} {g} contradicts the key, which names {from_key}")))
+        }
+        _ => Ok(from_key),
+    }
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -495,7 +539,17 @@ mod tests {
         let e = parse_err(&[key]);
         assert_eq!(e.code, ExitCode::Usage);
         assert!(e.message.starts_with("refusing to store a zsnap backup key from a bare pipe"), "{}", e.message);
-        parse_ok(&["--zfs-stream", key]);
+        // With the gate, the key's guids become what the stream must be.
+        let a = parse_ok(&["--zfs-stream", key]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0) }));
+        let inc = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd";
+        let a = parse_ok(&["--zfs-stream", "--expect-guid", "22", inc]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11) }));
+        assert!(parse_err(&["--zfs-stream", "--expect-guid", "23", inc]).message.contains("contradicts the key"));
+        let bad = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,time=2,z=zstd";
+        assert!(parse_err(&["--zfs-stream", bad]).message.contains("from=GUID"));
         parse_ok(&["--exec", "zfs send tank/data@s1", key]);
         // Only the base name counts.
         parse_ok(&["s3://bkt/zsnap1,dir/plain"]);
