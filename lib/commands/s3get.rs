@@ -83,7 +83,8 @@ Nothing is written after an error is detected; note that bytes already written c
 consumers such as zfs recv must also check the stream (zfs send streams carry their own checksums).
 
 With --decompress and --zfs-stream the object is decompressed and checked as a zfs send stream as it is \
-written, in a thread beside the downloads; memory grows by two ranges in flight to it. Each piece is \
+written, in a thread beside the downloads; memory grows by about three part sizes (ranges in flight to \
+it) plus the decoder's window. Each piece is \
 checked before it is written, so nothing after a detected error reaches stdout, but what came before it \
 may already be out (an END checksum can only fail at the end): let zfs recv, which discards an \
 incomplete receive, be the reader, and trust the exit status.

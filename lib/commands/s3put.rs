@@ -133,8 +133,9 @@ const STREAM_FLAGS: &[Flag] = &[
         doc: "Compress in process before uploading: zstd[:LEVEL] (1-22, default 3, multi-threaded), \
               gzip[:LEVEL] (1-9, default 6; 1 MiB blocks compressed in parallel as gzip members, which \
               gzip -d and pigz -d read as one file), lz4 (an LZ4 frame), or none (the default). Besides \
-              the part buffers this needs about --threads × 8 MiB for zstd at low levels (up to ~32 MiB \
-              per thread at level 19), 4 MiB per thread for gzip and 8 MiB for lz4.",
+              the part buffers, compression needs memory of its own (measured with 2 threads): zstd about \
+              55 MiB per thread at level 3 and 85 MiB at level 9 (libzstd's job buffers; far more at \
+              levels 19-22), gzip about 12 MiB per thread, lz4 about 10 MiB.",
     },
     Flag {
         short: Some('T'),
