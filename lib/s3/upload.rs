@@ -599,7 +599,14 @@ impl Reader {
             }
         };
         let producer = match (child.as_mut(), cmd) {
-            (Some(c), Some(cmd)) => Some((cmd, wait_status(c))),
+            (Some(c), Some(cmd)) => {
+                if pumped.stop.is_some() {
+                    // We stopped reading for a reason of our own; a producer that ignores
+                    // the closed pipe must not keep us waiting (the verdict names our reason).
+                    let _ = c.kill();
+                }
+                Some((cmd, wait_status(c)))
+            }
             _ => None,
         };
         let finish = if pumped.stop.is_none() { pumped.gate.map(StreamGate::finish) } else { None };
@@ -673,6 +680,9 @@ impl Reader {
         // Stop reading first: a filter blocked on a full stdout must see EPIPE, so the
         // feeder (and the filter) can end before we join them.
         drop(stdout);
+        if out_stop.is_some() {
+            let _ = child.kill();
+        }
         let pumped = feeder.join().unwrap_or_else(|_| {
             Pumped::stopped(None, Stop::Sink(Failure::new(ExitCode::Internal, "filter feeder thread panicked")))
         });
