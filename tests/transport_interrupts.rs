@@ -99,9 +99,13 @@ fn server_stopped_mid_upload() {
     let ctx = Ctx::new("server-stop");
     let dir = ctx.bench.work.join(format!("garage-stop-{}", std::process::id()));
     let garage = repo_path("bench/garage");
+    // Beside the bench's Garage (which uses its port, +1 and +3), so that several
+    // worktrees can run the suite at once on different ZSNAP_TEST_PORTs.
+    let bench_port: u16 = ctx.bench.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("endpoint port");
+    let port = (bench_port + 5).to_string();
     let start = || {
         let mut c = Command::new(&garage);
-        c.args(["start", dir.to_str().expect("utf-8 path"), "3930"]);
+        c.args(["start", dir.to_str().expect("utf-8 path"), &port]);
         run(c, None, Duration::from_secs(60)).success();
     };
     let stop = || {

@@ -1,13 +1,15 @@
 //! `s3put`: stdin (or a producer command) to one S3 object, committed only when the whole
 //! stream arrived; plus listing and aborting uploads left in progress.
 
+use crate::catalog::KEY_TAG;
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::{json_line, mb_per_s, Progress};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, ExitCode, Failure, COMMON_FLAGS};
+use crate::compress::Codec;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
-use crate::s3::upload::{self, Source, UploadSpec};
+use crate::s3::upload::{self, GateSpec, Source, UploadSpec};
 use crate::s3::{client, uploads, S3Url};
 use lexopt::prelude::*;
 use std::ffi::OsString;
@@ -97,6 +99,60 @@ const FLAGS: &[Flag] = &[
     },
 ];
 
+const STREAM_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "zfs-stream",
+        value: None,
+        doc: "The input is a raw `zfs send` stream: every byte passes the stream gate before it is \
+              compressed or uploaded, and the object is committed only if the gate saw the whole stream \
+              (every record, every END record's fletcher-4 checksum right, the last END, nothing after \
+              it), and the --exec producer and the --filter exited 0. A cut stream exits 67, a corrupt \
+              one 65; either way nothing is stored. Compress after the gate (--compress, --filter), never \
+              before it.",
+    },
+    Flag {
+        short: None,
+        long: "expect-guid",
+        value: Some("GUID"),
+        doc: "With --zfs-stream: the stream must be of the snapshot with this guid (decimal, as `zfs get \
+              -H -p -o value guid` prints it); otherwise exit 65 before anything is stored. For a compound \
+              (-R, -I) stream, the last snapshot's guid.",
+    },
+    Flag {
+        short: None,
+        long: "expect-from",
+        value: Some("GUID"),
+        doc: "With --zfs-stream: the stream must be an incremental from the snapshot with this guid; 0 \
+              means it must be a full stream.",
+    },
+    Flag {
+        short: Some('z'),
+        long: "compress",
+        value: Some("CODEC"),
+        doc: "Compress in process before uploading: zstd[:LEVEL] (1-22, default 3, multi-threaded), \
+              gzip[:LEVEL] (1-9, default 6; 1 MiB blocks compressed in parallel as gzip members, which \
+              gzip -d and pigz -d read as one file), lz4 (an LZ4 frame), or none (the default). Besides \
+              the part buffers, compression needs memory of its own (measured with 2 threads): zstd about \
+              55 MiB per thread at level 3 and 85 MiB at level 9 (libzstd's job buffers; far more at \
+              levels 19-22), gzip about 12 MiB per thread, lz4 about 10 MiB.",
+    },
+    Flag {
+        short: Some('T'),
+        long: "threads",
+        value: Some("N"),
+        doc: "Worker threads for --compress zstd and gzip (default: the number of CPUs).",
+    },
+    Flag {
+        short: None,
+        long: "filter",
+        value: Some("COMMAND"),
+        doc: "Instead of an in-process codec, pipe the (gated) stream through `bash -o pipefail -c \
+              COMMAND` (e.g. 'xz -T0') and upload its stdout. Committed only if COMMAND exits 0 after \
+              reading all of its input.",
+    },
+];
+
 const CLEANUP_FLAGS: &[Flag] = &[
     Flag {
         short: None,
@@ -135,17 +191,25 @@ could not be aborted (kill -9, server down) stays invisible and can be removed w
 
 End of input alone cannot prove a stream is whole: a producer that is killed closes the pipe just like one \
 that finished. With --exec, s3put runs the producer itself and commits only when it exits 0 (run through bash -o pipefail, so any \
-failing stage of a pipeline counts). zfs send streams also carry their own END checksum, which zfs \
-recv checks.
+failing stage of a pipeline counts). With --zfs-stream, s3put reads the zfs send stream itself and commits \
+only when its final END record has arrived with the right checksum: this works from a plain stdin pipe too, \
+where a cut stream looks like any other end of input. A key whose name starts with zsnap1, (a zsnap backup) \
+is refused from a bare pipe: give --zfs-stream or --exec. With --zfs-stream, such a key's guid= (and from=, \
+or kind=full) fields are what the stream must be, as with --expect-guid and --expect-from.
 
 Each part carries an x-amz-checksum-crc32 header, which the server checks, and the whole-object CRC32 is \
 given at completion. A single-PUT object records its CRC32 and length in metadata (zsnap-crc32, \
 zsnap-bytes), a multipart object its part size (zsnap-part-size), so s3get can verify what it reads.
 
 On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\", \"crc32\", \
-\"seconds\", \"mb_per_s\", \"multipart\"}. Messages go to stderr, prefixed with s3put:.",
+\"seconds\", \"mb_per_s\", \"multipart\", \"compressor\", \"input_bytes\"}, where bytes is what was stored \
+and input_bytes what was read; with --filter also \"filter\", and with --zfs-stream also \"stream\": \
+{\"bytes\", \"kind\" (full, incremental or compound), \"toguid\", \"fromguid\", \"toname\", \"records\", \
+\"dedup\"} (guids as decimal strings; a compound stream adds \"substreams\"). Messages go to stderr, \
+prefixed with s3put:.",
     groups: &[
         ("Options", FLAGS),
+        ("ZFS streams and compression", STREAM_FLAGS),
         ("Cleanup", CLEANUP_FLAGS),
         ("S3 connection", s3_flags::FLAGS),
         ("General", COMMON_FLAGS),
@@ -154,8 +218,13 @@ On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_
     examples: &[
         ("zfs send tank/data@daily-1 | s3put -e 40G s3://backups/tank/data@daily-1", "Back up a snapshot."),
         (
-            "s3put --exec 'zfs send tank/data@d1 | zstd -T0' s3://backups/tank/data@d1.zst",
-            "Back up through a compressor; nothing is stored unless both zfs send and zstd succeed.",
+            "zfs send tank/data@d1 | s3put --zfs-stream --compress zstd s3://backups/tank/data@d1.zst",
+            "Back up a snapshot, verified as a whole zfs send stream, compressed with zstd on every core.",
+        ),
+        (
+            "s3put --exec 'zfs send tank/data@d1' --zfs-stream --filter 'xz -T0' s3://backups/tank/data@d1.xz",
+            "Back up through an external compressor; nothing is stored unless zfs send and xz both succeed \
+             and the stream is whole.",
         ),
         ("s3put --abort-uploads --older-than 1d s3://backups/tank/", "Clean up after crashed uploads."),
     ],
@@ -185,6 +254,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
     let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
     let (mut list, mut abort, mut older_than) = (false, false, None);
+    let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
+    let (mut codec, mut threads, mut filter) = (Codec::None, None, None);
     let mut url = None;
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
@@ -204,6 +275,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Short('x') | Long("exec") => exec = Some(p.value()?.string()?),
             Long("no-checksum") => checksums = false,
             Long("progress") => progress = true,
+            Long("zfs-stream") => zfs_stream = true,
+            Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
+            Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
+            Short('z') | Long("compress") => {
+                codec = Codec::parse(&p.value()?.string()?).map_err(|e| Failure::usage(format!("--compress: {e}")))?
+            }
+            Short('T') | Long("threads") => threads = Some(parse_number::<usize>("threads", &p.value()?.string()?)?),
+            Long("filter") => filter = Some(p.value()?.string()?),
             Long("list-uploads") => list = true,
             Long("abort-uploads") => abort = true,
             Long("older-than") => older_than = Some(parse_duration("older-than", &p.value()?.string()?)?),
@@ -245,6 +324,34 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         ),
         None => None,
     };
+    if !zfs_stream && (expect_guid.is_some() || expect_from.is_some()) {
+        return Err(Failure::usage("--expect-guid and --expect-from need --zfs-stream"));
+    }
+    if filter.is_some() && codec != Codec::None {
+        return Err(Failure::usage("--compress and --filter are alternatives; give one"));
+    }
+    let threads = match threads {
+        Some(n) if !(1..=256).contains(&n) => return Err(Failure::usage("--threads must be 1..=256")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    let base = url.key.rsplit('/').next().unwrap_or("");
+    if base.starts_with(KEY_TAG) && !zfs_stream && exec.is_none() {
+        return Err(Failure::usage(
+            "refusing to store a zsnap backup key from a bare pipe: a cut stream could not be detected; use \
+             --zfs-stream or --exec",
+        ));
+    }
+    if zfs_stream && base.starts_with(KEY_TAG) {
+        // docs/FORMAT.md: a zsnap1 key is only committed when the stream is the snapshot
+        // (and parent) the key names.
+        let (guid, from) = key_guids(base)?;
+        expect_guid = Some(agree("--expect-guid", expect_guid, guid)?);
+        if let Some(from) = from {
+            expect_from = Some(agree("--expect-from", expect_from, from)?);
+        }
+    }
+    let gate = zfs_stream.then_some(GateSpec { expect_guid, expect_from });
     let spec = UploadSpec {
         url: url.clone(),
         plan,
@@ -256,12 +363,50 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         lock_until,
         allow_empty,
         checksums,
+        gate,
+        codec,
+        threads,
+        filter,
     };
     let source = match exec {
         Some(cmd) => Source::Exec(cmd),
         None => Source::Stdin,
     };
     Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress } }))
+}
+
+/// The guid and origin a `zsnap1,` key names: `guid=G`, and `from=FG` for `kind=inc` or
+/// 0 for `kind=full` (`None` when the key does not say).
+fn key_guids(base: &str) -> Result<(u64, Option<u64>), Failure> {
+    let field = |name: &str| {
+        base.split(',').skip(1).find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
+    };
+    let number = |name: &str| -> Result<Option<u64>, Failure> {
+        match field(name) {
+            None => Ok(None),
+            Some(v) => {
+                v.parse().map(Some).map_err(|_| Failure::usage(format!("the key's {name}={v} is not a decimal guid")))
+            }
+        }
+    };
+    let guid =
+        number("guid")?.ok_or_else(|| Failure::usage("a zsnap1 key must name guid=GUID (see docs/FORMAT.md)"))?;
+    let from = match field("kind") {
+        Some("full") => Some(0),
+        Some("inc") => Some(number("from")?.ok_or_else(|| Failure::usage("a kind=inc key must name from=GUID"))?),
+        _ => number("from")?,
+    };
+    Ok((guid, from))
+}
+
+/// A flag and the key may both name a guid, but not two different ones.
+fn agree(flag: &str, given: Option<u64>, from_key: u64) -> Result<u64, Failure> {
+    match given {
+        Some(g) if g != from_key => {
+            Err(Failure::usage(format!("{flag} {g} contradicts the key, which names {from_key}")))
+        }
+        _ => Ok(from_key),
+    }
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -284,7 +429,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             let result = upload::upload(&client, &spec, source, &progress, first_signal()).await;
             progress.finish(ticker);
             let r = result?;
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "key": spec.url.to_string(),
                 "bytes": r.bytes,
                 "parts": r.parts,
@@ -293,7 +438,15 @@ async fn run(args: Args) -> Result<(), Failure> {
                 "seconds": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
                 "mb_per_s": mb_per_s(r.bytes, r.elapsed),
                 "multipart": r.multipart,
+                "compressor": if spec.filter.is_some() { "filter" } else { spec.codec.name() },
+                "input_bytes": r.input_bytes,
             });
+            if let Some(f) = &spec.filter {
+                line["filter"] = f.as_str().into();
+            }
+            if let Some(s) = &r.stream {
+                line["stream"] = s.to_json();
+            }
             json_line(&line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
         }
         Action::ListUploads { older_than } | Action::AbortUploads { older_than } => {
@@ -356,6 +509,51 @@ mod tests {
             assert_eq!(e.code, ExitCode::Usage, "{args:?}");
             assert!(e.message.contains(needle), "{args:?}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn stream_flags() {
+        let a =
+            parse_ok(&["--zfs-stream", "--expect-guid", "18446744073709551615", "--expect-from", "0", "s3://bkt/k"]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(u64::MAX), expect_from: Some(0) }));
+        assert_eq!(spec.codec, Codec::None);
+        let a = parse_ok(&["-z", "zstd:9", "-T", "3", "s3://bkt/k"]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!((spec.codec, spec.threads, spec.gate), (Codec::Zstd { level: 9 }, 3, None));
+        for (args, needle) in [
+            (&["--expect-guid", "1", "s3://bkt/k"][..], "need --zfs-stream"),
+            (&["--zfs-stream", "--expect-guid", "-1", "s3://bkt/k"][..], "--expect-guid"),
+            (&["--compress", "bzip2", "s3://bkt/k"][..], "--compress"),
+            (&["--compress", "gzip", "--filter", "xz", "s3://bkt/k"][..], "--filter"),
+            (&["--threads", "0", "s3://bkt/k"][..], "--threads"),
+        ] {
+            let e = parse_err(args);
+            assert_eq!(e.code, ExitCode::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn zsnap_keys_need_a_way_to_see_a_cut_stream() {
+        let key = "s3://bkt/pre/tank/data/@s1/zsnap1,kind=full,guid=1,time=2,z=none";
+        let e = parse_err(&[key]);
+        assert_eq!(e.code, ExitCode::Usage);
+        assert!(e.message.starts_with("refusing to store a zsnap backup key from a bare pipe"), "{}", e.message);
+        // With the gate, the key's guids become what the stream must be.
+        let a = parse_ok(&["--zfs-stream", key]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0) }));
+        let inc = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd";
+        let a = parse_ok(&["--zfs-stream", "--expect-guid", "22", inc]);
+        let Action::Upload { spec, .. } = a.action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11) }));
+        assert!(parse_err(&["--zfs-stream", "--expect-guid", "23", inc]).message.contains("contradicts the key"));
+        let bad = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,time=2,z=zstd";
+        assert!(parse_err(&["--zfs-stream", bad]).message.contains("from=GUID"));
+        parse_ok(&["--exec", "zfs send tank/data@s1", key]);
+        // Only the base name counts.
+        parse_ok(&["s3://bkt/zsnap1,dir/plain"]);
     }
 
     #[test]

@@ -19,4 +19,6 @@ pub mod meta {
     pub const BYTES: &str = "zsnap-bytes";
     /// Size of every multipart part but the last, so a reader can check per-part CRC32s.
     pub const PART_SIZE: &str = "zsnap-part-size";
+    /// In-process compressor of the stored bytes (`zstd`, `gzip`, `lz4`), when s3put applied one.
+    pub const COMPRESSOR: &str = "zsnap-compressor";
 }
