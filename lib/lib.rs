@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod health;
 pub mod plan;
 pub mod s3;
 pub mod sync;

@@ -3,6 +3,7 @@
 
 pub mod s3get;
 pub mod s3put;
+pub mod zsnap_health;
 pub mod zsnap_plan;
 pub mod zsync_ssh;
 

@@ -121,6 +121,7 @@ pub fn bin_path(bin: &str) -> PathBuf {
         "s3put" => PathBuf::from(env!("CARGO_BIN_EXE_s3put")),
         "s3get" => PathBuf::from(env!("CARGO_BIN_EXE_s3get")),
         "zsnap-plan" => PathBuf::from(env!("CARGO_BIN_EXE_zsnap-plan")),
+        "zsnap-health" => PathBuf::from(env!("CARGO_BIN_EXE_zsnap-health")),
         "zsync-ssh" => PathBuf::from(env!("CARGO_BIN_EXE_zsync-ssh")),
         other => panic!("unknown binary {other}"),
     }
