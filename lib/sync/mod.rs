@@ -1,1 +1,8 @@
-//! Replication planning for zsync-ssh: common snapshot by guid, what to send, divergence.
+//! Replication for zsync-ssh: decide what to send from both sides' snapshots (pure, in
+//! `plan`), build the exact pipeline and classify its failures (pure, in `pipeline`), and
+//! run zfs on either side and the pipeline itself (thin I/O, in `side` and `transfer`).
+
+pub mod pipeline;
+pub mod plan;
+pub mod side;
+pub mod transfer;

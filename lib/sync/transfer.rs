@@ -1,0 +1,229 @@
+//! Runs one pipeline: every stage its own process with its own exit status (stricter than
+//! `bash -o pipefail`, which keeps only one), and this process copying between `zfs send`
+//! and the next stage to count bytes for progress and the summary. A signal (SIGINT,
+//! SIGTERM, SIGHUP) kills the stages and is reported; the caller's hold guard then releases.
+
+use super::pipeline::{blame, Ended, Location, Stage};
+use crate::cli::output::{human_bytes, mb_per_s};
+use crate::cli::{ExitCode, Failure};
+use std::io::{IsTerminal, Read, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The first SIGINT, SIGTERM or SIGHUP received (0: none yet).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Catch SIGINT, SIGTERM and SIGHUP from now on, so a run can release its holds and report.
+pub fn catch_signals() -> Result<(), Failure> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot catch signals: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(n) = signals.forever().next() {
+                let _ = SIGNAL.compare_exchange(0, n, Ordering::SeqCst, Ordering::SeqCst);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start the signal thread: {e}")))
+}
+
+/// `Err` once a signal arrived: stop before starting anything new.
+pub fn check_signal() -> Result<(), Failure> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        n => Err(Failure::new(
+            ExitCode::Signal(n),
+            format!("stopped by signal {n}; the target keeps its last good snapshot"),
+        )),
+    }
+}
+
+/// How progress is shown on stderr.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgressMode {
+    pub enabled: bool,
+    pub every: Duration,
+}
+
+impl ProgressMode {
+    /// Every second on a terminal; with --progress into a log, every ten seconds.
+    pub fn new(requested: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        ProgressMode {
+            enabled: requested || tty,
+            every: if tty { Duration::from_secs(1) } else { Duration::from_secs(10) },
+        }
+    }
+}
+
+/// Run the stages of one transfer; the bytes `zfs send` produced on success.
+pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMode) -> Result<u64, Failure> {
+    check_signal()?;
+    let start = Instant::now();
+    let mut children: Vec<Child> = Vec::with_capacity(stages.len());
+    let spawned = spawn_all(stages, &mut children);
+    let (copier, errs) = match spawned {
+        Ok(v) => v,
+        Err(f) => {
+            for c in &mut children {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            return Err(f.context(what));
+        }
+    };
+    let (copier, counted) = copier;
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker =
+        progress.enabled.then(|| spawn_ticker(what.to_string(), counted.clone(), done.clone(), progress.every));
+    let mut status = vec![None; children.len()];
+    let mut killed = false;
+    while status.iter().any(Option::is_none) {
+        if !killed && SIGNAL.load(Ordering::SeqCst) != 0 {
+            for c in &mut children {
+                let _ = c.kill();
+            }
+            killed = true;
+        }
+        for (i, c) in children.iter_mut().enumerate() {
+            if status[i].is_none() {
+                match c.try_wait() {
+                    Ok(Some(s)) => status[i] = Some(s),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(Failure::new(
+                            ExitCode::Internal,
+                            format!("{what}: waiting for {}: {e}", stages[i].name),
+                        ))
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bytes = copier.join().unwrap_or(0);
+    done.store(true, Ordering::SeqCst);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    check_signal()?;
+    let ended: Vec<Ended> = status
+        .into_iter()
+        .zip(errs)
+        .map(|(s, e)| {
+            use std::os::unix::process::ExitStatusExt;
+            let s = s.unwrap_or_default();
+            Ended { code: s.code(), signal: s.signal(), stderr: e.join().unwrap_or_default() }
+        })
+        .collect();
+    if let Some(f) = blame(stages, &ended, target, what) {
+        return Err(f);
+    }
+    if progress.enabled {
+        eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(bytes), mb_per_s(bytes, start.elapsed()));
+    }
+    Ok(bytes)
+}
+
+type Copier = (JoinHandle<u64>, Arc<AtomicU64>);
+
+/// Start every stage, wired stdout to stdin, with this process copying from the first stage
+/// to the second. Returns the copier and one stderr collector per stage.
+fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec<JoinHandle<String>>), Failure> {
+    let mut errs = Vec::with_capacity(stages.len());
+    let mut prev: Option<ChildStdout> = None;
+    let mut first_out: Option<ChildStdout> = None;
+    let mut second_in: Option<ChildStdin> = None;
+    for (i, stage) in stages.iter().enumerate() {
+        let last = i + 1 == stages.len();
+        let stdin = match (i, prev.take()) {
+            (0, _) => Stdio::null(),
+            (1, _) => Stdio::piped(),
+            (_, Some(out)) => Stdio::from(out),
+            (_, None) => Stdio::null(),
+        };
+        let mut child = Command::new(&stage.argv[0])
+            .args(&stage.argv[1..])
+            .stdin(stdin)
+            .stdout(if last { Stdio::null() } else { Stdio::piped() })
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot start {}: {e}", stage.name)))?;
+        if i == 1 {
+            second_in = child.stdin.take();
+        }
+        let out = child.stdout.take();
+        if i == 0 {
+            first_out = out;
+        } else {
+            prev = out;
+        }
+        let err = child.stderr.take();
+        errs.push(std::thread::spawn(move || collect(err)));
+        children.push(child);
+    }
+    let (Some(from), Some(to)) = (first_out, second_in) else {
+        return Err(Failure::new(ExitCode::Internal, "pipeline has fewer than two stages"));
+    };
+    let counted = Arc::new(AtomicU64::new(0));
+    let c = counted.clone();
+    let copier = std::thread::spawn(move || copy(from, to, &c));
+    Ok(((copier, counted), errs))
+}
+
+/// Copy until end of input or until the next stage stops reading (then dropping our end
+/// of `zfs send`'s pipe stops it too).
+fn copy(mut from: ChildStdout, mut to: ChildStdin, counted: &AtomicU64) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                counted.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    counted.load(Ordering::Relaxed)
+}
+
+/// A stage's stderr, keeping at most the last 64 KiB.
+fn collect(err: Option<std::process::ChildStderr>) -> String {
+    let Some(mut err) = err else { return String::new() };
+    let mut kept: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = err.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 64 << 10 {
+            kept.drain(..kept.len() - (64 << 10));
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+fn spawn_ticker(what: String, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut next = every;
+        while !done.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            if start.elapsed() >= next {
+                next += every;
+                let n = bytes.load(Ordering::Relaxed);
+                eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
+            }
+        }
+    })
+}

@@ -1,0 +1,247 @@
+//! zsync-ssh end to end: a source pool on the machine's zfs-fuse, the target on a second
+//! zfs-fuse "host" (bench/host2: own namespaces, reached by ssh). Files are compared on both
+//! sides after every sync; failures must leave the target at its last good snapshot.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run with `bash tests/run` (it starts bench/host2)"))
+}
+
+struct Sync {
+    _ctx: Ctx,
+    pool: Pool,
+    src: String,
+    dst: String,
+    host2_dir: String,
+    ssh_config: String,
+}
+
+static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Sync {
+    fn new(tag: &str) -> Sync {
+        let ctx = Ctx::new(tag);
+        let pool = Pool::new(&ctx, tag);
+        let src = pool.ds("data");
+        pool.zfs(&["create", &src]).success();
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dst = format!("{}/{tag}{}x{n}", env("ZSNAP_HOST2_POOL"), std::process::id());
+        Sync { _ctx: ctx, pool, src, dst, host2_dir: env("ZSNAP_HOST2_DIR"), ssh_config: env("ZSNAP_HOST2_SSH_CONFIG") }
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.pool.mount.join("data").join(name), bytes).expect("write");
+    }
+
+    fn snapshot(&self, snap: &str) {
+        self.pool.zfs(&["snapshot", &format!("{}@{snap}", self.src)]).success();
+    }
+
+    fn cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(bin_path("zsync-ssh"));
+        c.args(["-F", &self.ssh_config]).args(extra).arg(&self.src).arg(format!("{}:{}", env("ZSNAP_HOST2"), self.dst));
+        c
+    }
+
+    fn sync(&self, extra: &[&str]) -> Output {
+        run(self.cmd(extra), None, TIMEOUT)
+    }
+
+    /// Run COMMAND on the second host.
+    fn remote(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(repo_path("bench/host2"));
+        c.args(["exec", &self.host2_dir]).args(args);
+        run(c, None, TIMEOUT)
+    }
+
+    fn remote_snapshots(&self) -> Vec<String> {
+        let out = self.remote(&["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", &self.dst]).success();
+        let prefix = format!("{}@", self.dst);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    /// Every file on the source equals the target's copy (read inside the second host).
+    fn assert_same_files(&self) {
+        let local = files_of(&self.pool.mount.join("data"));
+        let dir = format!("{}/mnt/{}", self.host2_dir, self.dst.split_once('/').expect("pool/ds").1);
+        let out = self.remote(&["sh", "-c", &format!("cd '{dir}' && ls -1")]).success();
+        let remote_names: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+        let local_names: Vec<String> = local.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(remote_names, local_names, "different files");
+        for (name, bytes) in local {
+            let got = self.remote(&["cat", &format!("{dir}/{name}")]).success().stdout;
+            assert!(got == bytes, "{name} differs on the target");
+        }
+    }
+}
+
+#[test]
+fn full_incremental_nothing_and_rename() {
+    let s = Sync::new("zsfull");
+    s.write("a", &data(300_000, 1));
+    s.snapshot("s1");
+    s.write("b", &data(200_000, 2));
+    s.snapshot("s2");
+    let j = s.sync(&[]).success().json();
+    assert_eq!((j["action"].as_str(), j["sent"].clone()), (Some("sent"), serde_json::json!(["s1", "s2"])), "{j}");
+    assert!(j["common"].is_null());
+    assert_eq!(s.remote_snapshots(), ["s1", "s2"]);
+    s.assert_same_files();
+
+    s.write("c", &data(100_000, 3));
+    s.snapshot("s3");
+    let j = s.sync(&["-c", "zstd", "-b", "16M"]).success().json();
+    assert_eq!(j["sent"], serde_json::json!(["s3"]), "{j}");
+    assert_eq!(j["common"]["snapshot"], "s2");
+    s.assert_same_files();
+
+    let out = s.sync(&[]).success();
+    assert_eq!(out.json()["action"], "none");
+    assert!(out.stderr.is_empty(), "quiet when nothing to do: {}", out.stderr);
+    assert_eq!(s.sync(&["--exit-nothing", "3"]).code(), 3);
+
+    // Renamed on the source: still the common snapshot, by guid.
+    s.pool.zfs(&["rename", &format!("{}@s3", s.src), &format!("{}@renamed", s.src)]).success();
+    s.write("d", &data(50_000, 4));
+    s.snapshot("s4");
+    let j = s.sync(&["-I"]).success().json();
+    assert_eq!(
+        (j["common"]["snapshot"].as_str(), j["common"]["target_snapshot"].as_str()),
+        (Some("renamed"), Some("s3"))
+    );
+    assert_eq!(j["sent"], serde_json::json!(["s4"]));
+    assert_eq!(s.remote_snapshots(), ["s1", "s2", "s3", "s4"]);
+    s.assert_same_files();
+    // No hold is left behind: every base can be destroyed (zfs-fuse has no `zfs holds`).
+    for snap in ["s1", "s2", "renamed"] {
+        s.pool.zfs(&["destroy", &format!("{}@{snap}", s.src)]).success();
+    }
+}
+
+#[test]
+fn diverged_refused_then_rollback_and_no_common_refused() {
+    let s = Sync::new("zsdiv");
+    s.write("a", &data(100_000, 5));
+    s.snapshot("s1");
+    s.sync(&[]).success();
+    s.remote(&["zfs", "snapshot", &format!("{}@theirs", s.dst)]).success();
+    s.write("b", &data(100_000, 6));
+    s.snapshot("s2");
+    let out = s.sync(&[]).fails(2, "receiver-only: theirs");
+    let j = out.json();
+    assert_eq!(j["action"], "refused");
+    assert_eq!(
+        (j["sender_only"].clone(), j["receiver_only"].clone()),
+        (serde_json::json!(["s2"]), serde_json::json!(["theirs"]))
+    );
+    assert_eq!(s.remote_snapshots(), ["s1", "theirs"], "refused: untouched");
+    let j = s.sync(&["--rollback"]).success().json();
+    assert_eq!(j["sent"], serde_json::json!(["s2"]));
+    assert_eq!(s.remote_snapshots(), ["s1", "s2"]);
+    s.assert_same_files();
+
+    // The common snapshot pruned on the target: no common guid, a clear refusal.
+    s.remote(&["zfs", "destroy", &format!("{}@s1", s.dst)]).success();
+    s.remote(&["zfs", "destroy", &format!("{}@s2", s.dst)]).success();
+    s.remote(&["zfs", "snapshot", &format!("{}@other", s.dst)]).success();
+    let out = s.sync(&["--rollback"]).fails(2, "no common snapshot");
+    assert_eq!(out.json()["common"], serde_json::Value::Null);
+}
+
+#[test]
+fn ssh_killed_mid_transfer_then_completes() {
+    let s = Sync::new("zskill");
+    s.write("a", &data(100_000, 7));
+    s.snapshot("s1");
+    s.sync(&[]).success();
+    s.write("big", &data(96 * MIB, 8));
+    s.snapshot("s2");
+    let mut c = s.cmd(&[]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let child = c.spawn().expect("spawn zsync-ssh");
+    let pid = child.id();
+    // Wait (bounded) for its ssh child to have read 8 MiB of the stream, then kill ssh.
+    let start = Instant::now();
+    let ssh = loop {
+        assert!(start.elapsed() < Duration::from_secs(120), "ssh never carried 8 MiB");
+        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let found = kids.split_whitespace().find(|k| {
+            std::fs::read_to_string(format!("/proc/{k}/comm")).map(|c| c.trim() == "ssh").unwrap_or(false)
+                && std::fs::read_to_string(format!("/proc/{k}/io"))
+                    .ok()
+                    .and_then(|io| {
+                        io.lines().find_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.trim().parse::<u64>().ok()))
+                    })
+                    .is_some_and(|n| n > 8 << 20)
+        });
+        if let Some(k) = found {
+            break k.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let killed = Command::new("kill").args(["-KILL", &ssh]).status().expect("kill");
+    assert!(killed.success());
+    let out = finish(child, "zsync-ssh (ssh killed)", TIMEOUT);
+    let out = out.fails_last(67, "zsync-ssh", "killed by signal 9");
+    assert_eq!(out.json()["action"], "failed");
+    assert_eq!(s.remote_snapshots(), ["s1"], "the target stays at its last good snapshot");
+    // The next run completes (once the cut receive on the target has given up).
+    let start = Instant::now();
+    loop {
+        let out = s.sync(&[]);
+        if out.code() == 0 {
+            assert_eq!(out.json()["sent"], serde_json::json!(["s2"]));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "rerun kept failing: {}", out.stderr);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.remote_snapshots(), ["s1", "s2"]);
+    s.assert_same_files();
+}
+
+#[test]
+fn remote_disk_full_keeps_the_last_good_snapshot() {
+    let s = Sync::new("zsfull2");
+    let dir = env("ZSNAP_HOST2_DIR");
+    let pool = format!("zsnapsmall{}", std::process::id());
+    let file = format!("{dir}/{pool}.img");
+    s.remote(&["truncate", "-s", "64M", &file]).success();
+    s.remote(&["zpool", "create", "-o", "cachefile=none", "-m", &format!("{dir}/{pool}-mnt"), &pool, &file]).success();
+    let mut t = Sync::new("zsfull3");
+    t.dst = format!("{pool}/data");
+    t.write("a", &data(100_000, 9));
+    t.snapshot("s1");
+    t.sync(&[]).success();
+    t.write("big", &data(100 * MIB, 10));
+    t.snapshot("s2");
+    let out = t.sync(&[]).fails_last(67, "zsync-ssh", "out of space");
+    assert!(out.stderr.contains("host2"), "names the host: {}", out.stderr);
+    assert_eq!(t.remote_snapshots(), ["s1"]);
+    s.remote(&["zpool", "destroy", "-f", &pool]).success();
+}
+
+#[test]
+fn refusals_and_errors_are_one_line() {
+    let s = Sync::new("zserr");
+    s.sync(&[]).fails(66, "has no snapshots");
+    let mut c = Command::new(bin_path("zsync-ssh"));
+    c.args(["-F", &s.ssh_config, "nopool/none", &format!("host2:{}", s.dst)]);
+    run(c, None, TIMEOUT).fails(66, "source dataset nopool/none does not exist");
+    s.write("a", &data(1000, 11));
+    s.snapshot("s1");
+    let mut c = Command::new(bin_path("zsync-ssh"));
+    c.args(["-o", "ConnectTimeout=5", &s.src, &format!("nohost.invalid:{}", s.dst)]);
+    run(c, None, TIMEOUT).fails(71, "nohost.invalid");
+    let out = s.sync(&["--dry-run", "-c", "zstd"]).success();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with(&format!("zfs send {}@s1 | zstd -q -c -T0 | ssh ", s.src)), "{text}");
+    assert!(s.remote(&["zfs", "list", &s.dst]).code() != 0, "dry run changed nothing");
+}
