@@ -134,13 +134,11 @@ fn stale_uploads_are_reported_and_cleaned() {
     let site = Site::backed_up("health-up", "u");
     // An upload left in progress, as kill -9 leaves one (started through the SDK via rclone
     // would complete; s3put --list-uploads is what we check against).
-    let key = format!("{}{}/@s9/zsnap1,kind=full,guid=9,time=1,z=zstd", site.ctx.prefix, site.data);
     let mut c = site.ctx.cmd("s3put");
-    c.args(["--part-size", "5M", "--exec", "head -c 6000000 /dev/urandom; sleep 60"])
-        .arg(format!("s3://{}/{key}", site.ctx.bench.bucket))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    c.args(["-p", "5M"]).arg(site.ctx.url(&format!("{}/@s9/partial", site.data)));
+    c.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let mut child = c.spawn().expect("s3put");
+    child.stdin.as_mut().expect("stdin").write_all(&data(12 * MIB, 7)).expect("feed s3put");
     site.ctx.wait_until("an upload in progress", Duration::from_secs(60), || !site.ctx.pending_uploads().is_empty());
     let _ = child.kill();
     let _ = child.wait();
