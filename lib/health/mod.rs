@@ -248,6 +248,9 @@ mod tests {
 
     const H: i64 = 3600;
 
+    /// (name, records, expected (severity, check, subject) findings, chain length)
+    type Case = (&'static str, Vec<BackupRecord>, Vec<(Severity, &'static str, &'static str)>, usize);
+
     #[test]
     fn verdicts() {
         let t = Thresholds::default();
@@ -257,7 +260,7 @@ mod tests {
         let s2 = || rec("s2", 2, Some((1, "s1")), fresh - 1);
         let s3 = || rec("s3", 3, Some((2, "s2")), fresh);
         // (case, records, expected (severity, check, subject) findings, chain length)
-        let cases: Vec<(&str, Vec<BackupRecord>, Vec<(Severity, &str, &str)>, usize)> = vec![
+        let cases: Vec<Case> = vec![
             ("healthy chain", vec![s1(), s2(), s3()], vec![], 3),
             (
                 "missing middle: its dependents named",
