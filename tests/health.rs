@@ -90,6 +90,10 @@ fn healthy_then_broken_then_old() {
     let ok = site.health(&[]).success();
     let s = summary(&ok);
     assert_eq!((s["summary"].as_bool(), s["status"].as_str()), (Some(true), Some("ok")), "{}", ok.stderr);
+    // zsnap-status shows the same verdict after its table, and exits with it.
+    let st = site.run("zsnap-status", &["--json", "--health"]).success();
+    assert_eq!(summary(&st)["status"], "ok");
+
     // Without --dataset: every dataset under the prefix.
     let mut c = site.cmd("zsnap-health", &["--json"]);
     c.env_remove("ZSNAP_DATASET");
@@ -127,6 +131,7 @@ fn healthy_then_broken_then_old() {
     assert_eq!(chain[0]["subject"], "@s3");
     assert!(chain[0]["message"].as_str().unwrap().contains("parent @s2"), "{lines:?}");
     assert_eq!(summary(&broken)["status"], "critical");
+    assert_eq!(site.run("zsnap-status", &["--json", "--health"]).code(), 2);
 }
 
 #[test]
