@@ -9,6 +9,7 @@ use crate::cli::values::parse_duration;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config;
 use crate::health::{self, DatasetSummary, Finding, Severity, Thresholds};
+use crate::plan::restore;
 use crate::s3::client::{self, Client};
 use crate::s3::error::failure;
 use crate::s3::{uploads, S3Url};
@@ -54,6 +55,26 @@ const FLAGS: &[Flag] = &[
         doc: "Warning for multipart uploads in progress at least this long (default 24h).",
     },
     Flag { short: None, long: "clean", value: None, doc: "Abort the stale uploads found." },
+    Flag {
+        short: None,
+        long: "deep",
+        value: None,
+        doc: "Also download every committed object, decompress it by its recorded compressor, and check its \
+              byte count, CRC32, every send-stream END fletcher-4 checksum and its guids against the key (and so \
+              the chain's guid continuity). Needs no pool.",
+    },
+    Flag {
+        short: None,
+        long: "sample",
+        value: Some("N"),
+        doc: "With --deep: only N objects per dataset, spread out, newest always.",
+    },
+    Flag {
+        short: None,
+        long: "chain",
+        value: Some("SNAPSHOT|latest"),
+        doc: "With --deep: only the objects of the chain that restores SNAPSHOT.",
+    },
     Flag { short: None, long: "json", value: None, doc: "JSON lines (default when stdout is not a terminal)." },
     Flag { short: None, long: "table", value: None, doc: "A table for people, even when stdout is not a terminal." },
     Flag {
@@ -118,6 +139,9 @@ pub struct Args {
     pub s3: S3Args,
     pub thresholds: Thresholds,
     pub clean: bool,
+    pub deep: bool,
+    pub sample: Option<usize>,
+    pub chain: Option<restore::Selector>,
     pub json: Option<bool>,
     pub prometheus: Option<String>,
     pub ping: Option<String>,
@@ -136,6 +160,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         s3: S3Args::default(),
         thresholds: Thresholds::default(),
         clean: false,
+        deep: false,
+        sample: None,
+        chain: None,
         json: None,
         prometheus: None,
         ping: None,
@@ -154,6 +181,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("crit-age") => a.thresholds.crit_age = secs("crit-age", p.value()?.string()?)?,
             Long("stale-uploads") => a.thresholds.stale_uploads = secs("stale-uploads", p.value()?.string()?)?,
             Long("clean") => a.clean = true,
+            Long("deep") => a.deep = true,
+            Long("sample") => a.sample = Some(crate::cli::values::parse_number("sample", &p.value()?.string()?)?),
+            Long("chain") => a.chain = Some(restore::Selector::parse(&p.value()?.string()?)?),
             Long("json") => a.json = Some(true),
             Long("table") => a.json = Some(false),
             Long("prometheus") => a.prometheus = Some(p.value()?.string()?),
@@ -167,6 +197,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             _ => return Err(arg.unexpected().into()),
         }
+    }
+    if !a.deep && (a.sample.is_some() || a.chain.is_some()) {
+        return Err(Failure::usage("--sample and --chain need --deep"));
     }
     if a.thresholds.crit_age < a.thresholds.warn_age {
         return Err(Failure::usage("--crit-age must not be shorter than --warn-age"));
@@ -285,6 +318,9 @@ async fn check(
         let (found, summary) = health::check_catalog(&cat, now, &args.thresholds);
         out.findings.extend(found);
         out.datasets.push(summary);
+        if args.deep {
+            deep(client, args, bucket, prefix, &cat, out).await;
+        }
     }
     let listed = match dataset {
         Some(d) => catalog::listing::list_prefix(prefix, d),
@@ -311,6 +347,48 @@ async fn check(
         out.stale_uploads = 0;
     }
     Ok(())
+}
+
+/// `--deep` over the selected records of one dataset: a finding per object that fails.
+async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &catalog::Catalog, out: &mut Outcome) {
+    let ds = cat.dataset.as_str();
+    let health = cat.health();
+    let picked = match (&args.chain, args.sample) {
+        (Some(sel), _) => {
+            let ctx = crate::plan::Context {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                dataset: ds.to_string(),
+                ..Default::default()
+            };
+            match restore::select(&ctx, &cat.records, &health, sel)
+                .and_then(|i| restore::chain_to(&ctx, &cat.records, &health, i))
+            {
+                Ok(c) => c,
+                // The chain check has already named what is missing; say why nothing was read.
+                Err(f) => {
+                    out.findings.push(Finding::new(Severity::Critical, ds, "deep:chain", None, f.message));
+                    return;
+                }
+            }
+        }
+        (None, Some(n)) => health::deep::sample(cat.records.len(), n),
+        (None, None) => (0..cat.records.len()).collect(),
+    };
+    let retries = args.s3.retries();
+    for i in picked {
+        let r = &cat.records[i];
+        if let Err(e) = health::deep::verify(client, bucket, r, retries).await {
+            let severity = if e.check == "compressor" { Severity::Warning } else { Severity::Critical };
+            out.findings.push(Finding::new(
+                severity,
+                ds,
+                &format!("deep:{}", e.check),
+                Some(r.key.clone()),
+                format!("{}: {} check failed: {}", r.describe(), e.check, e.message),
+            ));
+        }
+    }
 }
 
 /// Every dataset with a backup (or an upload) under the prefix, from one listing.

@@ -1,7 +1,10 @@
 //! Chain, freshness and deep checks of backups in S3, and their verdicts.
 //!
 //! `verdict` is pure: a dataset's [`Catalog`], the in-progress uploads, `now` and the
-//! thresholds go in, [`Finding`]s and a per-dataset summary come out.
+//! thresholds go in, [`Finding`]s and a per-dataset summary come out. `deep` downloads
+//! and verifies objects (I/O).
+
+pub mod deep;
 
 use crate::catalog::{chain, Catalog, Health};
 use crate::s3::uploads::PendingUpload;
@@ -47,7 +50,7 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(severity: Severity, dataset: &str, check: &str, subject: Option<String>, message: String) -> Self {
+    pub fn new(severity: Severity, dataset: &str, check: &str, subject: Option<String>, message: String) -> Self {
         Finding { severity, dataset: dataset.to_string(), check: check.to_string(), subject, message }
     }
 }
