@@ -118,6 +118,12 @@ fn healthy_then_broken_then_old() {
     let text = std::fs::read_to_string(&prom).expect("prom file");
     assert!(text.contains(&format!("zsnap_backup_chain_length{{dataset=\"{}\"}} 3", site.data)), "{text}");
 
+    // A restore drill on the healthy chain: received, guids compared, scratch destroyed.
+    let drill = site.health(&["--restore-drill", &site.pool.name]).success();
+    assert!(drill.json_lines().iter().any(|l| l["check"] == "restore-drill" && l["severity"] == "ok"));
+    let left = site.pool.zfs(&["list", "-H", "-o", "name", "-r", &site.pool.name]).success();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains("zsnap-drill-"), "scratch dataset left behind");
+
     // --deep reads every object; then one byte flipped inside the newest object (re-uploaded
     // whole, so S3's CRC32 matches the bad bytes): the plain check only lists and passes,
     // --deep names the object and the check that failed.
@@ -140,6 +146,14 @@ fn healthy_then_broken_then_old() {
     let hit = lines.iter().find(|l| l["check"].as_str().is_some_and(|c| c.starts_with("deep:"))).expect("deep finding");
     assert_eq!(hit["subject"].as_str(), Some(format!("{}{newest}", site.ctx.prefix).as_str()), "{lines:?}");
     assert_eq!(site.health(&["--deep", "--chain", "s2"]).code(), 0, "the chain to @s2 is intact");
+
+    // The restore drill receives the latest chain (through the corrupt @s3: refused) …
+    let drill = site.health(&["--restore-drill", &site.pool.name]);
+    assert_eq!(drill.code(), 2, "{}", drill.stderr);
+    assert!(drill.json_lines().iter().any(|l| l["check"] == "restore-drill" && l["severity"] == "critical"));
+    let scratch = format!("{}/zsnap-drill-", site.pool.name);
+    let left = site.pool.zfs(&["list", "-H", "-o", "name", "-r", &site.pool.name]).success();
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&scratch), "scratch dataset left behind");
 
     // Delete the middle incremental: it and everything after it are named.
     let middle = site.keys().into_iter().find(|k| k.contains("/@s2/")).expect("s2 key");

@@ -75,6 +75,13 @@ const FLAGS: &[Flag] = &[
         value: Some("SNAPSHOT|latest"),
         doc: "With --deep: only the objects of the chain that restores SNAPSHOT.",
     },
+    Flag {
+        short: None,
+        long: "restore-drill",
+        value: Some("POOL"),
+        doc: "Receive each dataset's latest chain into POOL/zsnap-drill-PID with the commands zsnap-plan \
+              restore prints, compare its snapshot guids with the chain, and destroy it.",
+    },
     Flag { short: None, long: "json", value: None, doc: "JSON lines (default when stdout is not a terminal)." },
     Flag { short: None, long: "table", value: None, doc: "A table for people, even when stdout is not a terminal." },
     Flag {
@@ -140,6 +147,7 @@ pub struct Args {
     pub thresholds: Thresholds,
     pub clean: bool,
     pub deep: bool,
+    pub drill: Option<String>,
     pub sample: Option<usize>,
     pub chain: Option<restore::Selector>,
     pub json: Option<bool>,
@@ -161,6 +169,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         thresholds: Thresholds::default(),
         clean: false,
         deep: false,
+        drill: None,
         sample: None,
         chain: None,
         json: None,
@@ -182,6 +191,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("stale-uploads") => a.thresholds.stale_uploads = secs("stale-uploads", p.value()?.string()?)?,
             Long("clean") => a.clean = true,
             Long("deep") => a.deep = true,
+            Long("restore-drill") => a.drill = Some(p.value()?.string()?),
             Long("sample") => a.sample = Some(crate::cli::values::parse_number("sample", &p.value()?.string()?)?),
             Long("chain") => a.chain = Some(restore::Selector::parse(&p.value()?.string()?)?),
             Long("json") => a.json = Some(true),
@@ -246,7 +256,7 @@ impl Outcome {
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
-    let args = match parse(argv)? {
+    let mut args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
             print!("{text}");
@@ -262,6 +272,8 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     s3.region = settings.region.value.clone();
     s3.profile = settings.profile.value.clone();
     let s3 = s3.with_env()?;
+    // The checks (deep downloads, the drill's commands) use the resolved settings.
+    args.s3 = s3.clone();
     let now = args.now.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
     });
@@ -321,6 +333,20 @@ async fn check(
         if args.deep {
             deep(client, args, bucket, prefix, &cat, out).await;
         }
+        if let Some(pool) = &args.drill {
+            let ctx = crate::plan::Context {
+                bucket: bucket.to_string(),
+                prefix: prefix.to_string(),
+                dataset: ds.to_string(),
+                ..Default::default()
+            };
+            let env = drill_env(&args.s3);
+            let (severity, message) = match tokio::task::block_in_place(|| health::drill::run(&ctx, &cat, pool, &env)) {
+                Ok(m) => (Severity::Ok, m),
+                Err(m) => (Severity::Critical, format!("restore drill failed: {m}")),
+            };
+            out.findings.push(Finding::new(severity, ds, "restore-drill", None, message));
+        }
     }
     let listed = match dataset {
         Some(d) => catalog::listing::list_prefix(prefix, d),
@@ -347,6 +373,21 @@ async fn check(
         out.stale_uploads = 0;
     }
     Ok(())
+}
+
+/// What the drill's s3get commands need: our own directory first on PATH (the s3get next
+/// to this binary), and the resolved S3 settings as the environment they read.
+fn drill_env(s3: &S3Args) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.display().to_string()));
+    let path = std::env::var("PATH").unwrap_or_default();
+    env.push(("PATH".to_string(), dir.map_or(path.clone(), |d| format!("{d}:{path}"))));
+    for (k, v) in [("ZSNAP_S3_ENDPOINT", &s3.endpoint), ("AWS_REGION", &s3.region), ("AWS_PROFILE", &s3.profile)] {
+        if let Some(v) = v {
+            env.push((k.to_string(), v.clone()));
+        }
+    }
+    env
 }
 
 /// `--deep` over the selected records of one dataset: a finding per object that fails.

@@ -5,6 +5,7 @@
 //! and verifies objects (I/O).
 
 pub mod deep;
+pub mod drill;
 
 use crate::catalog::{chain, Catalog, Health};
 use crate::s3::uploads::PendingUpload;
