@@ -21,7 +21,7 @@ fn output_of(bin: &str, flag: &str) -> String {
 
 #[test]
 fn man_pages_match_the_binaries() {
-    for bin in ["s3put", "s3get", "zsnap-plan", "zsync-ssh"] {
+    for bin in ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"] {
         let want = output_of(bin, "--man");
         let path = repo_path(&format!("man/{bin}.1"));
         let have = std::fs::read_to_string(&path).unwrap_or_default();
@@ -31,7 +31,7 @@ fn man_pages_match_the_binaries() {
 
 #[test]
 fn help_names_every_flag_and_the_exit_codes() {
-    for bin in ["s3put", "s3get", "zsnap-plan", "zsync-ssh"] {
+    for bin in ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"] {
         let help = output_of(bin, "--help");
         let man = output_of(bin, "--man");
         for line in help.lines().filter(|l| l.trim_start().starts_with("--") || l.trim_start().starts_with('-')) {

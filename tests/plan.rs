@@ -197,7 +197,9 @@ fn backup_list_restore_status_and_a_missing_middle() {
     assert!(key.starts_with(&want) && key.ends_with(",z=none"), "{key}");
     let cmd = l["command"].as_str().unwrap_or("");
     assert!(
-        cmd.starts_with(&format!("s3put --zfs-stream --expect-guid {g1} --expect-from 0 --exec 'zfs send {data}@s1' --compress none")),
+        cmd.starts_with(&format!(
+            "s3put --zfs-stream --expect-guid {g1} --expect-from 0 --exec 'zfs send {data}@s1' --compress none"
+        )),
         "{cmd}"
     );
     assert!(cmd.contains("--expected-size "), "{cmd}");

@@ -33,6 +33,8 @@ pub enum ExitCode {
     Protocol,
     AccessDenied,
     BadCredentials,
+    /// zsync-ssh: the target has changes the source lacks; nothing was sent.
+    Diverged,
     /// Our stdout was closed by the reader (EPIPE); not an error of ours.
     ClosedStdout,
     /// Stopped by a signal: 128 + the signal number, as shells report it.
@@ -60,6 +62,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (76, "protocol", "the server answered with an unexpected error"),
     (77, "access-denied", "the credentials are valid but not allowed to do this"),
     (78, "bad-credentials", "no credentials, unknown access key or wrong secret"),
+    (79, "diverged", "the replica has changes the source lacks; nothing was sent (zsync-ssh)"),
     (80, "closed-stdout", "the reader closed our stdout (EPIPE); output stopped early"),
     (130, "interrupted", "SIGINT (128+2); likewise 141 SIGPIPE, 143 SIGTERM"),
 ];
@@ -86,6 +89,7 @@ impl ExitCode {
             ExitCode::Protocol => 76,
             ExitCode::AccessDenied => 77,
             ExitCode::BadCredentials => 78,
+            ExitCode::Diverged => 79,
             ExitCode::ClosedStdout => 80,
             ExitCode::Signal(n) => 128 + n,
         }
@@ -179,6 +183,7 @@ mod tests {
             ExitCode::Protocol,
             ExitCode::AccessDenied,
             ExitCode::BadCredentials,
+            ExitCode::Diverged,
             ExitCode::ClosedStdout,
             ExitCode::Signal(2),
         ];

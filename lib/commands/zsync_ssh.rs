@@ -39,7 +39,7 @@ const FLAGS: &[Flag] = &[
         doc: "When the target has diverged (snapshots after the common one, or written since its newest \
               snapshot), roll it back to the common snapshot (`zfs rollback -r`, destroying those \
               snapshots and changes) and receive with `zfs recv -F`. Without it a diverged target is \
-              refused (exit 2) and left alone. An existing target with no snapshots is overwritten by a \
+              refused (exit 79) and left alone. An existing target with no snapshots is overwritten by a \
               full stream.",
     },
     Flag {
@@ -131,7 +131,7 @@ stdout carries one JSON line: {\"source\", \"target\", \"common\" ({\"snapshot\"
 \"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (send stream bytes), \"seconds\", \
 \"action\"}; action is \"sent\", \"none\", \"dry-run\", \"refused\" (also \"reason\", \"sender_only\", \
 \"receiver_only\") or \"failed\" (also \"error\"). Exit status: 0 sent (or nothing to do, see \
---exit-nothing), 2 refused because the target diverged, 67 a transfer stage failed or was cut (nothing \
+--exit-nothing), 79 refused because the target diverged, 67 a transfer stage failed or was cut (nothing \
 partial kept), 66 dataset or snapshot missing, 69/71/78 ssh could not connect, resolve or log in, 77 \
 permission denied on a zfs command, 128+N stopped by signal N.",
     groups: &[("Options", FLAGS), ("ssh", SSH_FLAGS), ("General", COMMON_FLAGS)],
@@ -473,7 +473,7 @@ fn refuse(summary: &mut Summary, d: Divergence) -> Failure {
     let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(",") };
     let hint = if d.common.is_some() { "; --rollback discards the target's changes" } else { "" };
     Failure::new(
-        ExitCode::Critical,
+        ExitCode::Diverged,
         format!(
             "refusing to sync {} to {}: {}; sender-only: {}; receiver-only: {}{hint}",
             summary.source,
@@ -521,6 +521,7 @@ const ALL: &[ExitCode] = &[
     ExitCode::Protocol,
     ExitCode::AccessDenied,
     ExitCode::BadCredentials,
+    ExitCode::Diverged,
     ExitCode::ClosedStdout,
 ];
 

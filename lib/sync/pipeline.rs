@@ -246,7 +246,7 @@ pub fn receiver_failure(e: &Ended, detail: &str, target: &Location, what: &str) 
         (ExitCode::Failure, format!("a command was not found on {host} (is zfs installed there?): {detail}"))
     } else if detail.contains("has been modified") || detail.contains("does not match incremental source") {
         (
-            ExitCode::Critical,
+            ExitCode::Diverged,
             format!("zfs recv on {host} refused: {detail} (the target diverged; --rollback rolls it back)"),
         )
     } else if detail.contains("permission denied") || detail.contains("Permission denied") {

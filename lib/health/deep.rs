@@ -1,0 +1,157 @@
+//! `--deep`: download an object, decompress it by its recorded compressor and run the raw
+//! stream through the stream gate, as `s3get --decompress Z --zfs-stream --expect-guid G
+//! --expect-from FG` would, but in process and into nothing. No pool or zfs is needed.
+//! The gate checks every END's fletcher-4 and that the stream's toguid/fromguid are the
+//! key's guid/from; since each incremental's `from` is its parent's guid, passing every
+//! link proves guid continuity along the chain.
+
+use crate::catalog::BackupRecord;
+use crate::cli::output::Progress;
+use crate::cli::ExitCode;
+use crate::compress::{self, Codec};
+use crate::s3::client::Client;
+use crate::s3::download::{self, DownloadSpec};
+use crate::s3::S3Url;
+use crate::zfs::stream::{StreamGate, StreamSummary};
+use std::io::{Read, Write};
+use std::sync::mpsc;
+
+/// Why an object did not verify: the check that failed and its one-line message.
+#[derive(Debug)]
+pub struct DeepError {
+    /// `download`, `bytes`, `crc32`, `decompress`, `stream` or `compressor`.
+    pub check: &'static str,
+    pub message: String,
+}
+
+fn err(check: &'static str, message: impl Into<String>) -> DeepError {
+    DeepError { check, message: message.into() }
+}
+
+/// Verify one committed object end to end.
+pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u32) -> Result<StreamSummary, DeepError> {
+    let codec = Codec::parse(&r.compressor)
+        .map_err(|_| err("compressor", format!("compressor '{}' cannot be checked in process", r.compressor)))?;
+    let (guid, from) = match r.stream_guids() {
+        Some((g, f)) => (Some(g), Some(f)),
+        None => (None, None),
+    };
+    let url = S3Url { bucket: bucket.to_string(), key: r.key.clone() };
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+    let worker = std::thread::Builder::new()
+        .name("health-decode".into())
+        .spawn(move || decode(codec, guid, from, Feed { rx, cur: Vec::new(), at: 0 }))
+        .map_err(|e| err("download", format!("cannot start decoder thread: {e}")))?;
+    let spec = DownloadSpec { url: url.clone(), chunk_size: 16 << 20, concurrency: 4, range: None, retries };
+    let mut sink = Pipe(tx);
+    let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
+    drop(sink);
+    let decoded = tokio::task::block_in_place(|| worker.join())
+        .unwrap_or_else(|_| Err(err("download", "decoder thread panicked")));
+    match (got, decoded) {
+        // The decoder stopped taking bytes: its error says why.
+        (Err(f), Err(d)) if f.code == ExitCode::ClosedStdout => Err(d),
+        (Err(f), _) => {
+            let check = match f.code {
+                ExitCode::Data if f.message.contains("CRC32") => "crc32",
+                ExitCode::Data => "bytes",
+                _ => "download",
+            };
+            Err(err(check, f.message))
+        }
+        (Ok(_), Err(d)) => Err(DeepError { check: d.check, message: format!("{url}: {}", d.message) }),
+        (Ok(_), Ok(s)) => Ok(s),
+    }
+}
+
+fn decode(codec: Codec, guid: Option<u64>, from: Option<u64>, input: Feed) -> Result<StreamSummary, DeepError> {
+    let mut dec = compress::decoder(codec, input)
+        .map_err(|e| err("decompress", format!("cannot start the {} decoder: {e}", codec.name())))?;
+    let mut gate = StreamGate::expecting(guid, from);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(err("decompress", format!("{} data is corrupt or cut: {e}", codec.name()))),
+        };
+        gate.feed(&buf[..n]).map_err(|e| err("stream", e.message))?;
+    }
+    gate.finish().map_err(|e| err("stream", e.message))
+}
+
+/// The download side: a gone decoder looks like a closed pipe, which stops the download.
+struct Pipe(mpsc::SyncSender<Vec<u8>>);
+
+impl Write for Pipe {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(data.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "decoder stopped"))?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The decoder side: the ranges in order, ending when the downloader hangs up.
+struct Feed {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Feed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.cur.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.cur = next;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = (self.cur.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Which records `--deep` reads: all, a spread-out sample of `n` (always with the newest,
+/// the one a restore needs most), or one chain. Pure.
+pub fn sample(len: usize, n: usize) -> Vec<usize> {
+    if n >= len {
+        return (0..len).collect();
+    }
+    if n == 0 {
+        return Vec::new();
+    }
+    // Evenly spaced from the newest back, so repeated runs cover old and new objects.
+    let mut picked: Vec<usize> = (0..n).map(|k| len - 1 - k * len / n).collect();
+    picked.sort_unstable();
+    picked.dedup();
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples() {
+        for (len, n, want) in [
+            (5, 10, vec![0, 1, 2, 3, 4]),
+            (5, 0, vec![]),
+            (10, 1, vec![9]),
+            (10, 2, vec![4, 9]),
+            (10, 3, vec![3, 6, 9]),
+        ] {
+            assert_eq!(sample(len, n), want, "{len} {n}");
+        }
+    }
+}
