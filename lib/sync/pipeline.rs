@@ -348,7 +348,7 @@ mod tests {
             (vec![pipe(), pipe(), ended(Some(1), None, "cannot receive new filesystem stream: out of space\n")], Some((67, "disk full on the target"))),
             (
                 vec![ok(), ok(), ended(Some(1), None, "cannot receive incremental stream: destination p/d has been modified\nsince most recent snapshot\n")],
-                Some((2, "destination p/d has been modified since most recent snapshot (the target diverged")),
+                Some((79, "destination p/d has been modified since most recent snapshot (the target diverged")),
             ),
             (vec![pipe(), pipe(), ended(Some(255), None, "ssh: Could not resolve hostname nas: Name or service not known\n")], Some((71, "ssh to backup@nas failed: ssh: Could not resolve"))),
             (vec![pipe(), pipe(), ended(Some(255), None, "backup@nas: Permission denied (publickey).\n")], Some((78, "Permission denied (publickey)"))),
