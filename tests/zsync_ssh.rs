@@ -245,3 +245,51 @@ fn refusals_and_errors_are_one_line() {
     assert!(text.starts_with(&format!("zfs send {}@s1 | zstd -q -c -T0 | ssh ", s.src)), "{text}");
     assert!(s.remote(&["zfs", "list", &s.dst]).code() != 0, "dry run changed nothing");
 }
+
+/// The README's recipes: one `zfs send` feeding both the stream gate (s3put) and a replica's
+/// zfs recv, then a second replica seeded from S3 with s3get, which zsync-ssh then continues
+/// incrementally (the common snapshot is found by guid, wherever the bytes came from).
+#[test]
+fn one_send_two_sinks_and_a_replica_seeded_from_s3() {
+    let s = Sync::new("zstee");
+    s.write("a", &data(2 * MIB, 5));
+    s.snapshot("s1");
+    let g = s.pool.zfs(&["get", "-H", "-p", "-o", "value", "guid", &format!("{}@s1", s.src)]).success();
+    let guid = String::from_utf8_lossy(&g.stdout).trim().to_string();
+    let key = s._ctx.url(&format!("{}/@s1/zsnap1,kind=full,guid={guid},time=1,z=zstd", s.src));
+    let host = env("ZSNAP_HOST2");
+    let fifo = s._ctx.bench.work.join(format!("{}-tee", s.pool.name));
+    let script = format!(
+        "set -o pipefail; mkfifo '{f}'; s3put --zfs-stream --compress zstd {key} < '{f}' & up=$!; \
+         zfs send {src}@s1 | tee '{f}' | ssh -F '{cfg}' {host} zfs recv {dst}; rc=$?; \
+         wait $up || exit $?; exit $rc",
+        f = fifo.display(),
+        src = s.src,
+        cfg = s.ssh_config,
+        dst = s.dst,
+    );
+    let out = sh(&s._ctx, &script).success();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"kind\":\"full\""), "{}", out.stderr);
+    assert_eq!(s.remote_snapshots(), ["s1"]);
+    s.assert_same_files();
+
+    // A new replica from the S3 copy alone, verified on the way.
+    let seeded = format!("{}2", s.dst);
+    let script = format!(
+        "s3get --decompress zstd --zfs-stream --expect-guid {guid} {key} | ssh -F '{cfg}' {host} zfs recv {seeded}",
+        cfg = s.ssh_config,
+    );
+    sh(&s._ctx, &script).success();
+    let rg = s.remote(&["zfs", "get", "-H", "-p", "-o", "value", "guid", &format!("{seeded}@s1")]).success();
+    assert_eq!(String::from_utf8_lossy(&rg.stdout).trim(), guid, "the seeded replica holds the same snapshot");
+
+    // zsync-ssh continues the seeded replica with an incremental.
+    s.write("b", &data(MIB, 6));
+    s.snapshot("s2");
+    let mut c = Command::new(bin_path("zsync-ssh"));
+    c.args(["-F", &s.ssh_config]).arg(&s.src).arg(format!("{host}:{seeded}"));
+    let out = run(c, None, TIMEOUT).success();
+    let summary = out.json();
+    assert_eq!(summary["action"], "sent", "{summary}");
+    assert_eq!(summary["common"]["guid"], guid.as_str(), "{summary}");
+}
