@@ -208,7 +208,8 @@ pub async fn read(client: &Client, bucket: &str, prefix: &str, dataset: &str) ->
     Ok(assemble(prefix, dataset, sorted.records, uncommitted, sorted.foreign))
 }
 
-async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, Failure> {
+/// Every object under `prefix`, all pages (1,000 keys each).
+pub async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, Failure> {
     let mut rows = Vec::new();
     let mut token: Option<String> = None;
     loop {

@@ -67,6 +67,37 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (130, "interrupted", "SIGINT (128+2); likewise 141 SIGPIPE, 143 SIGTERM"),
 ];
 
+/// Every code but `Signal`, in table order.
+pub const ALL: &[ExitCode] = &[
+    ExitCode::Ok,
+    ExitCode::Warning,
+    ExitCode::Critical,
+    ExitCode::Failure,
+    ExitCode::Usage,
+    ExitCode::Data,
+    ExitCode::NotFound,
+    ExitCode::StreamCut,
+    ExitCode::NoSuchBucket,
+    ExitCode::Unreachable,
+    ExitCode::Internal,
+    ExitCode::DnsTls,
+    ExitCode::Locked,
+    ExitCode::TooLarge,
+    ExitCode::LocalIo,
+    ExitCode::Throttled,
+    ExitCode::Protocol,
+    ExitCode::AccessDenied,
+    ExitCode::BadCredentials,
+    ExitCode::Diverged,
+    ExitCode::ClosedStdout,
+];
+
+/// The code for a number a user gave (e.g. zsync-ssh --exit-nothing N): the table's
+/// variant when N is in it; any other N still exits as N.
+pub fn from_code(n: i32) -> ExitCode {
+    ALL.iter().copied().find(|c| c.code() == n).unwrap_or(ExitCode::Signal(n - 128))
+}
+
 impl ExitCode {
     pub fn code(self) -> i32 {
         match self {
@@ -163,31 +194,8 @@ mod tests {
 
     #[test]
     fn every_code_is_in_the_table_once() {
-        let all = [
-            ExitCode::Ok,
-            ExitCode::Warning,
-            ExitCode::Critical,
-            ExitCode::Failure,
-            ExitCode::Usage,
-            ExitCode::Data,
-            ExitCode::NotFound,
-            ExitCode::StreamCut,
-            ExitCode::NoSuchBucket,
-            ExitCode::Unreachable,
-            ExitCode::Internal,
-            ExitCode::DnsTls,
-            ExitCode::Locked,
-            ExitCode::TooLarge,
-            ExitCode::LocalIo,
-            ExitCode::Throttled,
-            ExitCode::Protocol,
-            ExitCode::AccessDenied,
-            ExitCode::BadCredentials,
-            ExitCode::Diverged,
-            ExitCode::ClosedStdout,
-            ExitCode::Signal(2),
-        ];
-        for c in all {
+        let all: Vec<ExitCode> = ALL.iter().copied().chain([ExitCode::Signal(2)]).collect();
+        for &c in &all {
             let n = TABLE.iter().filter(|(code, _, _)| *code == c.code()).count();
             assert_eq!(n, 1, "{c:?} ({}) must appear once in TABLE", c.code());
         }

@@ -11,7 +11,6 @@ use crate::config;
 use crate::health::{self, DatasetSummary, Finding, Severity, Thresholds};
 use crate::plan::restore;
 use crate::s3::client::{self, Client};
-use crate::s3::error::failure;
 use crate::s3::{uploads, S3Url};
 use lexopt::prelude::*;
 use serde_json::{json, Value};
@@ -432,31 +431,17 @@ async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &ca
     }
 }
 
-/// Every dataset with a backup (or an upload) under the prefix, from one listing.
+/// Every dataset with a backup under the prefix, from one listing.
 async fn discover(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, Failure> {
     let mut found = BTreeSet::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| failure(format!("listing s3://{bucket}/{prefix} failed"), &e))?;
-        for k in page.contents().iter().filter_map(|o| o.key()) {
-            match key::parse(prefix, k) {
-                key::ParsedKey::Zsnap(f) => found.insert(f.dataset),
-                key::ParsedKey::Legacy { dataset, .. } => found.insert(dataset),
-                key::ParsedKey::Foreign(_) => false,
-            };
-        }
-        token = page.next_continuation_token().map(str::to_string);
-        if page.is_truncated() != Some(true) || token.is_none() {
-            return Ok(found.into_iter().collect());
-        }
+    for o in catalog::listing::list_objects(client, bucket, prefix).await? {
+        match key::parse(prefix, &o.key) {
+            key::ParsedKey::Zsnap(f) => found.insert(f.dataset),
+            key::ParsedKey::Legacy { dataset, .. } => found.insert(dataset),
+            key::ParsedKey::Foreign(_) => false,
+        };
     }
+    Ok(found.into_iter().collect())
 }
 
 fn finding_json(f: &Finding) -> Value {

@@ -376,7 +376,11 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
         Decision::Nothing { common } => {
             summary.common = common_json(Some(&common));
             summary.action = "none".into();
-            return Ok(if args.exit_nothing == 0 { ExitCode::Ok } else { exit_code(args.exit_nothing) });
+            return Ok(if args.exit_nothing == 0 {
+                ExitCode::Ok
+            } else {
+                crate::cli::exit::from_code(args.exit_nothing)
+            });
         }
         Decision::Diverged(d) => return Err(refuse(summary, d)),
         Decision::Send { common, steps, rollback_to, force_full } => (common, steps, rollback_to, force_full),
@@ -492,39 +496,6 @@ fn common_json(c: Option<&plan::Common>) -> Value {
     }
 }
 
-/// The exit code for --exit-nothing N, as the shared table's variant when N is in it.
-fn exit_code(n: i32) -> ExitCode {
-    crate::cli::exit::TABLE
-        .iter()
-        .find(|(c, _, _)| *c == n)
-        .and_then(|(c, _, _)| ALL.iter().copied().find(|x| x.code() == *c))
-        .unwrap_or(ExitCode::Signal(n - 128))
-}
-
-const ALL: &[ExitCode] = &[
-    ExitCode::Ok,
-    ExitCode::Warning,
-    ExitCode::Critical,
-    ExitCode::Failure,
-    ExitCode::Usage,
-    ExitCode::Data,
-    ExitCode::NotFound,
-    ExitCode::StreamCut,
-    ExitCode::NoSuchBucket,
-    ExitCode::Unreachable,
-    ExitCode::Internal,
-    ExitCode::DnsTls,
-    ExitCode::Locked,
-    ExitCode::TooLarge,
-    ExitCode::LocalIo,
-    ExitCode::Throttled,
-    ExitCode::Protocol,
-    ExitCode::AccessDenied,
-    ExitCode::BadCredentials,
-    ExitCode::Diverged,
-    ExitCode::ClosedStdout,
-];
-
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
 }
@@ -605,9 +576,13 @@ mod tests {
 
     #[test]
     fn exit_nothing_codes() {
-        assert_eq!(exit_code(2), ExitCode::Critical);
-        assert_eq!(exit_code(3).code(), 3);
-        assert_eq!(exit_code(200).code(), 200);
-        assert_eq!(ALL.len() + 1, crate::cli::exit::TABLE.len(), "every table row but the signal one");
+        assert_eq!(crate::cli::exit::from_code(2), ExitCode::Critical);
+        assert_eq!(crate::cli::exit::from_code(3).code(), 3);
+        assert_eq!(crate::cli::exit::from_code(200).code(), 200);
+        assert_eq!(
+            crate::cli::exit::ALL.len() + 1,
+            crate::cli::exit::TABLE.len(),
+            "every table row but the signal one"
+        );
     }
 }
