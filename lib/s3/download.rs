@@ -220,17 +220,31 @@ impl RangeJob {
             .send()
             .await
             .map_err(|e| failure(&what, &e))?;
-        let data = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| Failure::new(ExitCode::Unreachable, format!("{what}: body broke off: {e}")))?
-            .into_bytes();
-        if data.len() as u64 != b - a {
-            // A short body is a transport fault; a long one means the server ignored Range.
-            let code = if (data.len() as u64) < b - a { ExitCode::Unreachable } else { ExitCode::Protocol };
-            return Err(Failure::new(code, format!("{what}: got {} bytes, expected {}", data.len(), b - a)));
+        // Into one buffer of the range's size, chunk by chunk: collecting the body first
+        // and then flattening it would hold every range twice (and copy it once more).
+        let want = (b - a) as usize;
+        let mut body = resp.body;
+        let mut data = Vec::with_capacity(want);
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| Failure::new(ExitCode::Unreachable, format!("{what}: body broke off: {e}")))?;
+            if data.len() + chunk.len() > want {
+                // The server ignored Range (or sent more than it said).
+                return Err(Failure::new(
+                    ExitCode::Protocol,
+                    format!("{what}: got more than the {want} bytes asked for"),
+                ));
+            }
+            data.extend_from_slice(&chunk);
         }
+        if data.len() != want {
+            // A short body is a transport fault: retried.
+            return Err(Failure::new(
+                ExitCode::Unreachable,
+                format!("{what}: got {} bytes, expected {want}", data.len()),
+            ));
+        }
+        let data = Bytes::from(data);
         Ok(data)
     }
 }
