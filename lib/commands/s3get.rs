@@ -195,13 +195,12 @@ async fn run(args: Args) -> Result<(), Failure> {
     let (result, stream) = if args.codec == Codec::None && args.gate.is_none() {
         (download::download(&client, &args.spec, &mut out, &progress).await, None)
     } else {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (mut sink, input) = crate::compress::channel::channel(2);
         let (codec, gate, url) = (args.codec, args.gate, args.spec.url.clone());
         let worker = std::thread::Builder::new()
             .name("s3get-decode".into())
-            .spawn(move || decode(codec, gate, &url, ChannelReader { rx, cur: Vec::new(), at: 0 }, &mut out))
+            .spawn(move || decode(codec, gate, &url, input, &mut out))
             .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start decoder thread: {e}")))?;
-        let mut sink = ChannelWriter { tx };
         let result = download::download(&client, &args.spec, &mut sink, &progress).await;
         // End of input for the decoder: it now says whether the stream was whole.
         drop(sink);
@@ -246,7 +245,7 @@ fn decode(
     codec: Codec,
     gate: Option<(Option<u64>, Option<u64>)>,
     url: &crate::s3::S3Url,
-    input: ChannelReader,
+    input: crate::compress::channel::ChannelReader,
     out: &mut std::fs::File,
 ) -> Result<Option<StreamSummary>, Failure> {
     let mut dec = compress::decoder(codec, input)
@@ -281,50 +280,6 @@ fn decode(
     match gate {
         Some(g) => Ok(Some(g.finish().map_err(|e| Failure::from(e).context(url))?)),
         None => Ok(None),
-    }
-}
-
-/// The download side of the channel to the decoder thread. A gone decoder looks like a
-/// closed stdout to the downloader, which then stops; the decoder's error says why.
-struct ChannelWriter {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .send(data.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "decoder stopped"))?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The decoder side: the ranges in order, ending when the downloader hangs up.
-struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.cur.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    self.cur = next;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = (self.cur.len() - self.at).min(buf.len());
-        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 

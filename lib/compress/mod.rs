@@ -10,6 +10,8 @@
 //! level 3 and ~85 MiB at level 9 (libzstd sizes its jobs from the window), gzip 2 ×
 //! threads blocks of 1 MiB in and out, lz4 ~10 MiB (4 MiB blocks).
 
+pub mod channel;
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::{mpsc, Arc, Mutex};

@@ -8,13 +8,13 @@
 use crate::catalog::BackupRecord;
 use crate::cli::output::Progress;
 use crate::cli::ExitCode;
+use crate::compress::channel::{channel, ChannelReader};
 use crate::compress::{self, Codec};
 use crate::s3::client::Client;
 use crate::s3::download::{self, DownloadSpec};
 use crate::s3::S3Url;
 use crate::zfs::stream::{StreamGate, StreamSummary};
-use std::io::{Read, Write};
-use std::sync::mpsc;
+use std::io::Read;
 
 /// Why an object did not verify: the check that failed and its one-line message.
 #[derive(Debug)]
@@ -37,13 +37,12 @@ pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u3
         None => (None, None),
     };
     let url = S3Url { bucket: bucket.to_string(), key: r.key.clone() };
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(2);
+    let (mut sink, input) = channel(2);
     let worker = std::thread::Builder::new()
         .name("health-decode".into())
-        .spawn(move || decode(codec, guid, from, Feed { rx, cur: Vec::new(), at: 0 }))
+        .spawn(move || decode(codec, guid, from, input))
         .map_err(|e| err("download", format!("cannot start decoder thread: {e}")))?;
     let spec = DownloadSpec { url: url.clone(), chunk_size: 16 << 20, concurrency: 4, range: None, retries };
-    let mut sink = Pipe(tx);
     let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
     drop(sink);
     let decoded = tokio::task::block_in_place(|| worker.join())
@@ -64,7 +63,12 @@ pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u3
     }
 }
 
-fn decode(codec: Codec, guid: Option<u64>, from: Option<u64>, input: Feed) -> Result<StreamSummary, DeepError> {
+fn decode(
+    codec: Codec,
+    guid: Option<u64>,
+    from: Option<u64>,
+    input: ChannelReader,
+) -> Result<StreamSummary, DeepError> {
     let mut dec = compress::decoder(codec, input)
         .map_err(|e| err("decompress", format!("cannot start the {} decoder: {e}", codec.name())))?;
     let mut gate = StreamGate::expecting(guid, from);
@@ -79,47 +83,6 @@ fn decode(codec: Codec, guid: Option<u64>, from: Option<u64>, input: Feed) -> Re
         gate.feed(&buf[..n]).map_err(|e| err("stream", e.message))?;
     }
     gate.finish().map_err(|e| err("stream", e.message))
-}
-
-/// The download side: a gone decoder looks like a closed pipe, which stops the download.
-struct Pipe(mpsc::SyncSender<Vec<u8>>);
-
-impl Write for Pipe {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .send(data.to_vec())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "decoder stopped"))?;
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The decoder side: the ranges in order, ending when the downloader hangs up.
-struct Feed {
-    rx: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Feed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.cur.len() {
-            match self.rx.recv() {
-                Ok(next) => {
-                    self.cur = next;
-                    self.at = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = (self.cur.len() - self.at).min(buf.len());
-        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Which records `--deep` reads: all, a spread-out sample of `n` (always with the newest,
