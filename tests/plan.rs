@@ -7,70 +7,14 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::Command;
 
-/// A throwaway pool on a sparse file, destroyed (with busy-retries) on drop.
-struct Pool {
-    name: String,
-    file: PathBuf,
-    mount: PathBuf,
-}
-
-impl Pool {
-    fn new(ctx: &Ctx, tag: &str) -> Pool {
-        let name = format!("zsnapplan{tag}{}", std::process::id());
-        let file = ctx.bench.work.join(format!("{name}.img"));
-        let mount = ctx.bench.work.join(format!("{name}-mnt"));
-        let mut c = Command::new(repo_path("bench/zfs"));
-        c.args(["pool", &name]).arg(&file).arg(&mount);
-        run(c, None, TIMEOUT).success();
-        Pool { name, file, mount }
-    }
-
-    fn zfs(&self, args: &[&str]) -> Output {
-        let mut c = Command::new("zfs");
-        c.args(args);
-        run(c, None, TIMEOUT)
-    }
-
-    fn ds(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.name)
-    }
-
-    fn snapshot(&self, ds: &str, snap: &str, file_seed: u64) {
-        let rel = ds.strip_prefix(&format!("{}/", self.name)).expect("dataset of this pool");
-        let path = self.mount.join(rel).join(format!("{snap}.bin"));
-        std::fs::write(&path, common::data(MIB / 2, file_seed)).expect("write");
-        self.zfs(&["snapshot", &format!("{ds}@{snap}")]).success();
-    }
-
-    fn guid(&self, ds_at_snap: &str) -> String {
-        let out = self.zfs(&["get", "-H", "-p", "-o", "value", "guid", ds_at_snap]).success();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let mut c = Command::new(repo_path("bench/zfs"));
-        c.args(["destroy-pool", &self.name]).arg(&self.file);
-        let _ = c.status();
-    }
-}
-
-/// Run a shell pipeline with the bench's S3 settings and our binaries first on PATH.
-fn sh(ctx: &Ctx, script: &str) -> Output {
-    let mut c = Command::new("bash");
-    c.args(["-o", "pipefail", "-c", script]);
-    for (k, v) in ctx.cmd("s3put").get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
-    c.env("PATH", format!("{bins}:{}", std::env::var("PATH").unwrap_or_default()));
-    run(c, None, TIMEOUT)
+/// Write a file named for the snapshot into `ds` (of `pool`), then snapshot it.
+fn snapshot(pool: &Pool, ds: &str, snap: &str, file_seed: u64) {
+    let rel = ds.strip_prefix(&format!("{}/", pool.name)).expect("dataset of this pool");
+    let path = pool.mount.join(rel).join(format!("{snap}.bin"));
+    std::fs::write(&path, common::data(MIB / 2, file_seed)).expect("write");
+    pool.zfs(&["snapshot", &format!("{ds}@{snap}")]).success();
 }
 
 fn q(word: &str) -> String {
@@ -184,7 +128,7 @@ fn backup_list_restore_status_and_a_missing_middle() {
     let pool = Pool::new(&ctx, "m");
     let data = pool.ds("data");
     pool.zfs(&["create", &data]).success();
-    pool.snapshot(&data, "s1", 1);
+    snapshot(&pool, &data, "s1", 1);
     let g1 = pool.guid(&format!("{data}@s1"));
 
     // A fresh dataset: one full.
@@ -214,8 +158,8 @@ fn backup_list_restore_status_and_a_missing_middle() {
     assert!(plan(&ctx, &data, &["--format", "sh", "backup"]).success().stdout.is_empty());
 
     // Two new snapshots: one incremental each, in order.
-    pool.snapshot(&data, "s2", 2);
-    pool.snapshot(&data, "s3", 3);
+    snapshot(&pool, &data, "s2", 2);
+    snapshot(&pool, &data, "s3", 3);
     let lines = plan(&ctx, &data, &["backup"]).success().json_lines();
     assert_eq!(actions(&lines), vec!["skip s1", "send s2 inc from s1", "send s3 inc from s2"]);
     assert_eq!(lines[1]["from_guid"], Value::String(g1.clone()));
@@ -269,12 +213,12 @@ fn backup_list_restore_status_and_a_missing_middle() {
     // A target that shares nothing with the chain is refused.
     let unrelated = pool.ds("unrelated");
     pool.zfs(&["create", &unrelated]).success();
-    pool.snapshot(&unrelated, "x", 9);
+    snapshot(&pool, &unrelated, "x", 9);
     plan(&ctx, &data, &["restore", "s3", "--target", &unrelated]).fails(64, "shares no snapshot");
 
     // A missing middle incremental: s5 is in S3, s4 is not.
-    pool.snapshot(&data, "s4", 4);
-    pool.snapshot(&data, "s5", 5);
+    snapshot(&pool, &data, "s4", 4);
+    snapshot(&pool, &data, "s5", 5);
     let g4 = pool.guid(&format!("{data}@s4"));
     let lines = plan(&ctx, &data, &["backup"]).success().json_lines();
     assert_eq!(actions(&lines), vec!["skip s1", "skip s2", "skip s3", "send s4 inc from s3", "send s5 inc from s4"]);
@@ -303,7 +247,7 @@ fn backup_list_restore_status_and_a_missing_middle() {
     assert!(row("s5")["broken"].as_str().unwrap_or("").contains("@s4"), "{}", row("s5"));
 
     // An upload left in progress (as after kill -9): shown as uncommitted, never used.
-    pool.snapshot(&data, "s6", 6);
+    snapshot(&pool, &data, "s6", 6);
     let (g5, g6) = (pool.guid(&format!("{data}@s5")), pool.guid(&format!("{data}@s6")));
     let key = format!("{}{data}/@s6/zsnap1,kind=inc,guid={g6},from={g5},fromsnap=s5,time=1,z=none", ctx.prefix);
     start_upload(&ctx, &key);
@@ -328,8 +272,8 @@ fn zfs3backup_objects_are_read_by_name() {
     let pool = Pool::new(&ctx, "l");
     let ds = pool.ds("old");
     pool.zfs(&["create", &ds]).success();
-    pool.snapshot(&ds, "d1", 11);
-    pool.snapshot(&ds, "d2", 12);
+    snapshot(&pool, &ds, "d1", 11);
+    snapshot(&pool, &ds, "d2", 12);
     // As zfs3backup wrote them: <prefix><dataset>@<snapshot>, isfull=true on the full and only
     // parent=pool/fs@snap on the incremental, pigz-compressed.
     let url = |snap: &str| ctx.url(&format!("{ds}@{snap}"));
@@ -362,7 +306,7 @@ fn zfs3backup_objects_are_read_by_name() {
     assert_eq!(list[1]["from"], "d1");
 
     // A zsnap incremental on top of the zfs3backup objects.
-    pool.snapshot(&ds, "d3", 13);
+    snapshot(&pool, &ds, "d3", 13);
     let lines = plan(&ctx, &ds, &["backup"]).success().json_lines();
     assert_eq!(actions(&lines), vec!["skip d1", "skip d2", "send d3 inc from d2"]);
     assert!(lines[1]["reason"].as_str().unwrap_or("").contains("zfs3backup"), "{}", lines[1]);
@@ -391,7 +335,7 @@ fn missing_things_and_wrong_settings() {
     let empty = pool.ds("empty");
     pool.zfs(&["create", &data]).success();
     pool.zfs(&["create", &empty]).success();
-    pool.snapshot(&data, "s1", 21);
+    snapshot(&pool, &data, "s1", 21);
 
     let nope = pool.ds("nope");
     plan(&ctx, &nope, &["backup"]).fails(66, &format!("dataset {nope} does not exist"));

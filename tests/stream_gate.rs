@@ -5,85 +5,13 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A throwaway pool on a sparse file, destroyed (with busy-retries) on drop.
-struct Pool {
-    name: String,
-    file: PathBuf,
-    mount: PathBuf,
-}
-
-impl Pool {
-    fn new(ctx: &Ctx, tag: &str) -> Pool {
-        let name = format!("zsnapgate{tag}{}", std::process::id());
-        let file = ctx.bench.work.join(format!("{name}.img"));
-        let mount = ctx.bench.work.join(format!("{name}-mnt"));
-        let mut c = Command::new(repo_path("bench/zfs"));
-        c.args(["pool", &name]).arg(&file).arg(&mount);
-        run(c, None, TIMEOUT).success();
-        Pool { name, file, mount }
-    }
-
-    fn zfs(&self, args: &[&str]) -> Output {
-        let mut c = Command::new("zfs");
-        c.args(args);
-        run(c, None, TIMEOUT)
-    }
-
-    fn ds(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.name)
-    }
-
-    fn guid(&self, snap: &str) -> String {
-        let out = self.zfs(&["get", "-H", "-p", "-o", "value", "guid", snap]).success();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// `zfs send ARGS` into memory (zfs-fuse's streams are byte-identical on every run).
-    fn send(&self, args: &str) -> Vec<u8> {
-        let mut c = Command::new("bash");
-        c.args(["-o", "pipefail", "-c", &format!("zfs send {args}")]);
-        run(c, None, TIMEOUT).success().stdout
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let mut c = Command::new(repo_path("bench/zfs"));
-        c.args(["destroy-pool", &self.name]).arg(&self.file);
-        let _ = c.status();
-    }
-}
-
-/// Run a shell script with the bench's S3 settings and our binaries first on PATH.
-fn sh_with(ctx: &Ctx, opts: &[&str], script: &str) -> Output {
+/// `zfs send ARGS` into memory (zfs-fuse's streams are byte-identical on every run).
+fn send(args: &str) -> Vec<u8> {
     let mut c = Command::new("bash");
-    c.args(opts).args(["-c", script]);
-    for (k, v) in ctx.cmd("s3put").get_envs() {
-        if let Some(v) = v {
-            c.env(k, v);
-        }
-    }
-    let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
-    c.env("PATH", format!("{bins}:{}", std::env::var("PATH").unwrap_or_default()));
-    run(c, None, TIMEOUT)
-}
-
-fn sh(ctx: &Ctx, script: &str) -> Output {
-    sh_with(ctx, &["-o", "pipefail"], script)
-}
-
-fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).expect("read file")))
-        .collect();
-    v.sort();
-    v
+    c.args(["-o", "pipefail", "-c", &format!("zfs send {args}")]);
+    run(c, None, TIMEOUT).success().stdout
 }
 
 /// A dataset with three snapshots; returns the files as they were at @s2.
@@ -125,7 +53,7 @@ fn real_streams_pass_the_gate_and_come_back_identical() {
         ("R", format!("-R {data}@s3"), "compound", g3.clone(), "0".to_string(), 3),
         ("D", format!("-D {data}@s2"), "full", g2.clone(), "0".to_string(), 1),
     ] {
-        let stream = pool.send(&args);
+        let stream = send(&args);
         // -p 5M: the bigger streams go up as multipart uploads, the small ones as one PUT.
         let r = ctx.put(key, &stream, &["--zfs-stream", "-p", "5M"]).success().json();
         let s = &r["stream"];
@@ -161,7 +89,7 @@ fn compressed_backups_restore_with_zfs_recv() {
     let ctx = Ctx::new("gate-codecs");
     let pool = Pool::new(&ctx, "codec");
     let (data, at_s2) = populate(&pool);
-    let full = pool.send(&format!("{data}@s1"));
+    let full = send(&format!("{data}@s1"));
     for codec in ["zstd", "gzip", "lz4"] {
         let (k1, k2) = (format!("{codec}-s1"), format!("{codec}-s2"));
         let r = sh(
@@ -202,7 +130,7 @@ fn cut_killed_corrupt_garbage_and_empty_streams_commit_nothing() {
     let ctx = Ctx::new("gate-bad");
     let pool = Pool::new(&ctx, "bad");
     let (data, _) = populate(&pool);
-    let stream = pool.send(&format!("{data}@s1"));
+    let stream = send(&format!("{data}@s1"));
     let len = stream.len();
     assert!(len > 6 * MIB, "stream of {len} bytes");
 
@@ -268,7 +196,7 @@ fn expectations_filters_and_the_zsnap_key_rule() {
     let pool = Pool::new(&ctx, "rules");
     let (data, _) = populate(&pool);
     let (g1, g2) = (pool.guid(&format!("{data}@s1")), pool.guid(&format!("{data}@s2")));
-    let inc = pool.send(&format!("-i @s1 {data}@s2"));
+    let inc = send(&format!("-i @s1 {data}@s2"));
 
     // The wrong snapshot is refused at its BEGIN record.
     let out = ctx.put("wrong", &inc, &["--zfs-stream", "--expect-guid", &g1]);
@@ -281,7 +209,7 @@ fn expectations_filters_and_the_zsnap_key_rule() {
     ctx.put("noflag", &inc, &["--expect-guid", &g2]).fails(64, "need --zfs-stream");
 
     // A custom compressor through --filter, read back with the in-process decoder.
-    let full = pool.send(&format!("{data}@s1"));
+    let full = send(&format!("{data}@s1"));
     let r = ctx.put("filtered", &full, &["--zfs-stream", "--filter", "gzip -1", "-p", "5M"]).success().json();
     assert_eq!((r["compressor"].as_str(), r["filter"].as_str()), (Some("filter"), Some("gzip -1")), "{r}");
     assert!(r["bytes"].as_u64().unwrap_or(u64::MAX) < full.len() as u64, "{r}");

@@ -308,6 +308,12 @@ impl Pool {
     pub fn ds(&self, rel: &str) -> String {
         format!("{}/{rel}", self.name)
     }
+
+    /// The guid of `ds@snap`, exact (`-p`: without it zfs-fuse rounds it to "9.01E").
+    pub fn guid(&self, snapshot: &str) -> String {
+        let out = self.zfs(&["get", "-H", "-p", "-o", "value", "guid", snapshot]).success();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
 }
 
 impl Drop for Pool {
@@ -318,10 +324,17 @@ impl Drop for Pool {
     }
 }
 
-/// Run a shell pipeline with the bench's S3 settings.
+/// Run a shell pipeline (with pipefail) with the bench's S3 settings and our binaries
+/// first on PATH.
 pub fn sh(ctx: &Ctx, script: &str) -> Output {
+    sh_with(ctx, &["-o", "pipefail"], script)
+}
+
+/// [`sh`] with bash options of the caller's choosing (e.g. none, to let a pipeline's
+/// last stage alone decide the status).
+pub fn sh_with(ctx: &Ctx, opts: &[&str], script: &str) -> Output {
     let mut c = Command::new("bash");
-    c.args(["-o", "pipefail", "-c", script]);
+    c.args(opts).args(["-c", script]);
     for (k, v) in ctx.cmd("s3put").get_envs() {
         if let Some(v) = v {
             c.env(k, v);
