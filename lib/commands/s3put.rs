@@ -471,16 +471,11 @@ mod tests {
     use super::*;
 
     fn parse_ok(args: &[&str]) -> Args {
-        let argv = std::iter::once("s3put").chain(args.iter().copied()).map(OsString::from);
-        parse(argv).unwrap().unwrap_or_else(|t| panic!("printed {t}"))
+        crate::commands::parse_test::ok(parse, "s3put", args)
     }
 
     fn parse_err(args: &[&str]) -> Failure {
-        let argv = std::iter::once("s3put").chain(args.iter().copied()).map(OsString::from);
-        match parse(argv) {
-            Err(f) => f,
-            Ok(_) => panic!("{args:?} parsed"),
-        }
+        crate::commands::parse_test::err(parse, "s3put", args)
     }
 
     #[test]

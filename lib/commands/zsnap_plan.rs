@@ -692,16 +692,11 @@ mod tests {
     use super::*;
 
     fn parse_ok(args: &[&str]) -> Args {
-        let argv = std::iter::once("zsnap-plan").chain(args.iter().copied()).map(OsString::from);
-        parse(argv).unwrap().unwrap_or_else(|t| panic!("printed {t}"))
+        crate::commands::parse_test::ok(parse, "zsnap-plan", args)
     }
 
     fn parse_err(args: &[&str]) -> Failure {
-        let argv = std::iter::once("zsnap-plan").chain(args.iter().copied()).map(OsString::from);
-        match parse(argv) {
-            Err(f) => f,
-            Ok(_) => panic!("{args:?} parsed"),
-        }
+        crate::commands::parse_test::err(parse, "zsnap-plan", args)
     }
 
     #[test]

@@ -505,16 +505,11 @@ mod tests {
     use super::*;
 
     fn parse_ok(args: &[&str]) -> Args {
-        let argv = std::iter::once("zsync-ssh").chain(args.iter().copied()).map(OsString::from);
-        parse(argv).unwrap().unwrap_or_else(|t| panic!("printed {t}"))
+        crate::commands::parse_test::ok(parse, "zsync-ssh", args)
     }
 
     fn parse_err(args: &[&str]) -> Failure {
-        let argv = std::iter::once("zsync-ssh").chain(args.iter().copied()).map(OsString::from);
-        match parse(argv) {
-            Err(f) => f,
-            Ok(_) => panic!("{args:?} parsed"),
-        }
+        crate::commands::parse_test::err(parse, "zsync-ssh", args)
     }
 
     #[test]
