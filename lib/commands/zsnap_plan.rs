@@ -464,7 +464,7 @@ fn decide(
                                 str_of(&e["snapshot"]),
                                 str_of(&e["kind"]),
                                 str_of(&e["from"]),
-                                utc(e["time"].as_i64().unwrap_or(0)),
+                                crate::plan::calendar::minutes(e["time"].as_i64().unwrap_or(0)),
                                 human_bytes(e["bytes"].as_u64().unwrap_or(0)),
                                 str_of(&e["compressor"]),
                                 match e["broken"].as_str() {
@@ -612,21 +612,6 @@ fn config_output(s: &Settings, f: Format) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM` in UTC, for tables (civil-from-days, so no date crate is needed).
-fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
-}
-
 fn str_of(v: &Value) -> String {
     v.as_str().map(str::to_string).unwrap_or_default()
 }
@@ -766,14 +751,6 @@ mod tests {
             connection_flags(&s, Some(false)),
             vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
         );
-    }
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00");
-        assert_eq!(utc(1_795_425_269), "2026-11-23 09:14");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
-        assert_eq!(utc(-60), "1969-12-31 23:59");
     }
 
     #[test]

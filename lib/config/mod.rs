@@ -4,6 +4,7 @@
 //! reads the file.
 
 pub mod compressor;
+pub mod policy;
 
 pub use compressor::{CompressArg, Compressor, CustomCompressor, Decompress};
 
@@ -90,7 +91,7 @@ impl ConfigFile {
             match &section {
                 Section::None => return Err(err(n, format!("{k} is outside any section (start with [main])"))),
                 Section::Main | Section::Fs(_) => {
-                    if !SETTING_KEYS.contains(&k) {
+                    if !SETTING_KEYS.contains(&k) && !policy::config_keys().any(|p| p == k) {
                         return Err(err(n, format!("unknown key {k}{}", zfs3backup_hint(k))));
                     }
                     let entry = Entry { value: v.to_string(), line: n };
@@ -143,7 +144,10 @@ fn zfs3backup_hint(key: &str) -> String {
             ": credentials come from the AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws, PROFILE)".into()
         }
         "CONCURRENCY" | "MAX_RETRIES" => ": give s3put --concurrency / --retries instead".into(),
-        _ => format!(" (known: {})", SETTING_KEYS.join(", ")),
+        _ => {
+            let known: Vec<&str> = SETTING_KEYS.iter().copied().chain(policy::config_keys()).collect();
+            format!(" (known: {})", known.join(", "))
+        }
     }
 }
 
@@ -223,6 +227,8 @@ pub struct Settings {
     pub region: Setting,
     pub profile: Setting,
     pub customs: BTreeMap<String, CustomCompressor>,
+    /// Local retention settings (config key → setting), weaker than a policy object.
+    pub retention: Vec<(&'static str, Setting)>,
 }
 
 impl Settings {
@@ -347,6 +353,10 @@ pub fn resolve(
     }
     let region = pick(("region", &flags.region), &["AWS_REGION", "AWS_DEFAULT_REGION"], env, file, fs, "REGION", None);
     let profile = pick(("profile", &flags.profile), &["AWS_PROFILE"], env, file, fs, "PROFILE", None);
+    let retention = policy::config_keys()
+        .map(|k| (k, pick(("", &None), &[policy::env_name(k)], env, file, fs, k, None)))
+        .filter(|(_, s)| s.value.is_some())
+        .collect();
     Ok(Settings {
         config_file: file.map(|f| f.path.clone()),
         dataset,
@@ -359,6 +369,7 @@ pub fn resolve(
         region,
         profile,
         customs,
+        retention,
     })
 }
 

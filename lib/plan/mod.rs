@@ -4,6 +4,8 @@
 //! Nothing here touches S3 or zfs.
 
 pub mod backup;
+pub mod calendar;
+pub mod prune;
 pub mod restore;
 pub mod status;
 

@@ -1,0 +1,767 @@
+//! Which backups to delete, chain-aware. Pure: records, their health, a policy, lock states
+//! and `now` in; a verdict with its reason for every object out.
+//!
+//! Invariants: a kept object's whole restore chain is kept (an incremental never loses its
+//! parent); the newest backup (the base of the next incremental), everything younger than
+//! the minimum age, every locked object and every object that cannot be restored (left for
+//! a person to look at) is kept; an object whose lock state is unknown is never deleted
+//! (the caller reads it and plans again). A quota deletes the oldest backups first but
+//! never breaks a chain to get there: a quota that cannot be met is reported.
+
+use super::calendar::{self, Period};
+use super::{join, Context};
+use crate::catalog::{BackupRecord, Health};
+use crate::cli::output::human_bytes;
+use crate::config::policy::RetentionPolicy;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// At most this many objects per delete command: a command line is passed to
+/// `bash -c` as one argument, which Linux caps at 128 KiB.
+pub const DELETE_BATCH: usize = 100;
+
+/// An object's lock as read from S3 (HEAD).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lock {
+    pub until: Option<i64>,
+    pub legal_hold: bool,
+}
+
+impl Lock {
+    pub fn active(&self, now: i64) -> bool {
+        self.legal_hold || self.until.is_some_and(|u| u > now)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub keep: bool,
+    /// The rules that keep it (`newest`, `daily 2026-11-30`, `lock`, …); empty when it is
+    /// kept only as a parent, or deleted.
+    pub rules: Vec<String>,
+    /// Kept records whose chain goes through this one (indexes).
+    pub needed_by: Vec<usize>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prune {
+    /// Index for index with the records.
+    pub verdicts: Vec<Verdict>,
+    /// Records to delete, children before parents: stopping part-way never leaves an
+    /// incremental without its parent.
+    pub delete_order: Vec<usize>,
+    /// Records the plan would delete but whose lock state it was not given; they are kept
+    /// in this plan. Read their locks and plan again.
+    pub unknown_locks: Vec<usize>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub quota: Option<u64>,
+    /// Why the quota is not met, when it is not.
+    pub quota_problem: Option<String>,
+}
+
+/// One snapshot stored in S3 (maybe as several objects): what the policy selects.
+struct Group {
+    /// The object that restores it with the shortest chain.
+    chosen: usize,
+    time: i64,
+    rules: Vec<String>,
+    /// Rules that a quota may not override (newest, minimum age).
+    protected: bool,
+    dropped_for_quota: bool,
+}
+
+/// Who keeps each record: its own pins, and how many kept children use it as parent.
+struct Keep<'a> {
+    parent: &'a [Option<usize>],
+    selected: Vec<bool>,
+    locked: Vec<bool>,
+    broken: Vec<bool>,
+    unknown: Vec<bool>,
+    children: Vec<usize>,
+}
+
+impl Keep<'_> {
+    fn kept(&self, i: usize) -> bool {
+        self.selected[i] || self.locked[i] || self.broken[i] || self.unknown[i] || self.children[i] > 0
+    }
+
+    /// `i` just became kept: its ancestors gain a kept child, up to the first already kept.
+    fn propagate_up(&mut self, mut i: usize) {
+        while let Some(p) = self.parent[i] {
+            let was = self.kept(p);
+            self.children[p] += 1;
+            if was {
+                break;
+            }
+            i = p;
+        }
+    }
+
+    fn select(&mut self, i: usize) {
+        let was = self.kept(i);
+        self.selected[i] = true;
+        if !was {
+            self.propagate_up(i);
+        }
+    }
+
+    /// Drop the selection of `i`; returns the records no longer kept.
+    fn deselect(&mut self, i: usize) -> Vec<usize> {
+        self.selected[i] = false;
+        if self.kept(i) {
+            return Vec::new();
+        }
+        let mut freed = vec![i];
+        let mut c = i;
+        while let Some(p) = self.parent[c] {
+            self.children[p] -= 1;
+            if self.kept(p) {
+                break;
+            }
+            freed.push(p);
+            c = p;
+        }
+        freed
+    }
+}
+
+/// Plan a prune. `records` in list order (oldest first, parents before children), `health`
+/// index for index; `locks` by key, for the objects whose lock state has been read.
+pub fn plan(
+    records: &[BackupRecord],
+    health: &[Health],
+    policy: &RetentionPolicy,
+    now: i64,
+    locks: &HashMap<String, Lock>,
+) -> Prune {
+    let n = records.len();
+    let parent: Vec<Option<usize>> = health
+        .iter()
+        .map(|h| match h {
+            Health::Restorable { parent, .. } => *parent,
+            Health::Broken { .. } => None,
+        })
+        .collect();
+    let mut groups = group_snapshots(records, health);
+    select_by_rules(&mut groups, policy, now);
+    let mut keep = Keep {
+        parent: &parent,
+        selected: vec![false; n],
+        locked: (0..n).map(|i| locks.get(&records[i].key).is_some_and(|l| l.active(now))).collect(),
+        broken: health.iter().map(|h| !h.is_restorable()).collect(),
+        unknown: vec![false; n],
+        children: vec![0; n],
+    };
+    for i in 0..n {
+        if keep.locked[i] || keep.broken[i] {
+            keep.propagate_up(i);
+        }
+    }
+    for g in groups.iter().filter(|g| !g.rules.is_empty()) {
+        keep.select(g.chosen);
+    }
+    let bytes = |keep: &Keep, recs: &[BackupRecord]| -> u64 {
+        (0..recs.len()).filter(|&i| keep.kept(i)).map(|i| recs[i].bytes).sum()
+    };
+    let bytes_before: u64 = records.iter().map(|r| r.bytes).sum();
+    let mut usage = bytes(&keep, records);
+
+    // Quota: drop the selection of the oldest snapshots first until under it. Dropping one
+    // that a newer kept backup still needs frees nothing; it is selected again afterwards.
+    if let Some(q) = policy.quota {
+        for g in groups.iter_mut() {
+            if usage <= q {
+                break;
+            }
+            if g.rules.is_empty() || g.protected || keep.locked[g.chosen] {
+                continue;
+            }
+            let freed = keep.deselect(g.chosen);
+            usage -= freed.iter().map(|&i| records[i].bytes).sum::<u64>();
+            g.dropped_for_quota = true;
+        }
+        for g in groups.iter_mut().filter(|g| g.dropped_for_quota) {
+            if keep.kept(g.chosen) {
+                keep.select(g.chosen);
+                g.dropped_for_quota = false;
+            }
+        }
+    }
+
+    // What is not kept is deleted, unless its lock state is unknown: then it is kept now
+    // and named, so the caller can read it and plan again.
+    let unknown_locks: Vec<usize> = (0..n).filter(|&i| !keep.kept(i) && !locks.contains_key(&records[i].key)).collect();
+    for &i in &unknown_locks {
+        if !keep.kept(i) {
+            keep.unknown[i] = true;
+            keep.propagate_up(i);
+        }
+    }
+    let bytes_after = bytes(&keep, records);
+    let quota_problem = policy.quota.filter(|&q| bytes_after > q && unknown_locks.is_empty()).map(|q| {
+        let newest = groups.last().map(|g| records[g.chosen].describe()).unwrap_or_default();
+        format!(
+            "quota {} cannot be met without breaking a chain: {} stay, needed by the newest backup {newest}, \
+             backups younger than the minimum age, locked or unrestorable objects, and their parents; \
+             send a new full backup so older chains can go",
+            human_bytes(q),
+            human_bytes(bytes_after)
+        )
+    });
+
+    let mut kept_children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in (0..n).filter(|&i| keep.kept(i)) {
+        if let Some(p) = parent[i] {
+            kept_children[p].push(i);
+        }
+    }
+    let group_index: HashMap<(Option<u64>, &str), usize> =
+        groups.iter().enumerate().map(|(gi, g)| (identity(&records[g.chosen]), gi)).collect();
+    let verdicts = (0..n)
+        .map(|i| {
+            let g = health[i]
+                .is_restorable()
+                .then(|| group_index.get(&identity(&records[i])))
+                .flatten()
+                .map(|&gi| &groups[gi]);
+            verdict(records, health, policy, &keep, g, &kept_children[i], locks, i)
+        })
+        .collect();
+    let mut delete_order: Vec<usize> = (0..n).filter(|&i| !keep.kept(i)).collect();
+    delete_order.reverse();
+    Prune { verdicts, delete_order, unknown_locks, bytes_before, bytes_after, quota: policy.quota, quota_problem }
+}
+
+/// The identity of the snapshot a record holds: its guid, or its name for zfs3backup
+/// objects (which have no guid).
+fn identity(r: &BackupRecord) -> (Option<u64>, &str) {
+    match r.guid {
+        Some(g) => (Some(g), ""),
+        None => (None, r.snapshot.as_str()),
+    }
+}
+
+/// Restorable records grouped by snapshot, oldest first; each group's chosen object is the
+/// one with the shortest chain.
+fn group_snapshots(records: &[BackupRecord], health: &[Health]) -> Vec<Group> {
+    let mut index: HashMap<(Option<u64>, &str), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let Some(depth) = health[i].depth() else { continue };
+        match index.get(&identity(r)) {
+            Some(&gi) => {
+                let g = &mut groups[gi];
+                if health[g.chosen].depth().is_some_and(|d| depth < d) {
+                    g.chosen = i;
+                }
+            }
+            None => {
+                index.insert(identity(r), groups.len());
+                groups.push(Group {
+                    chosen: i,
+                    time: r.time,
+                    rules: Vec::new(),
+                    protected: false,
+                    dropped_for_quota: false,
+                });
+            }
+        }
+    }
+    // List order is oldest first already; a stable sort keeps it for equal times.
+    groups.sort_by_key(|g| g.time);
+    groups
+}
+
+/// Mark the groups the policy's rules keep, with the rule names.
+fn select_by_rules(groups: &mut [Group], policy: &RetentionPolicy, now: i64) {
+    let Some(last) = groups.len().checked_sub(1) else { return };
+    groups[last].rules.push("newest".into());
+    groups[last].protected = true;
+    let keep_last = usize::try_from(policy.keep_last).unwrap_or(usize::MAX);
+    for (k, g) in groups.iter_mut().rev().take(keep_last).enumerate() {
+        g.rules.push(format!("last {}", k + 1));
+    }
+    for p in Period::ALL {
+        let want = policy.keep(p);
+        let (mut taken, mut seen) = (0u64, None);
+        for g in groups.iter_mut().rev() {
+            if taken == want {
+                break;
+            }
+            let b = p.bucket(g.time);
+            if seen != Some(b) {
+                seen = Some(b);
+                taken += 1;
+                g.rules.push(format!("{} {}", p.name(), p.label(g.time)));
+            }
+        }
+    }
+    if policy.min_age > 0 {
+        let cutoff = now.saturating_sub(i64::try_from(policy.min_age).unwrap_or(i64::MAX));
+        for g in groups.iter_mut().filter(|g| g.time > cutoff) {
+            g.rules.push("min-age".into());
+            g.protected = true;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verdict(
+    records: &[BackupRecord],
+    health: &[Health],
+    policy: &RetentionPolicy,
+    keep: &Keep,
+    group: Option<&Group>,
+    kept_children: &[usize],
+    locks: &HashMap<String, Lock>,
+    i: usize,
+) -> Verdict {
+    let r = &records[i];
+    let names = |v: &[usize]| v.iter().map(|&c| format!("@{}", records[c].snapshot)).collect::<Vec<_>>().join(", ");
+    let mut rules: Vec<String> = Vec::new();
+    let mut why: Vec<String> = Vec::new();
+    if keep.selected[i] {
+        rules.extend(group.map(|g| g.rules.clone()).unwrap_or_default());
+        why.push(format!("kept by {}", rules.join("; ")));
+    }
+    if keep.locked[i] {
+        rules.push("lock".into());
+        let until = locks.get(&r.key).and_then(|l| l.until);
+        why.push(match until {
+            Some(u) => format!("object lock until {}", calendar::rfc3339(u)),
+            None => "legal hold".into(),
+        });
+    }
+    if let Health::Broken { missing } = &health[i] {
+        rules.push("unrestorable".into());
+        why.push(format!(
+            "cannot be restored ({missing}): left for you to look at, prune deletes only restorable backups"
+        ));
+    }
+    if keep.unknown[i] {
+        why.push("lock state not read yet".into());
+    }
+    if !kept_children.is_empty() {
+        why.push(format!("needed by kept {} (parent in their chain)", names(kept_children)));
+    }
+    let kept = keep.kept(i);
+    let reason = if kept {
+        why.join("; ")
+    } else {
+        match group {
+            Some(g) if g.dropped_for_quota => format!(
+                "quota {}: oldest backups deleted first (was kept by {})",
+                human_bytes(policy.quota.unwrap_or(0)),
+                g.rules.join("; ")
+            ),
+            Some(g) if g.chosen != i && keep.kept(g.chosen) => format!(
+                "another object of @{} is kept ({}), which restores with a shorter chain",
+                r.snapshot,
+                records[g.chosen].kind.as_str()
+            ),
+            _ => format!("no rule keeps it (policy: {})", policy.describe()),
+        }
+    };
+    Verdict { keep: kept, rules, needed_by: kept_children.to_vec(), reason }
+}
+
+impl Prune {
+    /// One JSON line per record, in list order.
+    pub fn record_json(
+        &self,
+        ctx: &Context,
+        records: &[BackupRecord],
+        locks: &HashMap<String, Lock>,
+        i: usize,
+    ) -> Value {
+        let r = &records[i];
+        let v = &self.verdicts[i];
+        json!({
+            "action": if v.keep { "keep" } else { "delete" },
+            "dataset": r.dataset,
+            "snapshot": r.snapshot,
+            "guid": r.guid.map(|g| g.to_string()),
+            "kind": r.kind.as_str(),
+            "from": r.from_snap,
+            "time": r.time,
+            "bytes": r.bytes,
+            "key": ctx.url(&r.key),
+            "rules": v.rules,
+            "needed_by": v.needed_by.iter().map(|&c| records[c].snapshot.clone()).collect::<Vec<_>>(),
+            "locked_until": locks.get(&r.key).and_then(|l| l.until).map(calendar::rfc3339),
+            "reason": v.reason,
+        })
+    }
+
+    pub fn summary_json(&self, ctx: &Context, policy: Value) -> Value {
+        let delete = self.delete_order.len();
+        json!({
+            "summary": true,
+            "dataset": ctx.dataset,
+            "backups": self.verdicts.len(),
+            "keep": self.verdicts.len() - delete,
+            "delete": delete,
+            "bytes": self.bytes_before,
+            "bytes_after": self.bytes_after,
+            "bytes_freed": self.bytes_before - self.bytes_after,
+            "quota": self.quota,
+            "quota_met": self.quota_problem.is_none(),
+            "quota_problem": self.quota_problem,
+            "policy": policy,
+        })
+    }
+
+    /// The delete commands, children first, at most [`DELETE_BATCH`] objects each.
+    pub fn commands(&self, ctx: &Context, records: &[BackupRecord]) -> Vec<String> {
+        self.delete_order
+            .chunks(DELETE_BATCH)
+            .map(|batch| {
+                let mut words: Vec<String> = vec!["s3put".into(), "--delete".into()];
+                words.extend(ctx.connection.iter().cloned());
+                words.extend(batch.iter().map(|&i| ctx.url(&records[i].key)));
+                join(&words)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::chain::{health, tests::rec};
+
+    const H: i64 = 3600;
+    const D: i64 = 86_400;
+    /// 2026-11-23 00:00 UTC, a Monday.
+    const T0: i64 = 1_795_392_000;
+
+    fn none() -> RetentionPolicy {
+        RetentionPolicy {
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            keep_yearly: 0,
+            ..RetentionPolicy::default()
+        }
+    }
+
+    /// `count` snapshots `step` seconds apart from `start`, a new full every `chain`.
+    fn series(count: usize, start: i64, step: i64, chain: usize) -> Vec<BackupRecord> {
+        (0..count)
+            .map(|k| {
+                let g = k as u64 + 1;
+                let from = (k % chain != 0).then(|| (g - 1, "prev"));
+                rec(&format!("s{g}"), g, from, start + k as i64 * step)
+            })
+            .collect()
+    }
+
+    /// Every record unlocked (as Garage reports them).
+    fn unlocked(records: &[BackupRecord]) -> HashMap<String, Lock> {
+        records.iter().map(|r| (r.key.clone(), Lock::default())).collect()
+    }
+
+    fn run(records: &[BackupRecord], policy: &RetentionPolicy, now: i64) -> Prune {
+        let h = health(records);
+        let p = plan(records, &h, policy, now, &unlocked(records));
+        check_invariants(records, &h, &p, policy, now);
+        p
+    }
+
+    fn kept_names(records: &[BackupRecord], p: &Prune) -> Vec<String> {
+        (0..records.len()).filter(|&i| p.verdicts[i].keep).map(|i| records[i].snapshot.clone()).collect()
+    }
+
+    /// What must hold for every plan.
+    fn check_invariants(records: &[BackupRecord], h: &[Health], p: &Prune, policy: &RetentionPolicy, now: i64) {
+        let n = records.len();
+        assert_eq!(p.verdicts.len(), n);
+        for i in 0..n {
+            let v = &p.verdicts[i];
+            assert!(!v.reason.is_empty(), "record {i} has no reason");
+            if v.keep {
+                if let Health::Restorable { parent: Some(par), .. } = h[i] {
+                    assert!(p.verdicts[par].keep, "kept @{} lost its parent", records[i].snapshot);
+                }
+            }
+            if !h[i].is_restorable() {
+                assert!(v.keep, "an unrestorable record was deleted");
+            }
+            if policy.min_age > 0 && records[i].time > now - policy.min_age as i64 && h[i].is_restorable() {
+                let newest_copy_kept = (0..n).any(|j| p.verdicts[j].keep && records[j].guid == records[i].guid);
+                assert!(newest_copy_kept, "a snapshot younger than min age lost every copy");
+            }
+        }
+        if let Some(last) = (0..n).filter(|&i| h[i].is_restorable()).max_by_key(|&i| (records[i].time, i)) {
+            let g = records[last].guid;
+            assert!((0..n).any(|j| p.verdicts[j].keep && records[j].guid == g), "the newest snapshot was deleted");
+        }
+        // Children before parents, each delete exactly once.
+        let pos: HashMap<usize, usize> = p.delete_order.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+        assert_eq!(pos.len(), p.delete_order.len());
+        for &i in &p.delete_order {
+            assert!(!p.verdicts[i].keep);
+            if let Health::Restorable { parent: Some(par), .. } = h[i] {
+                if let Some(&pp) = pos.get(&par) {
+                    assert!(pp > pos[&i], "parent deleted before its child");
+                }
+            }
+        }
+        let kept_bytes: u64 = (0..n).filter(|&i| p.verdicts[i].keep).map(|i| records[i].bytes).sum();
+        assert_eq!(kept_bytes, p.bytes_after);
+        if let Some(q) = p.quota {
+            assert_eq!(p.quota_problem.is_none(), p.bytes_after <= q, "{:?}", p.quota_problem);
+        }
+    }
+
+    #[test]
+    fn hourly_for_400_days_with_weekly_fulls() {
+        let records = series(400 * 24, T0 - 400 * D, H, 168);
+        let now = T0;
+        let p = run(&records, &RetentionPolicy::default(), now);
+        let selected: Vec<usize> = (0..records.len()).filter(|&i| !p.verdicts[i].rules.is_empty()).collect();
+        // 24 hourly + 7 daily + 4 weekly + 12 monthly, overlapping at the newest end.
+        let hourly = selected.iter().filter(|&&i| p.verdicts[i].rules.iter().any(|r| r.starts_with("hourly"))).count();
+        let monthly =
+            selected.iter().filter(|&&i| p.verdicts[i].rules.iter().any(|r| r.starts_with("monthly"))).count();
+        assert_eq!((hourly, monthly), (24, 12));
+        // Deletes happen only where a whole weekly chain has no kept snapshot: every kept
+        // chain is kept back to its full.
+        assert!(!p.delete_order.is_empty());
+        for &i in &p.delete_order {
+            assert!(p.verdicts[i].reason.starts_with("no rule keeps it"), "{}", p.verdicts[i].reason);
+        }
+        let chains_kept = (0..records.len()).filter(|&i| p.verdicts[i].keep && records[i].from_guid.is_none()).count();
+        assert!(chains_kept >= 12, "at least one chain per kept month");
+    }
+
+    #[test]
+    fn chains_of_every_length_keep_whole_chains() {
+        for chain in [1usize, 2, 7, 24, 168, 500] {
+            let records = series(1000, T0 - 1000 * H, H, chain);
+            let p = run(&records, &RetentionPolicy { keep_last: 3, ..none() }, T0);
+            // The 3 newest are selected; their chain back to its full is kept; nothing else.
+            let newest_full = (0..1000).rev().find(|&i| i <= 997 && i % chain == 0).expect("a full");
+            let want: Vec<String> = (newest_full..1000).map(|i| format!("s{}", i + 1)).collect();
+            assert_eq!(kept_names(&records, &p), want, "chain length {chain}");
+            if chain > 3 && 997 - newest_full > 0 {
+                let v = &p.verdicts[newest_full];
+                assert!(v.rules.is_empty() && v.reason.starts_with("needed by kept @"), "{}", v.reason);
+            }
+        }
+    }
+
+    #[test]
+    fn gaps_count_only_periods_that_have_backups() {
+        // Daily backups, then nothing for 30 days, then 3 more days.
+        let mut records = series(10, T0 - 50 * D, D, 1);
+        records.extend(series(3, T0 - 3 * D, D, 1).into_iter().enumerate().map(|(k, mut r)| {
+            r.snapshot = format!("late{k}");
+            r.guid = Some(100 + k as u64);
+            r.key = format!("late{k}");
+            r
+        }));
+        let p = run(&records, &RetentionPolicy { keep_daily: 7, ..none() }, T0);
+        assert_eq!(kept_names(&records, &p), vec!["s7", "s8", "s9", "s10", "late0", "late1", "late2"]);
+        let v = &p.verdicts[9];
+        assert!(v.reason.contains("daily 2026-10-13"), "{}", v.reason);
+    }
+
+    #[test]
+    fn periods_keep_the_newest_of_each() {
+        // Four snapshots a day for 10 days; keep 3 daily: the last of each of the last 3 days.
+        let records = series(40, T0 - 10 * D, 6 * H, 1);
+        let p = run(&records, &RetentionPolicy { keep_daily: 3, ..none() }, T0);
+        assert_eq!(kept_names(&records, &p), vec!["s32", "s36", "s40"]);
+        assert_eq!(p.verdicts[39].rules, vec!["newest", "daily 2026-11-22"]);
+    }
+
+    #[test]
+    fn min_age_keeps_young_backups_whatever_the_rules() {
+        let records = series(48, T0 - 48 * H, H, 1);
+        let p = run(&records, &RetentionPolicy { min_age: 12 * 3600, ..none() }, T0);
+        // Times T0-48h … T0-1h: those after T0-12h are younger than 12h.
+        assert_eq!(p.verdicts.iter().filter(|v| v.keep).count(), 11);
+        assert!(p.verdicts[40].rules.contains(&"min-age".to_string()));
+    }
+
+    #[test]
+    fn quota_deletes_oldest_chains_first_and_never_breaks_one() {
+        // Three chains of 4 (100 bytes each): 1200 bytes, every snapshot selected.
+        let records = series(12, T0 - 12 * D, D, 4);
+        let all = RetentionPolicy { keep_last: 12, ..none() };
+        // (quota, kept snapshots, quota met)
+        let cases: &[(u64, &[&str], bool)] = &[
+            (1200, &["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12"], true),
+            (1199, &["s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12"], true),
+            (800, &["s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12"], true),
+            (799, &["s9", "s10", "s11", "s12"], true),
+            (400, &["s9", "s10", "s11", "s12"], true),
+            // The newest chain alone is 400 bytes: not met, and not broken to meet it.
+            (399, &["s9", "s10", "s11", "s12"], false),
+            (0, &["s9", "s10", "s11", "s12"], false),
+        ];
+        for (q, want, met) in cases {
+            let p = run(&records, &RetentionPolicy { quota: Some(*q), ..all.clone() }, T0);
+            assert_eq!(kept_names(&records, &p), *want, "quota {q}");
+            assert_eq!(p.quota_problem.is_none(), *met, "quota {q}: {:?}", p.quota_problem);
+            for &i in &p.delete_order {
+                assert!(p.verdicts[i].reason.starts_with("quota "), "{q}: {}", p.verdicts[i].reason);
+            }
+        }
+        let p = run(&records, &RetentionPolicy { quota: Some(0), ..all }, T0);
+        let problem = p.quota_problem.unwrap_or_default();
+        assert!(problem.contains("cannot be met without breaking a chain") && problem.contains("@s12"), "{problem}");
+        assert!(p.verdicts[8].reason.contains("kept by last 4"), "selection restored: {}", p.verdicts[8].reason);
+    }
+
+    #[test]
+    fn quota_spares_young_and_locked_backups() {
+        let records = series(8, T0 - 8 * D, D, 1);
+        let mut locks = unlocked(&records);
+        locks.insert(records[0].key.clone(), Lock { until: Some(T0 + D), legal_hold: false });
+        let policy = RetentionPolicy { keep_last: 8, quota: Some(300), min_age: 2 * D as u64 + 1, ..none() };
+        let h = health(&records);
+        let p = plan(&records, &h, &policy, T0, &locks);
+        check_invariants(&records, &h, &p, &policy, T0);
+        assert_eq!(kept_names(&records, &p), vec!["s1", "s7", "s8"]);
+        assert!(p.verdicts[0].reason.contains("object lock until 2026-11-24T00:00:00Z"), "{}", p.verdicts[0].reason);
+        assert!(p.quota_problem.is_none());
+    }
+
+    #[test]
+    fn locked_objects_and_their_chains_stay() {
+        let records = series(10, T0 - 10 * D, D, 10);
+        let mut locks = unlocked(&records);
+        locks.insert(records[4].key.clone(), Lock { until: Some(T0 + 30 * D), legal_hold: false });
+        let h = health(&records);
+        let p = plan(&records, &h, &none(), T0, &locks);
+        check_invariants(&records, &h, &p, &none(), T0);
+        // s5 is locked: s1…s5 stay (its chain); s6…s9 go; s10 is the newest.
+        assert_eq!(kept_names(&records, &p), vec!["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10"]);
+        // (s10's chain runs through s6…s9, so they stay too.)
+        let records = series(10, T0 - 10 * D, D, 5);
+        let mut locks = unlocked(&records);
+        locks.insert(records[1].key.clone(), Lock { until: None, legal_hold: true });
+        let h = health(&records);
+        let p = plan(&records, &h, &none(), T0, &locks);
+        assert_eq!(kept_names(&records, &p), vec!["s1", "s2", "s6", "s7", "s8", "s9", "s10"]);
+        assert_eq!(p.verdicts[1].rules, vec!["lock"]);
+        assert!(p.verdicts[1].reason.contains("legal hold"));
+    }
+
+    #[test]
+    fn unknown_locks_are_never_deleted() {
+        let records = series(6, T0 - 6 * D, D, 1);
+        let h = health(&records);
+        let mut locks = HashMap::new();
+        let p = plan(&records, &h, &none(), T0, &locks);
+        assert_eq!(p.unknown_locks, vec![0, 1, 2, 3, 4]);
+        assert!(p.delete_order.is_empty() && p.verdicts.iter().all(|v| v.keep));
+        // Read them: s2 turns out locked.
+        for &i in &p.unknown_locks {
+            locks.insert(records[i].key.clone(), Lock::default());
+        }
+        locks.insert(records[1].key.clone(), Lock { until: Some(T0 + 1), legal_hold: false });
+        let p = plan(&records, &h, &none(), T0, &locks);
+        assert!(p.unknown_locks.is_empty());
+        assert_eq!(kept_names(&records, &p), vec!["s2", "s6"]);
+        // An expired lock does not keep anything.
+        locks.insert(records[1].key.clone(), Lock { until: Some(T0), legal_hold: false });
+        assert_eq!(kept_names(&records, &plan(&records, &h, &none(), T0, &locks)), vec!["s6"]);
+    }
+
+    #[test]
+    fn duplicates_and_broken_records() {
+        // s3 stored twice (incremental, and a full); s5's parent is missing.
+        let records = vec![
+            rec("s1", 1, None, T0 - 5 * D),
+            rec("s2", 2, Some((1, "s1")), T0 - 4 * D),
+            rec("s3", 3, Some((2, "s2")), T0 - 3 * D),
+            rec("s3", 3, None, T0 - 3 * D),
+            rec("s5", 5, Some((4, "s4")), T0 - 2 * D),
+            rec("s6", 6, Some((3, "s3")), T0 - D),
+        ];
+        let mut records = records;
+        records[3].key = "full-s3".into();
+        let p = run(&records, &none(), T0);
+        assert_eq!(kept_names(&records, &p), vec!["s3", "s5", "s6"]);
+        assert!(p.verdicts[3].keep, "the full copy of s3 is s6's shorter chain");
+        assert!(p.verdicts[2].reason.starts_with("another object of @s3 is kept (full)"), "{}", p.verdicts[2].reason);
+        assert!(p.verdicts[4].reason.contains("cannot be restored (parent @s4"), "{}", p.verdicts[4].reason);
+        assert_eq!(p.delete_order, vec![2, 1, 0], "children first");
+    }
+
+    #[test]
+    fn empty_and_single() {
+        let p = run(&[], &RetentionPolicy::default(), T0);
+        assert!(p.verdicts.is_empty() && p.delete_order.is_empty() && p.quota_problem.is_none());
+        let one = series(1, T0 - D, D, 1);
+        let p = run(&one, &RetentionPolicy { quota: Some(1), ..none() }, T0);
+        assert_eq!(p.verdicts[0].rules, vec!["newest"]);
+        assert!(p.quota_problem.is_some());
+    }
+
+    #[test]
+    fn commands_are_batched_children_first() {
+        let records = series(250, T0 - 250 * D, D, 1);
+        let ctx = Context {
+            bucket: "bkt".into(),
+            connection: vec!["--endpoint".into(), "http://h:1".into()],
+            ..Default::default()
+        };
+        let p = run(&records, &none(), T0);
+        let cmds = p.commands(&ctx, &records);
+        assert_eq!(cmds.len(), 3);
+        assert!(cmds[0].starts_with("s3put --delete --endpoint http://h:1 s3://bkt/tank/data/@s249/"), "{}", cmds[0]);
+        assert_eq!(cmds[2].matches(" s3://").count(), 49);
+        assert!(cmds.iter().all(|c| c.len() < 128 * 1024));
+    }
+
+    #[test]
+    fn many_random_catalogs_hold_the_invariants() {
+        // xorshift: gaps, chain lengths, quotas and policies of every shape.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m.max(1)
+        };
+        for _ in 0..200 {
+            let count = next(300) as usize + 1;
+            let mut t = T0 - 200 * D;
+            let mut records = Vec::new();
+            let chain = next(40) as usize + 1;
+            for k in 0..count {
+                t += (next(6) as i64 + 1) * H * if next(20) == 0 { 100 } else { 1 };
+                let g = k as u64 + 1;
+                let from = (k % chain != 0).then(|| (g - 1, "p"));
+                let mut r = rec(&format!("s{g}"), g, from, t);
+                r.bytes = next(1000) + 1;
+                if next(50) == 0 {
+                    r.from_guid = Some(999_999); // a broken link
+                }
+                records.push(r);
+            }
+            let total: u64 = records.iter().map(|r| r.bytes).sum();
+            let policy = RetentionPolicy {
+                keep_last: next(5),
+                keep_hourly: next(30),
+                keep_daily: next(10),
+                keep_weekly: next(6),
+                keep_monthly: next(13),
+                keep_yearly: next(2),
+                min_age: next(3) * 86_400,
+                quota: (next(2) == 0).then(|| next(total + 1)),
+                lock: None,
+            };
+            let now = t + next(100) as i64 * H;
+            run(&records, &policy, now);
+        }
+    }
+}
