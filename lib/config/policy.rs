@@ -344,6 +344,41 @@ fn show(kind: Kind, n: u64) -> String {
     }
 }
 
+/// A policy object larger than this is refused: it is a few hundred bytes of JSON.
+const MAX_OBJECT_BYTES: usize = 1 << 20;
+
+/// Read `<prefix>policy.json` from the bucket: `None` when there is none. Any other failure
+/// (access denied, bucket missing) is an error: a central policy that cannot be read must
+/// not silently give way to looser local settings.
+pub async fn read_central(
+    client: &crate::s3::client::Client,
+    bucket: &str,
+    prefix: &str,
+    dataset: &str,
+) -> Result<Option<CentralPolicy>, Failure> {
+    let key = format!("{prefix}{OBJECT_NAME}");
+    let url = format!("s3://{bucket}/{key}");
+    let resp = match client.get_object().bucket(bucket).key(&key).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let f = crate::s3::error::failure(format!("reading policy object {url} failed"), &e);
+            return if f.code == ExitCode::NotFound { Ok(None) } else { Err(f) };
+        }
+    };
+    if resp.content_length().unwrap_or(0) > MAX_OBJECT_BYTES as i64 {
+        return Err(Failure::new(ExitCode::Data, format!("policy object {url} is larger than 1 MiB")));
+    }
+    let body = resp
+        .body
+        .collect()
+        .await
+        .map_err(|e| Failure::new(ExitCode::Unreachable, format!("reading policy object {url} failed: {e}")))?
+        .into_bytes();
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Failure::new(ExitCode::Data, format!("policy object {url}: not UTF-8 text")))?;
+    parse_central(&url, text, dataset).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

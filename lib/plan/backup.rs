@@ -18,6 +18,15 @@ pub struct Request {
     pub full: bool,
     /// Back up to this snapshot (name after `@`) instead of the newest.
     pub snapshot: Option<String>,
+    /// Object Lock for the new objects; the chain they extend is locked as long.
+    pub lock: Option<LockUntil>,
+}
+
+/// Lock new backups in `mode` until `until` (Unix seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockUntil {
+    pub mode: &'static str,
+    pub until: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +56,13 @@ pub enum Step {
         reason: String,
     },
     Send(Box<Send>),
+    /// Extend the locks of objects a new incremental depends on, so that no ancestor of a
+    /// locked backup can be deleted before it (run before the sends).
+    Lock {
+        urls: Vec<String>,
+        until: i64,
+        command: String,
+    },
     /// Nothing to do.
     Nothing {
         reason: String,
@@ -77,6 +93,14 @@ impl Step {
                 "bytes_estimate": s.bytes_estimate,
                 "command": s.command,
                 "reason": s.reason,
+            }),
+            Step::Lock { urls, until, command } => json!({
+                "action": "lock",
+                "dataset": dataset,
+                "keys": urls,
+                "lock_until": super::calendar::rfc3339(*until),
+                "command": command,
+                "reason": "the chain under a locked incremental stays locked at least as long",
             }),
             Step::Nothing { reason } => json!({"action": "none", "dataset": dataset, "reason": reason}),
         }
@@ -193,7 +217,7 @@ pub fn plan(
                     if let Some((r, false)) = remote[i] {
                         reason.push_str(&format!(" (again: {})", broken_reason(r, health_of(r))));
                     }
-                    steps.push(Step::Send(Box::new(send(ctx, compressor, snap, Some(from), reason)?)));
+                    steps.push(Step::Send(Box::new(send(ctx, compressor, snap, Some(from), reason, req.lock)?)));
                 }
             }
             if b == target {
@@ -231,10 +255,34 @@ pub fn plan(
             if !not_sent.is_empty() {
                 reason.push_str(&format!("; older snapshots not in S3 are not sent: {}", not_sent.join(", ")));
             }
-            steps.push(Step::Send(Box::new(send(ctx, compressor, snap, None, reason)?)));
+            steps.push(Step::Send(Box::new(send(ctx, compressor, snap, None, reason, req.lock)?)));
+        }
+    }
+    if let (Some(lock), Some(b)) = (req.lock, base) {
+        let extends = steps.iter().any(|s| matches!(s, Step::Send(s) if s.kind == Kind::Inc));
+        let base_record = remote[b].and_then(|(r, _)| records.iter().position(|x| x == r));
+        if let (true, Some(i)) = (extends, base_record) {
+            let chain = crate::catalog::chain::chain(health, i).unwrap_or_default();
+            let first_send = steps.iter().position(|s| matches!(s, Step::Send(_))).unwrap_or(steps.len());
+            let locks = lock_steps(ctx, chain.iter().map(|&c| ctx.url(&records[c].key)).collect(), lock);
+            steps.splice(first_send..first_send, locks);
         }
     }
     Ok(steps)
+}
+
+/// `s3put --extend-lock` over `urls`, at most [`super::prune::DELETE_BATCH`] a command.
+fn lock_steps(ctx: &Context, urls: Vec<String>, lock: LockUntil) -> Vec<Step> {
+    urls.chunks(super::prune::DELETE_BATCH)
+        .map(|batch| {
+            let mut words: Vec<String> = vec!["s3put".into(), "--extend-lock".into()];
+            words.extend(["--lock-mode".into(), lock.mode.into()]);
+            words.extend(["--lock-until".into(), super::calendar::rfc3339(lock.until)]);
+            words.extend(ctx.connection.iter().cloned());
+            words.extend(batch.iter().cloned());
+            Step::Lock { urls: batch.to_vec(), until: lock.until, command: join(&words) }
+        })
+        .collect()
 }
 
 fn skip(ctx: &Context, snap: &Snapshot, r: &BackupRecord, reason: String) -> Step {
@@ -247,6 +295,7 @@ fn send(
     snap: &Snapshot,
     from: Option<&Snapshot>,
     reason: String,
+    lock: Option<LockUntil>,
 ) -> Result<Send, Failure> {
     let kind = if from.is_some() { Kind::Inc } else { Kind::Full };
     let fields = KeyFields {
@@ -288,6 +337,9 @@ fn send(
     if let Some(l) = snap.logical_referenced.filter(|&l| l > 0) {
         args.extend(["--expected-size".into(), l.to_string()]);
     }
+    if let Some(l) = lock {
+        args.extend(["--lock-mode".into(), l.mode.into(), "--lock-until".into(), super::calendar::rfc3339(l.until)]);
+    }
     args.extend(ctx.connection.iter().cloned());
     args.push(url.clone());
     let bytes_estimate = match from {
@@ -322,6 +374,7 @@ mod tests {
             used: 10,
             referenced: 1000,
             logical_referenced: Some(1500),
+            holds: 0,
         }
     }
 
@@ -341,6 +394,7 @@ mod tests {
                     Some(f) => format!("send {} inc from {}", s.snapshot.name, f.name),
                     None => format!("send {} full", s.snapshot.name),
                 },
+                Step::Lock { urls, .. } => format!("lock {} objects", urls.len()),
                 Step::Nothing { .. } => "none".into(),
             })
             .collect()
@@ -349,6 +403,27 @@ mod tests {
     fn run(local: &[Snapshot], records: &[BackupRecord], req: Request) -> Result<Vec<Step>, Failure> {
         let health = chain::health(records);
         plan(&ctx(), &Compressor::Zstd(None), "", local, records, &health, &req)
+    }
+
+    #[test]
+    fn locked_backups_extend_their_chain_first() {
+        let local = [snap("s1", 1, 1), snap("s2", 2, 2), snap("s3", 3, 3)];
+        let records = [rec("s1", 1, None, 1), rec("s2", 2, Some((1, "s1")), 2)];
+        let lock = LockUntil { mode: "GOVERNANCE", until: 1_795_392_000 };
+        let req = Request { lock: Some(lock), ..Request::default() };
+        let steps = run(&local, &records, req.clone()).unwrap();
+        assert_eq!(summary(&steps), vec!["skip s1", "skip s2", "lock 2 objects", "send s3 inc from s2"]);
+        let Step::Lock { command, .. } = &steps[2] else { panic!("{steps:?}") };
+        assert_eq!(
+            command,
+            "s3put --extend-lock --lock-mode GOVERNANCE --lock-until 2026-11-23T00:00:00Z \
+             s3://bkt/tank/data/@s1/zsnap1,guid=1 s3://bkt/tank/data/@s2/zsnap1,guid=2"
+        );
+        let Step::Send(s) = &steps[3] else { panic!() };
+        assert!(s.command.contains(" --lock-mode GOVERNANCE --lock-until 2026-11-23T00:00:00Z "), "{}", s.command);
+        // A full needs no older object: nothing to extend.
+        let steps = run(&local, &[], req).unwrap();
+        assert_eq!(summary(&steps), vec!["send s3 full"]);
     }
 
     #[test]
@@ -392,14 +467,14 @@ mod tests {
                 "--full",
                 vec![s1.clone(), s2.clone()],
                 vec![full1.clone(), inc2.clone()],
-                Request { full: true, snapshot: None },
+                Request { full: true, snapshot: None, lock: None },
                 vec!["skip s1", "send s2 full"],
             ),
             (
                 "--snapshot stops early",
                 vec![s1.clone(), s2.clone(), s3.clone()],
                 vec![full1.clone()],
-                Request { full: false, snapshot: Some("s2".into()) },
+                Request { full: false, snapshot: Some("s2".into()), lock: None },
                 vec!["skip s1", "send s2 inc from s1"],
             ),
             (
@@ -490,7 +565,8 @@ mod tests {
             (e.code, e.message.as_str()),
             (ExitCode::NotFound, "no snapshots of tank/data match prefix 'daily-'")
         );
-        let e = run(&[snap("s1", 1, 1)], &[], Request { full: false, snapshot: Some("nope".into()) }).unwrap_err();
+        let e = run(&[snap("s1", 1, 1)], &[], Request { full: false, snapshot: Some("nope".into()), lock: None })
+            .unwrap_err();
         assert_eq!(e.code, ExitCode::NotFound);
         assert!(e.message.contains("tank/data@nope"), "{}", e.message);
     }

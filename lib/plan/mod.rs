@@ -7,6 +7,7 @@ pub mod backup;
 pub mod calendar;
 pub mod prune;
 pub mod restore;
+pub mod snapshot;
 pub mod status;
 
 use crate::config::{CustomCompressor, Decompress};

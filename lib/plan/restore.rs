@@ -364,6 +364,7 @@ mod tests {
             used: 0,
             referenced: 0,
             logical_referenced: None,
+            holds: 0,
         }
     }
 

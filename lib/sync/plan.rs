@@ -212,6 +212,7 @@ mod tests {
                 used: 0,
                 referenced: 100,
                 logical_referenced: None,
+                holds: 0,
             })
             .collect()
     }

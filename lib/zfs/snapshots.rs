@@ -25,9 +25,11 @@ pub struct Snapshot {
     /// `referenced` × `compressratio`: about what a full send stream carries (streams are
     /// uncompressed). `None` when zfs gave no ratio.
     pub logical_referenced: Option<u64>,
+    /// User holds (`userrefs`): a held snapshot cannot be destroyed, so rotation skips it.
+    pub holds: u64,
 }
 
-const PROPERTIES: &str = "guid,createtxg,creation,used,referenced,compressratio";
+const PROPERTIES: &str = "guid,createtxg,creation,used,referenced,compressratio,userrefs";
 
 /// The `zfs` arguments that list `dataset`'s snapshots.
 pub fn command_args(dataset: &str) -> Vec<String> {
@@ -68,6 +70,8 @@ pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
         let referenced = num("referenced")?;
         out.push(Snapshot {
             logical_referenced: p.get("compressratio").and_then(|r| logical(referenced, r)),
+            // `-` on datasets and on zfs versions without holds: none.
+            holds: p.get("userrefs").and_then(|v| v.parse().ok()).unwrap_or(0),
             dataset: dataset.to_string(),
             guid: num("guid")?,
             createtxg: num("createtxg")?,
@@ -147,6 +151,7 @@ p/d@b\tcreation\t1795424120
 p/d@b\tused\t0
 p/d@b\treferenced\t122880
 p/d@b\tcompressratio\t26.68x
+p/d@b\tuserrefs\t2
 p/d@with space\tguid\t5048149443884892815
 p/d@with space\tcreatetxg\t30
 p/d@with space\tcreation\t1795424121
@@ -171,6 +176,7 @@ p/d/child@c\tcreatetxg\t24
         assert_eq!((v[2].creation, v[2].used, v[2].referenced), (1795424121, 10, 1));
         assert_eq!(v[1].logical_referenced, Some(3_278_438), "122880 x 26.68");
         assert_eq!(v[0].logical_referenced, None, "no ratio printed");
+        assert_eq!((v[0].holds, v[1].holds), (0, 2));
         assert!(parse("p", OUT).unwrap().is_empty(), "the pool's own snapshots only");
     }
 

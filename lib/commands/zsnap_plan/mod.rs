@@ -2,13 +2,17 @@
 //! bucket (one listing), decides with the pure planners in `plan`, and prints JSON lines,
 //! the exact shell commands, or a table. It never sends, receives or deletes anything.
 
+mod retention;
+
 use crate::catalog::{self, Catalog};
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::human_bytes;
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
+use crate::config::policy::{self, Effective};
 use crate::config::{self, Settings};
-use crate::plan::{backup, restore, status, Context};
+use crate::plan::calendar::Period;
+use crate::plan::{backup, prune, restore, snapshot, status, Context};
 use crate::s3::client;
 use crate::zfs::snapshots;
 use lexopt::prelude::*;
@@ -88,11 +92,18 @@ const COMMAND_FLAGS: &[Flag] = &[
         doc: "restore: receive with zfs recv -F (rolls back changes made in the target since its last \
               snapshot; overwrites an existing target that has no snapshots).",
     },
+    Flag {
+        short: None,
+        long: "now",
+        value: Some("SECONDS"),
+        doc: "backup, prune, snapshot, rotate: decide as if it were this time (Unix seconds), e.g. to see \
+              what a prune next month would delete. Default: the clock.",
+    },
 ];
 
 pub static PAGE: Page = Page {
     name: "zsnap-plan",
-    synopsis: "zsnap-plan [OPTIONS] config|backup|restore SELECTOR|list|save SELECTOR FILE|status",
+    synopsis: "zsnap-plan [OPTIONS] config|policy|backup|restore SELECTOR|list|save SELECTOR FILE|status|prune|snapshot TYPE|rotate",
     about: "decide what to back up or restore, and print it as data",
     description: "zsnap-plan compares a dataset's local snapshots (zfs get) with its backups in S3 (one \
 ListObjectsV2 pass over PREFIX+DATASET, one ListMultipartUploads, one HEAD per zfs3backup object) and prints \
@@ -120,8 +131,35 @@ nothing with the chain is refused.
 list: the dataset's committed backups, oldest first, numbered from 1, with whether each is restorable. \
 save SELECTOR FILE: the command that writes one object's decompressed, verified stream to FILE (through \
 FILE.part). status: local and remote side by side, one line per snapshot, then a summary line \
-{\"summary\":true} counting foreign objects and uncommitted uploads; the dataset must exist locally (exit 66 \
-otherwise), while list, restore and save need only S3.
+{\"summary\":true} counting foreign objects and uncommitted uploads, with the policy in force and the bytes stored \
+against the quota; the dataset must exist locally (exit 66 otherwise), while list, restore, save and prune need \
+only S3.
+
+policy: the retention policy in force and where each value came from. A policy object PREFIX+policy.json in the \
+bucket is the central control: where it sets a field, local settings (KEEP_* keys, MIN_AGE, QUOTA, LOCK_MODE, \
+LOCK_DAYS in the config file, or ZSNAP_KEEP_DAILY etc. in the environment) may only make it stricter; looser \
+local values are ignored and listed under \"overruled\". Without the object: local settings, then defaults \
+(keep 24 hourly, 7 daily, 4 weekly, 12 monthly, 0 yearly; no minimum age, quota or lock). Periods are UTC.
+
+prune: for every committed object, keep or delete and why ({\"action\":\"keep|delete\",\"rules\",\"needed_by\",\
+\"reason\"}), then {\"summary\":true,\"delete\",\"bytes_freed\",\"quota_met\"}. For each period the newest \
+backup of each of the last N periods that have one is kept; keep_last keeps the N newest; the newest backup, \
+backups younger than min_age, objects under Object Lock or legal hold (one HEAD per object that would be \
+deleted) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
+needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
+cannot be met, the plan says why and zsnap-plan exits 1. With --format sh: s3put --delete commands, at most \
+100 objects each, children before parents.
+
+snapshot TYPE: TYPE is hourly, daily, weekly, monthly or yearly. Prints zfs snapshot DATASET@PREFIXTYPE-\
+YYYY-MM-DD-HHMMSS (UTC), then rotates as rotate does, counting the new snapshot. rotate: for local snapshots \
+named that way, keeps the newest keep_TYPE of each type (and keep_last overall) and prints zfs destroy for the \
+rest, except the newest snapshot committed in S3 (the base of the next incremental), snapshots with a hold \
+(userrefs) and those younger than min_age; other snapshots are never touched.
+
+backup with LOCK_MODE and LOCK_DAYS (or lock_mode, lock_days in the policy object): each new object is sent \
+with s3put --lock-mode MODE --lock-until NOW+DAYS, and first {\"action\":\"lock\"} steps run s3put \
+--extend-lock over the chain the first incremental builds on, so a locked backup's ancestors stay locked at \
+least as long.
 
 Every JSON line that records a decision has a \"reason\". Guids are decimal strings. Printed commands \
 repeat --endpoint, --region and --profile when they came from flags or the file; run each line with \
@@ -157,6 +195,8 @@ then defaults.",
         ("zsnap-plan -d tank/data -b backups --format table list", "Backups in S3, numbered."),
         ("zsnap-plan -d tank/data -b backups restore 3 --target tank/restored", "The chain that restores backup 3."),
         ("eval \"$(zsnap-plan --format sh config)\"", "Settings for a script."),
+        ("zsnap-plan -d tank/data -b backups --format table prune", "What a prune would delete, and why."),
+        ("zsnap-plan -d tank/data --format sh snapshot daily", "Take a daily snapshot and rotate."),
     ],
     see_also: "s3put(1), s3get(1), zfs-send(8), zfs-recv(8)",
 };
@@ -172,16 +212,28 @@ pub enum Format {
 pub enum Command {
     Config,
     Backup(backup::Request),
-    Restore { selector: restore::Selector, target: Option<String>, force: bool },
+    Restore {
+        selector: restore::Selector,
+        target: Option<String>,
+        force: bool,
+    },
     List,
-    Save { selector: restore::Selector, file: String },
+    Save {
+        selector: restore::Selector,
+        file: String,
+    },
     Status,
+    Policy,
+    Prune,
+    /// `snapshot TYPE` (Some) or `rotate` (None).
+    Snapshot(Option<Period>),
 }
 
 /// What to do, parsed and validated; no I/O yet.
 pub struct Args {
     pub command: Command,
     pub format: Format,
+    pub now: Option<i64>,
     pub flags: config::Flags,
     pub s3: S3Args,
 }
@@ -192,7 +244,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut s3 = S3Args::default();
     let mut flags = config::Flags::default();
     let mut format = Format::Json;
-    let (mut full, mut snapshot, mut target, mut force) = (false, None, None, false);
+    let (mut full, mut snapshot, mut target, mut force, mut now) = (false, None, None, false, None);
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
@@ -218,6 +270,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Short('s') | Long("snapshot") => snapshot = Some(p.value()?.string()?),
             Short('t') | Long("target") => target = Some(p.value()?.string()?),
             Long("force") => force = true,
+            Long("now") => now = Some(crate::cli::values::parse_number("now", &p.value()?.string()?)?),
             Value(v) => words.push(v.string()?),
             Long(name) => {
                 let name = name.to_string();
@@ -233,9 +286,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     flags.region = s3.region.take();
     flags.profile = s3.profile.take();
     let mut words = words.into_iter();
-    let name = words
-        .next()
-        .ok_or_else(|| Failure::usage("missing command: config, backup, restore, list, save or status (see --help)"))?;
+    let name = words.next().ok_or_else(|| {
+        Failure::usage(
+            "missing command: config, policy, backup, restore, list, save, status, prune, snapshot or rotate \
+                 (see --help)",
+        )
+    })?;
     let rest: Vec<String> = words.collect();
     let arity = |n: usize, usage: &str| -> Result<(), Failure> {
         if rest.len() == n {
@@ -254,7 +310,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             if let Some(s) = &snapshot {
                 crate::catalog::key::validate_snapshot(s).map_err(|e| Failure::usage(format!("--snapshot: {e}")))?;
             }
-            Command::Backup(backup::Request { full, snapshot: snapshot.take() })
+            Command::Backup(backup::Request { full, snapshot: snapshot.take(), lock: None })
         }
         "restore" => {
             arity(1, "restore SNAPSHOT|latest|N [--target DATASET] [--force]")?;
@@ -275,9 +331,29 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             arity(0, "status")?;
             Command::Status
         }
+        "policy" => {
+            arity(0, "policy")?;
+            Command::Policy
+        }
+        "prune" => {
+            arity(0, "prune")?;
+            Command::Prune
+        }
+        "snapshot" => {
+            arity(1, "snapshot hourly|daily|weekly|monthly|yearly")?;
+            let p = Period::parse(&rest[0]).ok_or_else(|| {
+                Failure::usage(format!("snapshot: '{}' is not hourly, daily, weekly, monthly or yearly", rest[0]))
+            })?;
+            Command::Snapshot(Some(p))
+        }
+        "rotate" => {
+            arity(0, "rotate")?;
+            Command::Snapshot(None)
+        }
         other => {
             return Err(Failure::usage(format!(
-                "unknown command '{other}': expected config, backup, restore, list, save or status"
+                "unknown command '{other}': expected config, policy, backup, restore, list, save, status, prune, \
+                 snapshot or rotate"
             )))
         }
     };
@@ -292,10 +368,13 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             return Err(Failure::usage(format!("{flag} only applies to {owner}")));
         }
     }
-    if format == Format::Sh && matches!(command, Command::List | Command::Status) {
+    if now.is_some() && !matches!(name.as_str(), "backup" | "prune" | "snapshot" | "rotate") {
+        return Err(Failure::usage("--now only applies to backup, prune, snapshot and rotate"));
+    }
+    if format == Format::Sh && matches!(command, Command::List | Command::Status | Command::Policy) {
         return Err(Failure::usage(format!("--format sh has no commands to print for {name}: use json or table")));
     }
-    Ok(Ok(Args { command, format, flags, s3 }))
+    Ok(Ok(Args { command, format, now, flags, s3 }))
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -329,7 +408,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         Command::Backup(_) => Some(snapshots::matching(snapshots::list(&dataset)?, settings.snapshot_prefix())),
         // A dataset that does not exist is an error here too (a typo must not look like
         // "nothing backed up"); `list` shows what S3 holds without a local dataset.
-        Command::Status => Some(snapshots::list(&dataset)?),
+        Command::Status | Command::Snapshot(_) => Some(snapshots::list(&dataset)?),
         _ => None,
     };
     let target_snaps = match &args.command {
@@ -339,15 +418,46 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let catalog = crate::commands::runtime()?.block_on(async {
+    let now = args.now.unwrap_or_else(clock);
+    let needs_policy = !matches!(args.command, Command::Restore { .. } | Command::List | Command::Save { .. });
+    let (catalog, effective, locks) = crate::commands::runtime()?.block_on(async {
         let client = client::connect(&s3).await;
-        catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await
+        let catalog = catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await?;
+        let central = match needs_policy {
+            true => policy::read_central(&client, &ctx.bucket, &ctx.prefix, &dataset).await?,
+            false => None,
+        };
+        let effective = policy::resolve(central.as_ref(), &settings.retention)?;
+        let locks = match args.command {
+            Command::Prune => retention::read_locks(&client, &ctx.bucket, &catalog, &effective.policy, now).await?,
+            _ => Default::default(),
+        };
+        Ok::<_, Failure>((catalog, effective, locks))
     })?;
-    let text = decide(&ctx, &settings, &args, &catalog, local.as_deref(), target_snaps)?;
-    emit(&text)
+    let rules = Rules { effective: &effective, locks: &locks, now };
+    let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_deref(), target_snaps, &rules)?;
+    emit(&text)?;
+    match warning {
+        Some(w) => Err(Failure::new(ExitCode::Warning, w)),
+        None => Ok(()),
+    }
 }
 
-/// The decision for one command, rendered. Pure given its inputs.
+/// The clock, in Unix seconds.
+fn clock() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// What retention decisions need besides the catalog: the policy in force, lock states
+/// read from S3, and the time to judge at.
+struct Rules<'a> {
+    effective: &'a Effective,
+    locks: &'a std::collections::HashMap<String, prune::Lock>,
+    now: i64,
+}
+
+/// The decision for one command, rendered, and a warning to exit 1 with (a quota that
+/// cannot be met). Pure given its inputs.
 fn decide(
     ctx: &Context,
     settings: &Settings,
@@ -355,13 +465,36 @@ fn decide(
     catalog: &Catalog,
     local: Option<&[snapshots::Snapshot]>,
     target: Option<(String, Option<Vec<snapshots::Snapshot>>)>,
-) -> Result<String, Failure> {
+    rules: &Rules,
+) -> Result<(String, Option<String>), Failure> {
     let health = catalog.health();
     let records = &catalog.records;
     let f = args.format;
-    match &args.command {
+    let text = match &args.command {
+        Command::Policy => Ok(retention::policy_output(rules.effective, f)),
+        Command::Prune => {
+            let p = prune::plan(records, &health, &rules.effective.policy, rules.now, rules.locks);
+            let warning = p.quota_problem.clone();
+            return Ok((retention::prune_output(ctx, &p, records, rules, f), warning));
+        }
+        Command::Snapshot(period) => {
+            let req = snapshot::Request {
+                dataset: &ctx.dataset,
+                prefix: settings.snapshot_prefix(),
+                period: *period,
+                now: rules.now,
+            };
+            let steps = snapshot::plan(req, local.unwrap_or_default(), records, &health, &rules.effective.policy);
+            Ok(retention::snapshot_output(&ctx.dataset, &steps, f))
+        }
         Command::Config => Ok(config_output(settings, f)),
         Command::Backup(req) => {
+            let mut req = req.clone();
+            req.lock = rules.effective.policy.lock.map(|l| backup::LockUntil {
+                mode: l.mode.as_str(),
+                until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX / 86_400) * 86_400),
+            });
+            let req = &req;
             let steps = backup::plan(
                 ctx,
                 &settings.compressor,
@@ -375,6 +508,7 @@ fn decide(
                 Format::Json => lines(steps.iter().map(|s| s.to_json(&ctx.dataset))),
                 Format::Sh => commands(steps.iter().filter_map(|s| match s {
                     backup::Step::Send(s) => Some(s.command.as_str()),
+                    backup::Step::Lock { command, .. } => Some(command.as_str()),
                     _ => None,
                 })),
                 Format::Table => table(
@@ -399,6 +533,17 @@ fn decide(
                                 s.from.as_ref().map(|f| f.name.clone()).unwrap_or_default(),
                                 s.bytes_estimate.map(human_bytes).unwrap_or_default(),
                                 s.reason.clone(),
+                            ],
+                            backup::Step::Lock { urls, until, .. } => vec![
+                                "lock".into(),
+                                format!("{} objects", urls.len()),
+                                "".into(),
+                                "".into(),
+                                "".into(),
+                                format!(
+                                    "extend to {}: the chain under the new backups",
+                                    crate::plan::calendar::rfc3339(*until)
+                                ),
                             ],
                             backup::Step::Nothing { reason } => {
                                 vec!["none".into(), "".into(), "".into(), "".into(), "".into(), reason.clone()]
@@ -523,12 +668,18 @@ fn decide(
                         summary.uncommitted,
                         summary.foreign
                     ));
+                    t.push_str(&retention::usage_line(records, rules.effective));
                     t
                 }
-                _ => lines(rows.iter().map(|r| r.to_json(ctx)).chain(std::iter::once(summary.to_json(ctx)))),
+                _ => {
+                    let mut sum = summary.to_json(ctx);
+                    retention::add_usage(&mut sum, records, rules.effective);
+                    lines(rows.iter().map(|r| r.to_json(ctx)).chain(std::iter::once(sum)))
+                }
             })
         }
-    }
+    };
+    text.map(|t| (t, None))
 }
 
 /// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
@@ -687,7 +838,7 @@ mod tests {
     #[test]
     fn commands_and_options() {
         let a = parse_ok(&["-d", "tank/data", "--bucket", "b", "backup", "--full", "--snapshot", "s1"]);
-        assert_eq!(a.command, Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()) }));
+        assert_eq!(a.command, Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()), lock: None }));
         assert_eq!(a.flags.dataset.as_deref(), Some("tank/data"));
         let a = parse_ok(&["restore", "3", "--target", "tank/r", "--force", "--endpoint", "http://h:1"]);
         assert_eq!(
