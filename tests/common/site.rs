@@ -1,0 +1,130 @@
+//! A dataset on its own pool with the scripts pointed at a private corner of a bucket: the
+//! harness for tests that run zsnap-backup, -restore, -prune and friends end to end. Its
+//! environment can be overridden (another key, bucket or endpoint) to play another client.
+
+use super::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct Site {
+    pub ctx: Ctx,
+    pub pool: Pool,
+    pub data: String,
+    pub config: PathBuf,
+    pub locks: PathBuf,
+    /// Set after the bench's settings: another client's key, bucket or endpoint.
+    pub env: Vec<(String, String)>,
+}
+
+impl Site {
+    pub fn new(name: &str, tag: &str) -> Site {
+        let ctx = Ctx::new(name);
+        let pool = Pool::new(&ctx, tag);
+        let data = pool.ds("data");
+        pool.zfs(&["create", &data]).success();
+        let config = ctx.bench.work.join(format!("{}.conf", pool.name));
+        std::fs::write(&config, "").expect("write config");
+        let locks = ctx.bench.work.join(format!("{}-locks", pool.name));
+        Site { ctx, pool, data, config, locks, env: Vec::new() }
+    }
+
+    /// Play another client: its own key (and, with `set`, bucket or endpoint).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    pub fn bucket(&self) -> String {
+        self.env.iter().find(|(k, _)| k == "ZSNAP_BUCKET").map_or(self.ctx.bench.bucket.clone(), |(_, v)| v.clone())
+    }
+
+    /// `s3://BUCKET/PREFIX` of this site.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket(), self.ctx.prefix)
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.pool.mount.join("data")
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) {
+        std::fs::write(self.dir().join(name), bytes).unwrap_or_else(|e| panic!("write {name}: {e}"));
+    }
+
+    pub fn snapshot(&self, snap: &str) {
+        self.pool.zfs(&["snapshot", &format!("{}@{snap}", self.data)]).success();
+    }
+
+    /// A script or binary with the bench's S3 settings, the built binaries and scripts on
+    /// PATH, and this site's dataset, prefix, config, lock directory and overrides.
+    pub fn cmd(&self, prog: &str, args: &[&str]) -> Command {
+        let script = repo_path("scripts").join(prog);
+        let mut c = if script.exists() { Command::new(script) } else { Command::new(bin_path(prog)) };
+        c.args(args);
+        for (k, v) in self.ctx.cmd("s3put").get_envs() {
+            if let Some(v) = v {
+                c.env(k, v);
+            }
+        }
+        let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
+        let scripts = repo_path("scripts").display().to_string();
+        c.env("PATH", format!("{bins}:{scripts}:{}", std::env::var("PATH").unwrap_or_default()))
+            .env("ZSNAP_BUCKET", &self.ctx.bench.bucket)
+            .env("ZSNAP_S3_PREFIX", &self.ctx.prefix)
+            .env("ZSNAP_DATASET", &self.data)
+            .env("ZSNAP_CONFIG", &self.config)
+            .env("ZSNAP_LOCK_DIR", &self.locks);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, prog: &str, args: &[&str]) -> Output {
+        run(self.cmd(prog, args), None, TIMEOUT)
+    }
+
+    /// Like [`run`], with `input` on stdin.
+    pub fn run_with(&self, prog: &str, args: &[&str], input: &[u8]) -> Output {
+        run(self.cmd(prog, args), Some(input), TIMEOUT)
+    }
+
+    pub fn destroy(&self, ds: &str) {
+        let mut c = Command::new(repo_path("bench/zfs"));
+        c.args(["destroy", ds]);
+        run(c, None, TIMEOUT).success();
+    }
+
+    pub fn exists(&self, ds: &str) -> bool {
+        self.pool.zfs(&["list", "-H", "-o", "name", ds]).code() == 0
+    }
+
+    pub fn snapshots_of(&self, ds: &str) -> Vec<String> {
+        let out = self.pool.zfs(&["list", "-H", "-t", "snapshot", "-o", "name", "-r", ds]).success();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{ds}@")).map(str::to_string))
+            .collect()
+    }
+
+    /// Where a dataset of this pool is mounted.
+    pub fn mountpoint(&self, ds: &str) -> PathBuf {
+        let rel = ds.strip_prefix(&format!("{}/", self.pool.name)).unwrap_or(ds);
+        self.pool.mount.join(rel)
+    }
+}
+
+/// File name → contents, for exact comparisons of restored trees.
+pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_of(dir).into_iter().collect()
+}
+
+pub fn assert_same(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let g: Vec<_> = got.keys().collect();
+    let w: Vec<_> = want.keys().collect();
+    assert_eq!(g, w, "{what}: different files");
+    for (name, bytes) in want {
+        assert!(got[name] == *bytes, "{what}: {name} differs");
+    }
+}

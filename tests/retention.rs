@@ -1,0 +1,196 @@
+//! Retention end to end on zfs-fuse and Garage: the bucket's policy object overruling a
+//! looser local config, zsnap-prune deleting only what no kept chain needs (then
+//! zsnap-health is healthy and every kept snapshot restores byte for byte), a quota that
+//! cannot be met reported instead of forced, two clients with their own keys and buckets,
+//! and typed local snapshots rotated around the S3 base and holds.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const NO_PERIODS: &str = "KEEP_HOURLY=0\nKEEP_DAILY=0\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n";
+
+/// Five snapshots in three chains: [s1] [s2 s3] [s4 s5]; returns each one's tree.
+fn three_chains(site: &Site) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+    let mut trees = BTreeMap::new();
+    for (k, snap) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
+        site.write(&format!("{snap}.bin"), &data(MIB + k * 1000, 60 + k as u64));
+        site.write("common.txt", snap.as_bytes());
+        site.snapshot(snap);
+        trees.insert(snap.to_string(), tree(&site.dir()));
+        let full = matches!(*snap, "s2" | "s4");
+        site.run("zsnap-backup", if full { &["--full"] } else { &[] }).success();
+    }
+    trees
+}
+
+fn by_action(lines: &[Value], action: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l["action"] == action)
+        .map(|l| l["snapshot"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn summary(lines: &[Value]) -> Value {
+    lines.iter().find(|l| l["summary"] == true).cloned().expect("a summary line")
+}
+
+#[test]
+fn the_policy_object_overrules_local_config_and_prune_keeps_whole_chains() {
+    let site = Site::new("ret-policy", "rp");
+    std::fs::write(&site.config, format!("[main]\nKEEP_LAST=1\n{NO_PERIODS}")).expect("config");
+    let trees = three_chains(&site);
+
+    // Local settings alone: keep the newest; s4 stays as its parent.
+    let plan = site.run("zsnap-plan", &["prune"]).success().json_lines();
+    assert_eq!(by_action(&plan, "delete"), ["s1", "s2", "s3"]);
+    let s4 = plan.iter().find(|l| l["snapshot"] == "s4").expect("s4");
+    assert_eq!(s4["reason"], "needed by kept @s5 (parent in their chain)");
+    assert_eq!(summary(&plan)["policy"]["managed"], false);
+
+    // The bucket's policy object keeps 3: local KEEP_LAST=1 is looser and ignored.
+    let policy = r#"{"keep_last": 3, "keep_hourly": 0, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}"#;
+    site.ctx.put("policy.json", policy.as_bytes(), &[]).success();
+    let plan = site.run("zsnap-plan", &["prune"]).success().json_lines();
+    assert_eq!(by_action(&plan, "delete"), ["s1"]);
+    assert_eq!(by_action(&plan, "keep"), ["s2", "s3", "s4", "s5"]);
+    let p = &summary(&plan)["policy"];
+    let object = site.url("policy.json");
+    assert_eq!((p["managed"].as_bool(), p["keep_last"].as_u64()), (Some(true), Some(3)));
+    assert_eq!(p["sources"]["keep_last"], format!("bucket policy {object} keep_last"));
+    assert!(p["overruled"][0].as_str().unwrap_or("").starts_with("KEEP_LAST=1 from "), "{p}");
+    let shown = site.run("zsnap-plan", &["policy"]).success().json();
+    assert_eq!(shown["policy_object"], object);
+    let status = site.run("zsnap-status", &["--json"]).success().json_lines();
+    assert_eq!(summary(&status)["policy"]["policy_object"], object);
+
+    // --dry-run is exactly the one delete the real run makes.
+    let dry = site.run("zsnap-prune", &["--dry-run"]).success();
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert_eq!(dry.lines().count(), 1, "{dry}");
+    assert!(dry.starts_with("s3put --delete ") && dry.contains("/@s1/zsnap1,kind=full"), "{dry}");
+    let out = site.run("zsnap-prune", &["--yes"]).success();
+    let deleted = out.json_lines();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(deleted[0]["deleted"], true);
+    let list = site.run("zsnap-restore", &["list", "--json"]).success().json_lines();
+    let names: Vec<&str> = list.iter().filter_map(|l| l["snapshot"].as_str()).collect();
+    assert_eq!(names, ["s2", "s3", "s4", "s5"]);
+
+    // Healthy afterwards, and every kept snapshot restores to its exact files.
+    site.run("zsnap-health", &[]).success();
+    for snap in names {
+        let target = site.pool.ds(&format!("r-{snap}"));
+        site.run("zsnap-restore", &[snap, "--target", &target]).success();
+        assert_same(&tree(&site.mountpoint(&target)), &trees[snap], snap);
+    }
+    // Nothing more to do.
+    let again = site.run("zsnap-prune", &["--yes"]).success();
+    assert!(again.stdout.is_empty() && again.stderr.contains("nothing to delete"), "{}", again.stderr);
+}
+
+#[test]
+fn a_quota_that_would_break_a_chain_is_reported_not_forced() {
+    let site = Site::new("ret-quota", "rq");
+    std::fs::write(&site.config, format!("[main]\nKEEP_LAST=3\nQUOTA=1K\n{NO_PERIODS}")).expect("config");
+    for snap in ["s1", "s2", "s3"] {
+        site.write(&format!("{snap}.bin"), &data(MIB, 7));
+        site.snapshot(snap);
+        site.run("zsnap-backup", &[]).success();
+    }
+    let out = site.run("zsnap-plan", &["prune"]).fails(1, "quota 1.0 KiB cannot be met without breaking a chain");
+    assert!(out.json_lines().iter().all(|l| l["action"] != "delete"));
+    assert!(out.stderr.contains("@s3"), "names the newest backup: {}", out.stderr);
+    let out = site.run("zsnap-prune", &["--yes"]);
+    assert_eq!(out.code(), 1, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "nothing was deleted");
+    assert_eq!(site.run("zsnap-restore", &["list", "--json"]).success().json_lines().len(), 3);
+    // Status shows the usage against the quota.
+    let status = site.run("zsnap-status", &["--json"]).success().json_lines();
+    let s = summary(&status);
+    assert_eq!(s["quota"], 1024);
+    assert!(s["bytes"].as_u64().unwrap_or(0) > 1024, "{s}");
+}
+
+#[test]
+fn two_clients_with_their_own_keys_and_buckets_cannot_read_each_other() {
+    let a = Site::new("ret-client-a", "ca");
+    let mut b = Site::new("ret-client-b", "cb");
+    // Client B: its own key, allowed on its own bucket only.
+    let pid = std::process::id();
+    let (key, secret) = (format!("GK{:024x}", 0xb0b0_0000_u64 + u64::from(pid)), format!("{:064x}", pid));
+    let bucket = format!("zsnap-client-b-{pid}");
+    let g = &a.ctx.bench;
+    g.garage(&["key", "import", "-n", &format!("client-b-{pid}"), "--yes", &key, &secret]).success();
+    g.garage(&["bucket", "create", &bucket]).success();
+    g.garage(&["bucket", "allow", "--read", "--write", &bucket, "--key", &key]).success();
+    b.set("AWS_ACCESS_KEY_ID", &key);
+    b.set("AWS_SECRET_ACCESS_KEY", &secret);
+    b.set("ZSNAP_BUCKET", &bucket);
+
+    for site in [&a, &b] {
+        site.write("own.bin", &data(MIB, u64::from(site.pool.name.len() as u32)));
+        site.snapshot("s1");
+        site.run("zsnap-backup", &[]).success();
+    }
+    // Each sees its own backups...
+    for site in [&a, &b] {
+        assert_eq!(site.run("zsnap-restore", &["list", "--json"]).success().json_lines().len(), 1);
+    }
+    // ...and neither can list or read the other's.
+    let mut a_at_b = a.cmd("zsnap-plan", &["list"]);
+    a_at_b.env("ZSNAP_BUCKET", &bucket).env("ZSNAP_S3_PREFIX", &b.ctx.prefix).env("ZSNAP_DATASET", &b.data);
+    run(a_at_b, None, TIMEOUT).fails(77, "access denied");
+    let b_object = b.run("zsnap-plan", &["list"]).success().json_lines()[0]["key"].as_str().unwrap_or("").to_string();
+    a.run("s3get", &[&b_object]).fails(77, "access denied");
+    let mut b_at_a = b.cmd("zsnap-plan", &["list"]);
+    b_at_a.env("ZSNAP_BUCKET", &a.ctx.bench.bucket).env("ZSNAP_S3_PREFIX", &a.ctx.prefix).env("ZSNAP_DATASET", &a.data);
+    run(b_at_a, None, TIMEOUT).fails(77, "access denied");
+    // B restores its own.
+    let target = b.pool.ds("restored");
+    b.run("zsnap-restore", &["latest", "--target", &target]).success();
+    assert_same(&tree(&b.mountpoint(&target)), &tree(&b.dir()), "client B's restore");
+}
+
+#[test]
+fn typed_snapshots_rotate_around_the_s3_base_and_holds() {
+    let site = Site::new("ret-snap", "rs");
+    std::fs::write(&site.config, "[main]\nKEEP_HOURLY=2\nKEEP_DAILY=0\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n")
+        .expect("config");
+    site.snapshot("manual");
+    let t0 = 1_795_392_000; // 2026-11-23 00:00 UTC
+    let hourly = |h: i64| {
+        let now = (t0 + h * 3600).to_string();
+        site.write("f.txt", now.as_bytes());
+        site.run("zsnap-snapshot", &["hourly", "--now", &now]).success();
+        format!("hourly-2026-11-23-{h:02}0000")
+    };
+    let a = hourly(0);
+    site.run("zsnap-backup", &[]).success(); // @A is the base of the next incremental
+    let b = hourly(1);
+    let c = hourly(2);
+    assert_eq!(site.snapshots_of(&site.data), ["manual", a.as_str(), b.as_str(), c.as_str()]);
+    site.pool.zfs(&["hold", "keep", &format!("{}@{b}", site.data)]).success();
+    let d = hourly(3);
+    // The dry run is the exact commands: a snapshot, then C destroyed (B is held, A is the base).
+    let now = (t0 + 4 * 3600).to_string();
+    let dry = site.run("zsnap-snapshot", &["hourly", "--now", &now, "--dry-run"]).success();
+    let e = "hourly-2026-11-23-040000";
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout),
+        format!("zfs snapshot {ds}@{e}\nzfs destroy {ds}@{c}\n", ds = site.data)
+    );
+    assert_eq!(hourly(4), e);
+    assert_eq!(site.snapshots_of(&site.data), ["manual", a.as_str(), b.as_str(), d.as_str(), e]);
+    // Once E is in S3, A is no longer the base and goes; B keeps its hold.
+    site.run("zsnap-backup", &[]).success();
+    site.run("zsnap-snapshot", &["--rotate", "--now", &now]).success();
+    assert_eq!(site.snapshots_of(&site.data), ["manual", b.as_str(), d.as_str(), e]);
+    let plan = site.run("zsnap-plan", &["rotate", "--now", &now]).success().json_lines();
+    let held = plan.iter().find(|l| l["snapshot"] == b.as_str()).expect("B");
+    assert_eq!(held["reason"], "1 hold(s)");
+    site.pool.zfs(&["release", "keep", &format!("{}@{b}", site.data)]).success();
+    site.run("zsnap-snapshot", &["fortnightly"]).fails(64, "unknown argument 'fortnightly'");
+}
