@@ -4,80 +4,23 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-struct Site {
-    ctx: Ctx,
-    pool: Pool,
-    data: String,
-    config: PathBuf,
-    locks: PathBuf,
+/// Three snapshots backed up: a full and two incrementals.
+fn backed_up(name: &str, tag: &str) -> Site {
+    let site = Site::new(name, tag);
+    for (i, snap) in ["s1", "s2", "s3"].iter().enumerate() {
+        site.write(&format!("f{i}"), &data(100_000, i as u64));
+        site.snapshot(snap);
+        site.run("zsnap-backup", &[]).success();
+    }
+    site
 }
 
-impl Site {
-    fn new(name: &str, tag: &str) -> Site {
-        let ctx = Ctx::new(name);
-        let pool = Pool::new(&ctx, tag);
-        let data = pool.ds("data");
-        pool.zfs(&["create", &data]).success();
-        let config = ctx.bench.work.join(format!("{}.conf", pool.name));
-        std::fs::write(&config, "").expect("write config");
-        let locks = ctx.bench.work.join(format!("{}-locks", pool.name));
-        Site { ctx, pool, data, config, locks }
-    }
-
-    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
-        let mut c = if prog.starts_with("zsnap-") && prog != "zsnap-plan" && prog != "zsnap-health" {
-            Command::new(repo_path("scripts").join(prog))
-        } else {
-            Command::new(bin_path(prog))
-        };
-        c.args(args);
-        for (k, v) in self.ctx.cmd("s3put").get_envs() {
-            if let Some(v) = v {
-                c.env(k, v);
-            }
-        }
-        let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
-        let scripts = repo_path("scripts").display().to_string();
-        c.env("PATH", format!("{bins}:{scripts}:{}", std::env::var("PATH").unwrap_or_default()))
-            .env("ZSNAP_BUCKET", &self.ctx.bench.bucket)
-            .env("ZSNAP_S3_PREFIX", &self.ctx.prefix)
-            .env("ZSNAP_DATASET", &self.data)
-            .env("ZSNAP_CONFIG", &self.config)
-            .env("ZSNAP_LOCK_DIR", &self.locks);
-        c
-    }
-
-    fn run(&self, prog: &str, args: &[&str]) -> Output {
-        run(self.cmd(prog, args), None, TIMEOUT)
-    }
-
-    /// Three snapshots backed up: a full and two incrementals.
-    fn backed_up(name: &str, tag: &str) -> Site {
-        let site = Site::new(name, tag);
-        for (i, snap) in ["s1", "s2", "s3"].iter().enumerate() {
-            std::fs::write(site.pool.mount.join("data").join(format!("f{i}")), data(100_000, i as u64)).expect("write");
-            site.pool.zfs(&["snapshot", &format!("{}@{snap}", site.data)]).success();
-            site.run("zsnap-backup", &[]).success();
-        }
-        site
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut c = rclone(&self.ctx);
-        c.args(["lsf", "-R", "--files-only", &format!("t:{}/{}", self.ctx.bench.bucket, self.ctx.prefix)]);
-        let out = run(c, None, TIMEOUT).success();
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
-    }
-
-    fn health(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        self.run("zsnap-health", &all)
-    }
+fn health(site: &Site, args: &[&str]) -> Output {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    site.run("zsnap-health", &all)
 }
 
 fn summary(out: &Output) -> serde_json::Value {
@@ -86,8 +29,8 @@ fn summary(out: &Output) -> serde_json::Value {
 
 #[test]
 fn healthy_then_broken_then_old() {
-    let site = Site::backed_up("health", "h");
-    let ok = site.health(&[]).success();
+    let site = backed_up("health", "h");
+    let ok = health(&site, &[]).success();
     let s = summary(&ok);
     assert_eq!((s["summary"].as_bool(), s["status"].as_str()), (Some(true), Some("ok")), "{}", ok.stderr);
     // zsnap-status shows the same verdict after its table, and exits with it.
@@ -105,21 +48,21 @@ fn healthy_then_broken_then_old() {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + h * 3600;
         t.to_string()
     };
-    let warn = site.health(&["--now", &later(30)]);
+    let warn = health(&site, &["--now", &later(30)]);
     assert_eq!(warn.code(), 1, "{}", warn.stderr);
     assert_eq!(summary(&warn)["status"], "warning");
-    let crit = site.health(&["--now", &later(60)]);
+    let crit = health(&site, &["--now", &later(60)]);
     assert_eq!(crit.code(), 2);
     assert!(crit.json_lines().iter().any(|l| l["check"] == "freshness"));
 
     // Prometheus textfile, written whole.
     let prom = site.ctx.bench.work.join(format!("{}.prom", site.pool.name));
-    site.health(&["--prometheus", prom.to_str().unwrap()]).success();
+    health(&site, &["--prometheus", prom.to_str().unwrap()]).success();
     let text = std::fs::read_to_string(&prom).expect("prom file");
     assert!(text.contains(&format!("zsnap_backup_chain_length{{dataset=\"{}\"}} 3", site.data)), "{text}");
 
     // A restore drill on the healthy chain: received, guids compared, scratch destroyed.
-    let drill = site.health(&["--restore-drill", &site.pool.name]).success();
+    let drill = health(&site, &["--restore-drill", &site.pool.name]).success();
     assert!(drill.json_lines().iter().any(|l| l["check"] == "restore-drill" && l["severity"] == "ok"));
     let left = site.pool.zfs(&["list", "-H", "-o", "name", "-r", &site.pool.name]).success();
     assert!(!String::from_utf8_lossy(&left.stdout).contains("zsnap-drill-"), "scratch dataset left behind");
@@ -127,7 +70,7 @@ fn healthy_then_broken_then_old() {
     // --deep reads every object; then one byte flipped inside the newest object (re-uploaded
     // whole, so S3's CRC32 matches the bad bytes): the plain check only lists and passes,
     // --deep names the object and the check that failed.
-    site.health(&["--deep"]).success();
+    health(&site, &["--deep"]).success();
     let newest = site.keys().into_iter().find(|k| k.contains("/@s3/")).expect("s3 key");
     let mut c = rclone(&site.ctx);
     c.args(["cat", &format!("t:{}/{}{newest}", site.ctx.bench.bucket, site.ctx.prefix)]);
@@ -139,16 +82,16 @@ fn healthy_then_broken_then_old() {
     let mut c = site.ctx.cmd("s3put");
     c.args(["--exec", &format!("cat {}", bad.display())]).arg(site.ctx.url(&newest));
     run(c, None, TIMEOUT).success();
-    site.health(&[]).success();
-    let deep = site.health(&["--deep"]);
+    health(&site, &[]).success();
+    let deep = health(&site, &["--deep"]);
     assert_eq!(deep.code(), 2, "{}", deep.stderr);
     let lines = deep.json_lines();
     let hit = lines.iter().find(|l| l["check"].as_str().is_some_and(|c| c.starts_with("deep:"))).expect("deep finding");
     assert_eq!(hit["subject"].as_str(), Some(format!("{}{newest}", site.ctx.prefix).as_str()), "{lines:?}");
-    assert_eq!(site.health(&["--deep", "--chain", "s2"]).code(), 0, "the chain to @s2 is intact");
+    assert_eq!(health(&site, &["--deep", "--chain", "s2"]).code(), 0, "the chain to @s2 is intact");
 
     // The restore drill receives the latest chain (through the corrupt @s3: refused) …
-    let drill = site.health(&["--restore-drill", &site.pool.name]);
+    let drill = health(&site, &["--restore-drill", &site.pool.name]);
     assert_eq!(drill.code(), 2, "{}", drill.stderr);
     assert!(drill.json_lines().iter().any(|l| l["check"] == "restore-drill" && l["severity"] == "critical"));
     let scratch = format!("{}/zsnap-drill-", site.pool.name);
@@ -160,7 +103,7 @@ fn healthy_then_broken_then_old() {
     let mut c = rclone(&site.ctx);
     c.args(["deletefile", &format!("t:{}/{}{middle}", site.ctx.bench.bucket, site.ctx.prefix)]);
     run(c, None, TIMEOUT).success();
-    let broken = site.health(&[]);
+    let broken = health(&site, &[]);
     assert_eq!(broken.code(), 2, "{}", broken.stderr);
     let lines = broken.json_lines();
     let chain: Vec<&serde_json::Value> = lines.iter().filter(|l| l["check"] == "chain").collect();
@@ -173,7 +116,7 @@ fn healthy_then_broken_then_old() {
 
 #[test]
 fn stale_uploads_are_reported_and_cleaned() {
-    let site = Site::backed_up("health-up", "u");
+    let site = backed_up("health-up", "u");
     // An upload left in progress, as kill -9 leaves one (started through the SDK via rclone
     // would complete; s3put --list-uploads is what we check against).
     let mut c = site.ctx.cmd("s3put");
@@ -184,12 +127,12 @@ fn stale_uploads_are_reported_and_cleaned() {
     site.ctx.wait_until("an upload in progress", Duration::from_secs(60), || !site.ctx.pending_uploads().is_empty());
     let _ = child.kill();
     let _ = child.wait();
-    let out = site.health(&["--stale-uploads", "0s"]);
+    let out = health(&site, &["--stale-uploads", "0s"]);
     assert_eq!(out.code(), 1, "{}", out.stderr);
     assert!(out.json_lines().iter().any(|l| l["check"] == "stale-upload"));
-    site.health(&["--stale-uploads", "0s", "--clean"]).success();
+    health(&site, &["--stale-uploads", "0s", "--clean"]).success();
     assert!(site.ctx.pending_uploads().is_empty());
-    site.health(&["--stale-uploads", "0s"]).success();
+    health(&site, &["--stale-uploads", "0s"]).success();
 }
 
 /// A one-shot HTTP server on 127.0.0.1 that records request lines.
@@ -213,27 +156,27 @@ fn listener() -> (String, std::sync::mpsc::Receiver<String>) {
 
 #[test]
 fn pings_and_s3_failures() {
-    let site = Site::backed_up("health-ping", "p");
+    let site = backed_up("health-ping", "p");
     let (url, rx) = listener();
-    site.health(&["--ping", &url]).success();
+    health(&site, &["--ping", &url]).success();
     let got = rx.recv_timeout(Duration::from_secs(10)).expect("success ping");
     assert!(got.starts_with("POST /ping "), "{got}");
     let late =
         (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 400_000).to_string();
-    assert_eq!(site.health(&["--ping", &url, "--now", &late]).code(), 2);
+    assert_eq!(health(&site, &["--ping", &url, "--now", &late]).code(), 2);
     let got = rx.recv_timeout(Duration::from_secs(10)).expect("failure ping");
     assert!(got.starts_with("POST /ping/fail "), "{got}");
 
     // An unreachable ping URL: reported, bounded, verdict unchanged.
     let dead = format!("http://127.0.0.1:{}/x", closed_port());
     let start = std::time::Instant::now();
-    let out = site.health(&["--ping", &dead]);
+    let out = health(&site, &["--ping", &dead]);
     assert_eq!(out.code(), 0, "{}", out.stderr);
     assert!(out.stderr.contains("ping"), "{}", out.stderr);
     assert!(start.elapsed() < Duration::from_secs(30));
 
     // A missing bucket and wrong credentials: critical, one line, JSON summary still printed.
-    let out = site.health(&["--bucket", "no-such-bucket-zsnap"]);
+    let out = health(&site, &["--bucket", "no-such-bucket-zsnap"]);
     assert_eq!(summary(&out)["status"], "critical");
     out.fails(2, "no-such-bucket-zsnap");
     let mut c = site.cmd("zsnap-health", &["--json", "--retries", "0"]);

@@ -108,6 +108,21 @@ impl Site {
             .collect()
     }
 
+    /// Every object key under this site's prefix, through a peer client (rclone, with the
+    /// bench's Garage key), not our code.
+    pub fn keys(&self) -> Vec<String> {
+        let mut c = rclone(&self.ctx);
+        c.args(["lsf", "-R", "--files-only", &format!("t:{}/{}", self.bucket(), self.ctx.prefix)]);
+        let out = run(c, None, TIMEOUT).success();
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    pub fn delete_key(&self, key: &str) {
+        let mut c = rclone(&self.ctx);
+        c.args(["deletefile", &format!("t:{}/{}{key}", self.bucket(), self.ctx.prefix)]);
+        run(c, None, TIMEOUT).success();
+    }
+
     /// Where a dataset of this pool is mounted.
     pub fn mountpoint(&self, ds: &str) -> PathBuf {
         let rel = ds.strip_prefix(&format!("{}/", self.pool.name)).unwrap_or(ds);
