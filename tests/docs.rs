@@ -49,7 +49,7 @@ fn help_names_every_flag_and_the_exit_codes() {
 /// script's --help lists, and every script must pass its --help without touching anything.
 #[test]
 fn every_script_has_a_man_page_naming_its_options() {
-    for script in ["zsnap-backup", "zsnap-restore", "zsnap-status"] {
+    for script in ["zsnap-backup", "zsnap-restore", "zsnap-status", "zsnap-prune", "zsnap-snapshot"] {
         let mut c = Command::new("bash");
         c.arg(repo_path(&format!("scripts/{script}"))).arg("--help");
         let help = String::from_utf8(run(c, None, TIMEOUT).success().stdout).expect("utf-8");
