@@ -852,6 +852,27 @@ mod tests {
     }
 
     #[test]
+    fn retention_commands() {
+        assert_eq!(parse_ok(&["prune", "--now", "1795392000"]).now, Some(1_795_392_000));
+        assert_eq!(parse_ok(&["prune"]).command, Command::Prune);
+        assert_eq!(parse_ok(&["policy"]).command, Command::Policy);
+        assert_eq!(parse_ok(&["snapshot", "weekly"]).command, Command::Snapshot(Some(Period::Weekly)));
+        assert_eq!(parse_ok(&["--format", "sh", "rotate"]).command, Command::Snapshot(None));
+        for (args, needle) in [
+            (&["snapshot"][..], "usage: zsnap-plan [OPTIONS] snapshot hourly|daily"),
+            (&["snapshot", "fortnightly"][..], "'fortnightly' is not hourly, daily"),
+            (&["list", "--now", "5"][..], "--now only applies to backup, prune, snapshot and rotate"),
+            (&["prune", "--now", "soon"][..], "--now: 'soon' is not a number"),
+            (&["--format", "sh", "policy"][..], "--format sh has no commands"),
+            (&["prune", "extra"][..], "usage: zsnap-plan [OPTIONS] prune"),
+        ] {
+            let e = parse_err(args);
+            assert_eq!(e.code, ExitCode::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn usage_errors_name_the_problem() {
         for (args, needle) in [
             (&[][..], "missing command"),
