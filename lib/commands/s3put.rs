@@ -1,5 +1,6 @@
 //! `s3put`: stdin (or a producer command) to one S3 object, committed only when the whole
-//! stream arrived; plus listing and aborting uploads left in progress.
+//! stream arrived; plus maintenance modes: listing and aborting uploads left in progress,
+//! batch deletes and raising Object Lock retention (the S3 side of prune).
 
 use crate::catalog::KEY_TAG;
 use crate::cli::flags::{Flag, Page};
@@ -8,6 +9,7 @@ use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, ExitCode, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
+use crate::s3::objects::{self, rfc3339};
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
 use crate::s3::upload::{self, GateSpec, Source, UploadSpec};
 use crate::s3::{client, uploads, S3Url};
@@ -61,13 +63,15 @@ const FLAGS: &[Flag] = &[
         short: None,
         long: "lock-mode",
         value: Some("MODE"),
-        doc: "Object Lock mode, GOVERNANCE or COMPLIANCE (needs --lock-until and a bucket with Object Lock).",
+        doc: "Object Lock mode, GOVERNANCE or COMPLIANCE (needs --lock-until and a bucket with Object Lock). \
+              Also for --extend-lock.",
     },
     Flag {
         short: None,
         long: "lock-until",
         value: Some("TIME"),
-        doc: "Object Lock retain-until date, RFC 3339 (e.g. 2027-01-31T00:00:00Z).",
+        doc: "Object Lock retain-until date, RFC 3339 (e.g. 2027-01-31T00:00:00Z). Also for --extend-lock, \
+              where it must be in the future.",
     },
     Flag {
         short: None,
@@ -177,6 +181,36 @@ const CLEANUP_FLAGS: &[Flag] = &[
     },
 ];
 
+const RETENTION_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "delete",
+        value: None,
+        doc: "Instead of uploading, delete the objects named by one or more s3://BUCKET/KEY URLs (all in one \
+              bucket) with batch DeleteObjects, in the order given (children before parents). Reads no \
+              stdin. One JSON line per key: {\"key\": URL, \"deleted\": true}, or {\"key\", \"deleted\": \
+              false, \"code\", \"message\"}. A key that does not exist counts as deleted. A key under Object \
+              Lock (a retain-until date in the future or a legal hold, from one HEAD per key, so the key \
+              needs s3:GetObject too, and on AWS s3:GetObjectRetention and s3:GetObjectLegalHold, without \
+              which HEAD hides the lock) is not sent: in a versioned bucket its delete would only add a \
+              delete marker and hide it, so it is reported with code ObjectLocked. In a versioned bucket \
+              an unlocked key's delete is a delete marker too; its bytes stay until a lifecycle rule \
+              expires noncurrent versions. Exit 0 when every key was deleted; 77 when one was denied \
+              (AccessDenied: the key lacks s3:DeleteObject) or locked; otherwise the code of the first \
+              failure.",
+    },
+    Flag {
+        short: None,
+        long: "extend-lock",
+        value: None,
+        doc: "Instead of uploading, raise the Object Lock retention of each URL's object to at least \
+              --lock-until in --lock-mode (PutObjectRetention); never shortens it, and an active COMPLIANCE \
+              lock stays COMPLIANCE. One JSON line per key: {\"key\", \"mode\", \"retain_until_before\", \
+              \"retain_until\", \"changed\"} (times RFC 3339, null when none). A bucket without Object \
+              Lock (or a server without it, such as Garage) fails with exit 76 before anything is written.",
+    },
+];
+
 pub static PAGE: Page = Page {
     name: "s3put",
     synopsis: "s3put [OPTIONS] s3://BUCKET/KEY < STREAM",
@@ -206,11 +240,17 @@ On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_
 and input_bytes what was read; with --filter also \"filter\", and with --zfs-stream also \"stream\": \
 {\"bytes\", \"kind\" (full, incremental or compound), \"toguid\", \"fromguid\", \"toname\", \"records\", \
 \"dedup\"} (guids as decimal strings; a compound stream adds \"substreams\"). Messages go to stderr, \
-prefixed with s3put:.",
+prefixed with s3put:.
+
+Maintenance modes read no stdin and take only their own flags and the S3 connection flags: \
+s3put --list-uploads|--abort-uploads [--older-than DURATION] s3://BUCKET/PREFIX; \
+s3put --delete s3://BUCKET/KEY...; and \
+s3put --extend-lock --lock-mode MODE --lock-until TIME s3://BUCKET/KEY... (several URLs, one bucket).",
     groups: &[
         ("Options", FLAGS),
         ("ZFS streams and compression", STREAM_FLAGS),
         ("Cleanup", CLEANUP_FLAGS),
+        ("Retention (delete, Object Lock)", RETENTION_FLAGS),
         ("S3 connection", s3_flags::FLAGS),
         ("General", COMMON_FLAGS),
     ],
@@ -227,21 +267,85 @@ prefixed with s3put:.",
              and the stream is whole.",
         ),
         ("s3put --abort-uploads --older-than 1d s3://backups/tank/", "Clean up after crashed uploads."),
+        (
+            "s3put --extend-lock --lock-mode GOVERNANCE --lock-until 2027-06-30T00:00:00Z s3://backups/tank/data/@d1/k",
+            "Keep a backup under Object Lock until mid-2027 (a later date already set is kept).",
+        ),
+        ("s3put --delete s3://backups/tank/data/@d2/k2 s3://backups/tank/data/@d1/k1", "Delete two backups, child first."),
     ],
     see_also: "s3get(1), zfs-send(8)",
 };
 
 /// What to do, parsed and validated; no I/O yet.
 pub struct Args {
+    /// The object (or prefix) to work on; for --delete and --extend-lock the first URL.
     pub url: S3Url,
     pub s3: S3Args,
     pub action: Action,
 }
 
 pub enum Action {
-    Upload { spec: Box<UploadSpec>, source: Source, progress: bool },
-    ListUploads { older_than: Duration },
-    AbortUploads { older_than: Duration },
+    Upload {
+        spec: Box<UploadSpec>,
+        source: Source,
+        progress: bool,
+    },
+    ListUploads {
+        older_than: Duration,
+    },
+    AbortUploads {
+        older_than: Duration,
+    },
+    /// Keys in `url.bucket`, in the order given.
+    Delete {
+        keys: Vec<String>,
+    },
+    /// Keys in `url.bucket`; `until` in unix seconds.
+    ExtendLock {
+        keys: Vec<String>,
+        mode: String,
+        until: i64,
+    },
+}
+
+/// The maintenance modes and the flags of ours each accepts (besides the S3 connection
+/// and general flags); an upload takes every flag but these modes' own.
+const MODES: &[(&str, &[&str])] = &[
+    ("list-uploads", &["older-than"]),
+    ("abort-uploads", &["older-than"]),
+    ("delete", &[]),
+    ("extend-lock", &["lock-mode", "lock-until"]),
+];
+
+/// The long name of one of s3put's own flags (not the S3 or general ones).
+fn own_flag(arg: &lexopt::Arg<'_>) -> Option<&'static str> {
+    let tables = [FLAGS, STREAM_FLAGS, CLEANUP_FLAGS, RETENTION_FLAGS];
+    let mut all = tables.iter().flat_map(|t| t.iter());
+    match arg {
+        Long(name) => all.find(|f| f.long == *name).map(|f| f.long),
+        Short(c) => all.find(|f| f.short == Some(*c)).map(|f| f.long),
+        Value(_) => None,
+    }
+}
+
+/// Which mode the flags seen ask for (`None`: an upload), refusing two modes at once and
+/// flags that do not belong to the mode.
+fn mode_of(seen: &[&'static str]) -> Result<Option<&'static str>, Failure> {
+    let modes: Vec<&str> = MODES.iter().map(|(m, _)| *m).filter(|m| seen.contains(m)).collect();
+    match modes[..] {
+        [] if seen.contains(&"older-than") => {
+            Err(Failure::usage("--older-than needs --list-uploads or --abort-uploads"))
+        }
+        [] => Ok(None),
+        [mode] => {
+            let own = MODES.iter().find(|(m, _)| *m == mode).map(|(_, o)| *o).unwrap_or(&[]);
+            match seen.iter().find(|f| **f != mode && !own.contains(f)) {
+                Some(f) => Err(Failure::usage(format!("--{mode} does not take --{f}"))),
+                None => Ok(Some(mode)),
+            }
+        }
+        [a, b, ..] => Err(Failure::usage(format!("--{a} and --{b} are different modes; give one"))),
+    }
 }
 
 /// Parse the command line. `Ok(Err(text))` means print `text` and exit 0 (help, man).
@@ -253,14 +357,16 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut metadata = Vec::new();
     let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
     let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
-    let (mut list, mut abort, mut older_than) = (false, false, None);
+    let mut older_than = None;
     let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
     let (mut codec, mut threads, mut filter) = (Codec::None, None, None);
-    let mut url = None;
+    let mut urls: Vec<String> = Vec::new();
+    let mut seen: Vec<&'static str> = Vec::new();
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }
+        seen.extend(own_flag(&arg));
         match arg {
             Short('e') | Long("expected-size") => expected = Some(parse_size("expected-size", &p.value()?.string()?)?),
             Short('p') | Long("part-size") => part_size = Some(parse_size("part-size", &p.value()?.string()?)?),
@@ -283,10 +389,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             Short('T') | Long("threads") => threads = Some(parse_number::<usize>("threads", &p.value()?.string()?)?),
             Long("filter") => filter = Some(p.value()?.string()?),
-            Long("list-uploads") => list = true,
-            Long("abort-uploads") => abort = true,
+            Long("list-uploads") | Long("abort-uploads") | Long("delete") | Long("extend-lock") => {}
             Long("older-than") => older_than = Some(parse_duration("older-than", &p.value()?.string()?)?),
-            Value(v) if url.is_none() => url = Some(v.string()?),
+            Value(v) => urls.push(v.string()?),
             Long(name) => {
                 let name = name.to_string();
                 if !s3.take(&name, &mut p)? {
@@ -296,34 +401,63 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let url = url.ok_or_else(|| Failure::usage("missing s3://BUCKET/KEY (see --help)"))?;
+    let mode = mode_of(&seen)?;
+    if urls.is_empty() {
+        return Err(Failure::usage("missing s3://BUCKET/KEY (see --help)"));
+    }
     let s3 = s3.with_env()?;
-    let older_than = older_than.unwrap_or(Duration::ZERO);
-    if list || abort {
-        let url = S3Url::parse(&url, true)?;
-        let action = if abort { Action::AbortUploads { older_than } } else { Action::ListUploads { older_than } };
+    if let Some(mode @ ("delete" | "extend-lock")) = mode {
+        let parsed = urls.iter().map(|u| S3Url::parse(u, false)).collect::<Result<Vec<_>, _>>()?;
+        let url = parsed[0].clone();
+        if let Some(other) = parsed.iter().find(|u| u.bucket != url.bucket) {
+            return Err(Failure::usage(format!(
+                "--{mode}: every URL must be in one bucket ({} and {other})",
+                url.bucket
+            )));
+        }
+        let keys = parsed.into_iter().map(|u| u.key).collect();
+        let action = if mode == "delete" {
+            Action::Delete { keys }
+        } else {
+            let mode = lock_mode.ok_or_else(|| Failure::usage("--extend-lock needs --lock-mode and --lock-until"))?;
+            let until = lock_until.ok_or_else(|| Failure::usage("--extend-lock needs --lock-mode and --lock-until"))?;
+            let until = parse_lock_until(&until)?.secs();
+            check_lock_mode(&mode)?;
+            if until <= unix_now() {
+                return Err(Failure::usage(format!("--lock-until: {} is not in the future", rfc3339(until))));
+            }
+            Action::ExtendLock { keys, mode, until }
+        };
         return Ok(Ok(Args { url, s3, action }));
     }
-    let url = S3Url::parse(&url, false)?;
+    let [url] = &urls[..] else {
+        return Err(Failure::usage(format!(
+            "one s3://BUCKET/KEY at a time (several only with --delete or --extend-lock): '{}'",
+            urls[1]
+        )));
+    };
+    let older_than = older_than.unwrap_or(Duration::ZERO);
+    if let Some(mode) = mode {
+        let url = S3Url::parse(url, true)?;
+        let action = if mode == "abort-uploads" {
+            Action::AbortUploads { older_than }
+        } else {
+            Action::ListUploads { older_than }
+        };
+        return Ok(Ok(Args { url, s3, action }));
+    }
+    let url = S3Url::parse(url, false)?;
     if concurrency == 0 || concurrency > 64 {
         return Err(Failure::usage("--concurrency must be 1..=64"));
     }
     let plan = part_size::plan(part_size, expected, max_parts).map_err(Failure::usage)?;
     if let Some(m) = &lock_mode {
-        if m != "GOVERNANCE" && m != "COMPLIANCE" {
-            return Err(Failure::usage(format!("--lock-mode: '{m}' is not GOVERNANCE or COMPLIANCE")));
-        }
+        check_lock_mode(m)?;
     }
     if lock_mode.is_some() != lock_until.is_some() {
         return Err(Failure::usage("--lock-mode and --lock-until go together"));
     }
-    let lock_until = match lock_until {
-        Some(t) => Some(
-            aws_smithy_types::DateTime::from_str(&t, aws_smithy_types::date_time::Format::DateTime)
-                .map_err(|_| Failure::usage(format!("--lock-until: '{t}' is not an RFC 3339 time")))?,
-        ),
-        None => None,
-    };
+    let lock_until = lock_until.as_deref().map(parse_lock_until).transpose()?;
     if !zfs_stream && (expect_guid.is_some() || expect_from.is_some()) {
         return Err(Failure::usage("--expect-guid and --expect-from need --zfs-stream"));
     }
@@ -373,6 +507,18 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         None => Source::Stdin,
     };
     Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress } }))
+}
+
+fn check_lock_mode(mode: &str) -> Result<(), Failure> {
+    match mode {
+        "GOVERNANCE" | "COMPLIANCE" => Ok(()),
+        m => Err(Failure::usage(format!("--lock-mode: '{m}' is not GOVERNANCE or COMPLIANCE"))),
+    }
+}
+
+fn parse_lock_until(t: &str) -> Result<aws_smithy_types::DateTime, Failure> {
+    aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|_| Failure::usage(format!("--lock-until: '{t}' is not an RFC 3339 time")))
 }
 
 /// The guid and origin a `zsnap1,` key names: `guid=G`, and `from=FG` for `kind=inc` or
@@ -463,7 +609,48 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Action::Delete { keys } => {
+            let bucket = &args.url.bucket;
+            let results = objects::delete_unlocked(&client, bucket, &keys, unix_now()).await?;
+            for d in &results {
+                let mut line =
+                    serde_json::json!({"key": format!("s3://{bucket}/{}", d.key), "deleted": d.error.is_none()});
+                if let Some((code, message)) = &d.error {
+                    line["code"] = code.as_str().into();
+                    line["message"] = message.as_str().into();
+                }
+                print_line(&line)?;
+            }
+            objects::delete_failure(bucket, &results).map_or(Ok(()), Err)
+        }
+        Action::ExtendLock { keys, mode, until } => {
+            let bucket = &args.url.bucket;
+            for key in &keys {
+                let (before, changed) = objects::extend_lock(&client, bucket, key, &mode, until).await?;
+                // What extend_lock set, from the same pure rule it applied.
+                let (now_mode, now_until) = match objects::extension(&before, &mode, until, unix_now()) {
+                    Some((m, t)) if changed => (Some(m), Some(t)),
+                    _ => (before.mode.clone(), before.retain_until),
+                };
+                print_line(&serde_json::json!({
+                    "key": format!("s3://{bucket}/{key}"),
+                    "mode": now_mode,
+                    "retain_until_before": before.retain_until.map(rfc3339),
+                    "retain_until": now_until.map(rfc3339),
+                    "changed": changed,
+                }))?;
+            }
+            Ok(())
+        }
     }
+}
+
+fn print_line(line: &serde_json::Value) -> Result<(), Failure> {
+    json_line(line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -549,6 +736,69 @@ mod tests {
         parse_ok(&["--exec", "zfs send tank/data@s1", key]);
         // Only the base name counts.
         parse_ok(&["s3://bkt/zsnap1,dir/plain"]);
+    }
+
+    #[test]
+    fn delete_takes_several_keys_in_one_bucket() {
+        let a = parse_ok(&["--delete", "s3://bkt/t/@2/k2", "s3://bkt/t/@1/k1"]);
+        let Action::Delete { keys } = a.action else { panic!() };
+        assert_eq!(keys, vec!["t/@2/k2", "t/@1/k1"], "in the order given");
+        assert_eq!(a.url.bucket, "bkt");
+        parse_ok(&["--delete", "--endpoint", "http://127.0.0.1:1", "--retries", "0", "s3://bkt/k"]);
+    }
+
+    #[test]
+    fn extend_lock_needs_a_mode_and_a_future_time() {
+        let a = parse_ok(&[
+            "--extend-lock",
+            "--lock-mode",
+            "governance",
+            "--lock-until",
+            "2999-01-01T00:00:00Z",
+            "s3://bkt/a",
+            "s3://bkt/b",
+        ]);
+        let Action::ExtendLock { keys, mode, until } = a.action else { panic!() };
+        assert_eq!(
+            (keys, mode.as_str(), until),
+            (vec!["a".to_string(), "b".to_string()], "GOVERNANCE", 32_472_144_000)
+        );
+    }
+
+    #[test]
+    fn maintenance_modes_refuse_what_is_not_theirs() {
+        let until = "2999-01-01T00:00:00Z";
+        for (args, needle) in [
+            (&["--delete"][..], "s3://BUCKET/KEY"),
+            (&["--delete", "s3://bkt/a", "s3://other/b"][..], "one bucket"),
+            (&["--delete", "s3://bkt/pre/"][..], "names no object"),
+            (&["--delete", "--part-size", "5M", "s3://bkt/a"][..], "--delete does not take --part-size"),
+            (&["--delete", "-x", "true", "s3://bkt/a"][..], "--delete does not take --exec"),
+            (&["--delete", "--lock-mode", "GOVERNANCE", "--lock-until", until, "s3://bkt/a"][..], "--lock-mode"),
+            (&["--delete", "--older-than", "1h", "s3://bkt/a"][..], "--older-than"),
+            (&["--delete", "--extend-lock", "s3://bkt/a"][..], "different modes"),
+            (&["--delete", "--abort-uploads", "s3://bkt/a"][..], "different modes"),
+            (&["--extend-lock", "s3://bkt/a"][..], "--lock-mode and --lock-until"),
+            (&["--extend-lock", "--lock-mode", "GOVERNANCE", "s3://bkt/a"][..], "--lock-until"),
+            (&["--extend-lock", "--lock-mode", "x", "--lock-until", until, "s3://bkt/a"][..], "--lock-mode"),
+            (&["--extend-lock", "--lock-mode", "GOVERNANCE", "--lock-until", "soon", "s3://bkt/a"][..], "RFC 3339"),
+            (
+                &["--extend-lock", "--lock-mode", "GOVERNANCE", "--lock-until", "2001-01-01T00:00:00Z", "s3://bkt/a"][..],
+                "not in the future",
+            ),
+            (
+                &["--extend-lock", "--lock-mode", "GOVERNANCE", "--lock-until", until, "--meta", "a=b", "s3://bkt/a"][..],
+                "--meta",
+            ),
+            (&["--list-uploads", "--concurrency", "2", "s3://bkt/"][..], "--list-uploads does not take --concurrency"),
+            (&["--list-uploads", "s3://bkt/a", "s3://bkt/b"][..], "one s3://BUCKET/KEY at a time"),
+            (&["s3://bkt/a", "s3://bkt/b"][..], "one s3://BUCKET/KEY at a time"),
+            (&["--older-than", "1h", "s3://bkt/a"][..], "--older-than needs"),
+        ] {
+            let e = parse_err(args);
+            assert_eq!(e.code, ExitCode::Usage, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
     }
 
     #[test]

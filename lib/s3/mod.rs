@@ -1,9 +1,11 @@
 //! S3 transport: client setup, streaming multipart upload, ordered ranged download,
-//! in-progress upload cleanup, and turning SDK errors into one line and an exit code.
+//! in-progress upload cleanup, deletes and Object Lock retention, and turning SDK errors
+//! into one line and an exit code.
 
 pub mod client;
 pub mod download;
 pub mod error;
+pub mod objects;
 pub mod part_size;
 pub mod upload;
 pub mod uploads;

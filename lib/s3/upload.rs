@@ -211,8 +211,15 @@ async fn single_put(client: &Client, spec: &UploadSpec, data: Vec<u8>, crc: u32)
         .body(ByteStream::from(data));
     let sent = if spec.checksums {
         // The signed CRC32 header lets the server verify the body, so SigV4 need not
-        // SHA-256 it too (that hash would cost more CPU than the whole upload).
-        req.checksum_crc32(crc_b64(crc)).customize().disable_payload_signing().send().await
+        // SHA-256 it too (that hash would cost more CPU than the whole upload). Naming the
+        // algorithm too (x-amz-sdk-checksum-algorithm) is what S3 requires of a PUT with
+        // Object Lock, in place of Content-MD5.
+        req.checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(crc_b64(crc))
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
     } else {
         req.send().await
     };

@@ -371,3 +371,107 @@ pub fn rclone(ctx: &Ctx) -> Command {
         .env("RCLONE_CONFIG", "/dev/null");
     c
 }
+
+/// A key pair for one S3 user.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+/// The moto server `tests/run` starts (bench/moto) for what Garage lacks: versioning,
+/// Object Lock and IAM policies. Its IAM checks are on, so every request needs an IAM
+/// user's key; `admin` may do everything. Each test makes its own buckets and users.
+pub struct Moto {
+    pub endpoint: String,
+    pub admin: Keys,
+    pub python: PathBuf,
+}
+
+static MOTO_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Moto {
+    pub fn get() -> Moto {
+        Moto {
+            endpoint: need("ZSNAP_MOTO_ENDPOINT"),
+            admin: Keys {
+                access_key: need("ZSNAP_MOTO_ACCESS_KEY_ID"),
+                secret_key: need("ZSNAP_MOTO_SECRET_ACCESS_KEY"),
+            },
+            python: PathBuf::from(need("ZSNAP_MOTO_VENV")).join("bin/python"),
+        }
+    }
+
+    /// A name no other test (or run of this one) uses: `TAG-PID-N`.
+    pub fn unique(&self, tag: &str) -> String {
+        format!("{tag}-{}-{}", std::process::id(), MOTO_COUNTER.fetch_add(1, Ordering::SeqCst))
+    }
+
+    /// Run a Python snippet as admin, with boto3 from moto's venv; `args` are sys.argv[1:],
+    /// and `s3` and `iam` are clients on the server. The snippet prints what the test reads.
+    pub fn python(&self, script: &str, args: &[&str]) -> Output {
+        let prelude = "import json, os, sys, boto3\n\
+                       s3 = boto3.client('s3', endpoint_url=os.environ['ZSNAP_MOTO_ENDPOINT'])\n\
+                       iam = boto3.client('iam', endpoint_url=os.environ['ZSNAP_MOTO_ENDPOINT'])\n";
+        let mut c = Command::new(&self.python);
+        c.arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .args(args)
+            .env("ZSNAP_MOTO_ENDPOINT", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &self.admin.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &self.admin.secret_key)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        run(c, None, TIMEOUT)
+    }
+
+    /// A new bucket; with `object_lock`, created with ObjectLockEnabledForBucket (which
+    /// makes it versioned, as on AWS).
+    pub fn bucket(&self, tag: &str, object_lock: bool) -> String {
+        let name = format!("zsnap-{}", self.unique(tag));
+        let script = "s3.create_bucket(Bucket=sys.argv[1], ObjectLockEnabledForBucket=sys.argv[2] == '1')";
+        self.python(script, &[&name, if object_lock { "1" } else { "0" }]).success();
+        name
+    }
+
+    /// A new IAM user whose one inline policy is `policy`; returns its key.
+    pub fn user(&self, tag: &str, policy: &serde_json::Value) -> Keys {
+        let name = self.unique(tag);
+        let script = "iam.create_user(UserName=sys.argv[1])\n\
+                      iam.put_user_policy(UserName=sys.argv[1], PolicyName='only', PolicyDocument=sys.argv[2])\n\
+                      k = iam.create_access_key(UserName=sys.argv[1])['AccessKey']\n\
+                      print(k['AccessKeyId'], k['SecretAccessKey'])";
+        let out = self.python(script, &[&name, &policy.to_string()]).success();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(a), Some(s)) => Keys { access_key: a.to_string(), secret_key: s.to_string() },
+            _ => panic!("no access key from iam.create_access_key: {text:?}"),
+        }
+    }
+
+    /// A command for one of our binaries, pointed at moto with `keys`.
+    pub fn cmd(&self, bin: &str, keys: &Keys) -> Command {
+        let mut c = Command::new(bin_path(bin));
+        c.env("ZSNAP_S3_ENDPOINT", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &keys.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &keys.secret_key)
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+        c
+    }
+
+    /// `s3put ARGS` as `keys`, stdin from `input`.
+    pub fn s3put(&self, keys: &Keys, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut c = self.cmd("s3put", keys);
+        c.args(args);
+        run(c, input, TIMEOUT)
+    }
+
+    /// `s3get URL` as `keys`.
+    pub fn s3get(&self, keys: &Keys, url: &str) -> Output {
+        let mut c = self.cmd("s3get", keys);
+        c.arg(url);
+        run(c, None, TIMEOUT)
+    }
+}
