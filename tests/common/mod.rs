@@ -4,6 +4,11 @@
 //! command, its exit status, stdout and stderr.
 #![allow(dead_code)]
 
+pub mod site;
+// Not every test file plays a site.
+#[allow(unused_imports)]
+pub use site::*;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
