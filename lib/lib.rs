@@ -3,6 +3,7 @@
 //! The binaries in `bins/` are thin: they parse flags with [`cli`] and call into the
 //! areas here. Data flows one way: read (stdin, S3, zfs), decide (pure functions), act.
 
+pub mod calendar;
 pub mod catalog;
 pub mod cli;
 pub mod commands;

@@ -2,6 +2,7 @@
 //! stream arrived; plus maintenance modes: listing and aborting uploads left in progress,
 //! batch deletes and raising Object Lock retention (the S3 side of prune).
 
+use crate::calendar::rfc3339;
 use crate::catalog::KEY_TAG;
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::{json_line, mb_per_s, Progress};
@@ -9,7 +10,7 @@ use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, ExitCode, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
-use crate::s3::objects::{self, rfc3339};
+use crate::s3::objects;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
 use crate::s3::upload::{self, GateSpec, Source, UploadSpec};
 use crate::s3::{client, uploads, S3Url};

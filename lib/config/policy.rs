@@ -6,8 +6,8 @@
 //! ignored and said so. Pure: the object's text and the local settings come in as data.
 
 use super::{Setting, Source};
+use crate::calendar::Period;
 use crate::cli::{values, ExitCode, Failure};
-use crate::plan::calendar::Period;
 use serde_json::{json, Map, Value};
 
 /// The object a client's central policy lives in, relative to its prefix.

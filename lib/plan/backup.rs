@@ -98,7 +98,7 @@ impl Step {
                 "action": "lock",
                 "dataset": dataset,
                 "keys": urls,
-                "lock_until": super::calendar::rfc3339(*until),
+                "lock_until": crate::calendar::rfc3339(*until),
                 "command": command,
                 "reason": "the chain under a locked incremental stays locked at least as long",
             }),
@@ -271,13 +271,13 @@ pub fn plan(
     Ok(steps)
 }
 
-/// `s3put --extend-lock` over `urls`, at most [`super::prune::DELETE_BATCH`] a command.
+/// `s3put --extend-lock` over `urls`, at most [`super::prune::COMMAND_BATCH`] a command.
 fn lock_steps(ctx: &Context, urls: Vec<String>, lock: LockUntil) -> Vec<Step> {
-    urls.chunks(super::prune::DELETE_BATCH)
+    urls.chunks(super::prune::COMMAND_BATCH)
         .map(|batch| {
             let mut words: Vec<String> = vec!["s3put".into(), "--extend-lock".into()];
             words.extend(["--lock-mode".into(), lock.mode.into()]);
-            words.extend(["--lock-until".into(), super::calendar::rfc3339(lock.until)]);
+            words.extend(["--lock-until".into(), crate::calendar::rfc3339(lock.until)]);
             words.extend(ctx.connection.iter().cloned());
             words.extend(batch.iter().cloned());
             Step::Lock { urls: batch.to_vec(), until: lock.until, command: join(&words) }
@@ -338,7 +338,7 @@ fn send(
         args.extend(["--expected-size".into(), l.to_string()]);
     }
     if let Some(l) = lock {
-        args.extend(["--lock-mode".into(), l.mode.into(), "--lock-until".into(), super::calendar::rfc3339(l.until)]);
+        args.extend(["--lock-mode".into(), l.mode.into(), "--lock-until".into(), crate::calendar::rfc3339(l.until)]);
     }
     args.extend(ctx.connection.iter().cloned());
     args.push(url.clone());

@@ -4,7 +4,6 @@
 //! Nothing here touches S3 or zfs.
 
 pub mod backup;
-pub mod calendar;
 pub mod prune;
 pub mod restore;
 pub mod snapshot;

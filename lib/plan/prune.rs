@@ -8,8 +8,8 @@
 //! (the caller reads it and plans again). A quota deletes the oldest backups first but
 //! never breaks a chain to get there: a quota that cannot be met is reported.
 
-use super::calendar::{self, Period};
 use super::{join, Context};
+use crate::calendar::{self, Period};
 use crate::catalog::{BackupRecord, Health};
 use crate::cli::output::human_bytes;
 use crate::config::policy::RetentionPolicy;
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 /// At most this many objects per delete command: a command line is passed to
 /// `bash -c` as one argument, which Linux caps at 128 KiB.
-pub const DELETE_BATCH: usize = 100;
+pub const COMMAND_BATCH: usize = 100;
 
 /// An object's lock as read from S3 (HEAD).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -413,10 +413,10 @@ impl Prune {
         })
     }
 
-    /// The delete commands, children first, at most [`DELETE_BATCH`] objects each.
+    /// The delete commands, children first, at most [`COMMAND_BATCH`] objects each.
     pub fn commands(&self, ctx: &Context, records: &[BackupRecord]) -> Vec<String> {
         self.delete_order
-            .chunks(DELETE_BATCH)
+            .chunks(COMMAND_BATCH)
             .map(|batch| {
                 let mut words: Vec<String> = vec!["s3put".into(), "--delete".into()];
                 words.extend(ctx.connection.iter().cloned());

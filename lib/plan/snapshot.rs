@@ -4,8 +4,8 @@
 //! the newest snapshot already committed in S3 (the base of the next incremental), one
 //! with a hold, one younger than the minimum age, or any snapshot not named by us.
 
-use super::calendar::{self, Period};
 use super::join;
+use crate::calendar::{self, Period};
 use crate::catalog::{BackupRecord, Health};
 use crate::config::policy::RetentionPolicy;
 use crate::zfs::snapshots::Snapshot;

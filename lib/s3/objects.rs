@@ -6,13 +6,13 @@
 
 use super::client::Client;
 use super::error::{classify_service, failure};
+use crate::calendar::rfc3339;
 use crate::cli::{ExitCode, Failure};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::types::{
     Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockRetention,
     ObjectLockRetentionMode,
 };
-use aws_smithy_types::date_time::Format;
 use aws_smithy_types::DateTime;
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -59,11 +59,6 @@ impl LockState {
             (None, _) => "legal hold".to_string(),
         }
     }
-}
-
-/// Unix seconds as RFC 3339 (`2027-01-31T00:00:00Z`).
-pub fn rfc3339(secs: i64) -> String {
-    DateTime::from_secs(secs).fmt(Format::DateTime).unwrap_or_else(|_| secs.to_string())
 }
 
 pub async fn lock_state(client: &Client, bucket: &str, key: &str) -> Result<LockState, Failure> {

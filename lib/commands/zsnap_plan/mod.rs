@@ -4,6 +4,7 @@
 
 mod retention;
 
+use crate::calendar::Period;
 use crate::catalog::{self, Catalog};
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::human_bytes;
@@ -11,7 +12,6 @@ use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config::policy::{self, Effective};
 use crate::config::{self, Settings};
-use crate::plan::calendar::Period;
 use crate::plan::{backup, prune, restore, snapshot, status, Context};
 use crate::s3::client;
 use crate::zfs::snapshots;
@@ -542,7 +542,7 @@ fn decide(
                                 "".into(),
                                 format!(
                                     "extend to {}: the chain under the new backups",
-                                    crate::plan::calendar::rfc3339(*until)
+                                    crate::calendar::rfc3339(*until)
                                 ),
                             ],
                             backup::Step::Nothing { reason } => {
@@ -609,7 +609,7 @@ fn decide(
                                 str_of(&e["snapshot"]),
                                 str_of(&e["kind"]),
                                 str_of(&e["from"]),
-                                crate::plan::calendar::minutes(e["time"].as_i64().unwrap_or(0)),
+                                crate::calendar::minutes(e["time"].as_i64().unwrap_or(0)),
                                 human_bytes(e["bytes"].as_u64().unwrap_or(0)),
                                 str_of(&e["compressor"]),
                                 match e["broken"].as_str() {

@@ -3,11 +3,11 @@
 //! reading the lock state of every object the plan would delete.
 
 use super::{commands, lines, table, Format, Rules};
+use crate::calendar;
 use crate::catalog::{BackupRecord, Catalog};
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
 use crate::config::policy::{Effective, RetentionPolicy};
-use crate::plan::calendar;
 use crate::plan::prune::{self, Lock, Prune};
 use crate::plan::snapshot::Step;
 use crate::plan::Context;

@@ -1,4 +1,4 @@
-//! UTC calendar arithmetic for retention periods and snapshot names. Pure and
+//! UTC calendar arithmetic: retention periods, snapshot names, RFC 3339 dates. Pure and
 //! dependency-free (civil-from-days, Howard Hinnant's algorithm), so planning never depends
 //! on the machine's time zone: hourly/daily/weekly/monthly/yearly periods are UTC periods.
 
