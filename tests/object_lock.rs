@@ -125,6 +125,15 @@ fn extend_lock_needs_a_bucket_with_object_lock() {
     let out =
         run(c, None, TIMEOUT).fails(76, "has no Object Lock (GetObjectLockConfiguration answered NotImplemented)");
     assert!(out.stdout.is_empty());
+
+    // An upload asking for a lock the bucket cannot keep stores nothing.
+    let lock = ["--lock-mode", "GOVERNANCE", "--lock-until", FAR];
+    let out = ctx.put("locked", b"data", &lock);
+    out.fails(76, "has no Object Lock");
+    ctx.get("locked", &[]).fails(66, "no such object");
+    let out = moto.s3put(&moto.admin, &[&lock[..], &[&url(&b, "locked")]].concat(), Some(b"data"));
+    out.fails(76, &format!("s3://{b} has no Object Lock"));
+    moto.s3get(&moto.admin, &url(&b, "locked")).fails(66, "no such object");
 }
 
 /// The backup host's key: uploads (multipart too), reads and cleans up its uploads, but

@@ -64,8 +64,9 @@ const FLAGS: &[Flag] = &[
         short: None,
         long: "lock-mode",
         value: Some("MODE"),
-        doc: "Object Lock mode, GOVERNANCE or COMPLIANCE (needs --lock-until and a bucket with Object Lock). \
-              Also for --extend-lock.",
+        doc: "Object Lock mode, GOVERNANCE or COMPLIANCE (needs --lock-until and a bucket with Object Lock, \
+              checked before anything is sent: exit 76 where the server would drop the lock). Also for \
+              --extend-lock.",
     },
     Flag {
         short: None,
@@ -571,6 +572,11 @@ async fn run(args: Args) -> Result<(), Failure> {
     let client = client::connect(&args.s3).await;
     match args.action {
         Action::Upload { spec, source, progress } => {
+            // A lock the server would silently drop (Garage) must fail before anything is
+            // stored, not leave an unlocked backup that looks locked.
+            if spec.lock_mode.is_some() {
+                objects::require_object_lock(&client, &spec.url.bucket).await?;
+            }
             let progress = Progress::new(progress);
             let ticker = progress.spawn_ticker("s3put", "uploaded");
             let result = upload::upload(&client, &spec, source, &progress, first_signal()).await;

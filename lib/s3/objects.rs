@@ -275,8 +275,8 @@ pub async fn extend_lock(
 
 /// Fail clearly unless `bucket` has Object Lock enabled. Servers without it (Garage) or
 /// buckets created without it would otherwise answer PutObjectRetention with anything
-/// from an error to a silent 200.
-async fn require_object_lock(client: &Client, bucket: &str) -> Result<(), Failure> {
+/// from an error to a silent 200, and store an upload's lock headers as nothing at all.
+pub async fn require_object_lock(client: &Client, bucket: &str) -> Result<(), Failure> {
     let no_lock = |why: &str| {
         Failure::new(
             ExitCode::Protocol,
