@@ -2,6 +2,11 @@
 //! dependency-free (civil-from-days, Howard Hinnant's algorithm), so planning never depends
 //! on the machine's time zone: hourly/daily/weekly/monthly/yearly periods are UTC periods.
 
+/// The clock, in Unix seconds (0 if it reads before 1970).
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// A point in time broken into UTC calendar fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Civil {

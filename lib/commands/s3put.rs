@@ -425,7 +425,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             let until = lock_until.ok_or_else(|| Failure::usage("--extend-lock needs --lock-mode and --lock-until"))?;
             let until = parse_lock_until(&until)?.secs();
             check_lock_mode(&mode)?;
-            if until <= unix_now() {
+            if until <= crate::calendar::now() {
                 return Err(Failure::usage(format!("--lock-until: {} is not in the future", rfc3339(until))));
             }
             Action::ExtendLock { keys, mode, until }
@@ -618,7 +618,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         }
         Action::Delete { keys } => {
             let bucket = &args.url.bucket;
-            let results = objects::delete_unlocked(&client, bucket, &keys, unix_now()).await?;
+            let results = objects::delete_unlocked(&client, bucket, &keys, crate::calendar::now()).await?;
             for d in &results {
                 let mut line =
                     serde_json::json!({"key": format!("s3://{bucket}/{}", d.key), "deleted": d.error.is_none()});
@@ -635,7 +635,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             for key in &keys {
                 let (before, changed) = objects::extend_lock(&client, bucket, key, &mode, until).await?;
                 // What extend_lock set, from the same pure rule it applied.
-                let (now_mode, now_until) = match objects::extension(&before, &mode, until, unix_now()) {
+                let (now_mode, now_until) = match objects::extension(&before, &mode, until, crate::calendar::now()) {
                     Some((m, t)) if changed => (Some(m), Some(t)),
                     _ => (before.mode.clone(), before.retain_until),
                 };
@@ -654,10 +654,6 @@ async fn run(args: Args) -> Result<(), Failure> {
 
 fn print_line(line: &serde_json::Value) -> Result<(), Failure> {
     json_line(line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -273,9 +273,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let s3 = s3.with_env()?;
     // The checks (deep downloads, the drill's commands) use the resolved settings.
     args.s3 = s3.clone();
-    let now = args.now.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-    });
+    let now = args.now.unwrap_or_else(crate::calendar::now);
     let mut outcome = Outcome::default();
     let checked = crate::commands::runtime()?.block_on(async {
         let client = client::connect(&s3).await;

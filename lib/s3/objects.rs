@@ -241,8 +241,7 @@ pub async fn extend_lock(
     }
     require_object_lock(client, bucket).await?;
     let before = lock_state(client, bucket, key).await?;
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = crate::calendar::now();
     let Some((new_mode, new_until)) = extension(&before, mode, until, now) else {
         return Ok((before, false));
     };

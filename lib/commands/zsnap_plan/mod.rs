@@ -418,7 +418,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         }
         _ => None,
     };
-    let now = args.now.unwrap_or_else(clock);
+    let now = args.now.unwrap_or_else(crate::calendar::now);
     let needs_policy = !matches!(args.command, Command::Restore { .. } | Command::List | Command::Save { .. });
     let (catalog, effective, locks) = crate::commands::runtime()?.block_on(async {
         let client = client::connect(&s3).await;
@@ -441,11 +441,6 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         Some(w) => Err(Failure::new(ExitCode::Warning, w)),
         None => Ok(()),
     }
-}
-
-/// The clock, in Unix seconds.
-fn clock() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// What retention decisions need besides the catalog: the policy in force, lock states
