@@ -112,6 +112,20 @@ fn a_quota_that_would_break_a_chain_is_reported_not_forced() {
     let s = summary(&status);
     assert_eq!(s["quota"], 1024);
     assert!(s["bytes"].as_u64().unwrap_or(0) > 1024, "{s}");
+
+    // A policy object with a typo stops every command that reads it, naming it.
+    site.ctx.put("policy.json", br#"{"keep_dialy": 1}"#, &[]).success();
+    let object = site.url("policy.json");
+    site.run("zsnap-plan", &["prune"]).fails(65, &format!("policy object {object}: unknown field \"keep_dialy\""));
+    site.run("zsnap-prune", &["--yes"]).fails(65, "unknown field");
+    // Bad inputs: one line each, nothing done.
+    let mut gone = site.cmd("zsnap-prune", &["--yes"]);
+    gone.env("ZSNAP_BUCKET", "no-such-bucket-zsnap");
+    run(gone, None, TIMEOUT).fails(68, "no-such-bucket-zsnap");
+    let mut missing = site.cmd("zsnap-snapshot", &["daily"]);
+    missing.env("ZSNAP_DATASET", format!("{}/nope", site.pool.name));
+    run(missing, None, TIMEOUT).fails(66, "does not exist");
+    site.run("zsnap-prune", &["--bogus"]).fails(64, "unknown argument '--bogus'");
 }
 
 #[test]
