@@ -208,3 +208,51 @@ fn typed_snapshots_rotate_around_the_s3_base_and_holds() {
     site.pool.zfs(&["release", "keep", &format!("{}@{b}", site.data)]).success();
     site.run("zsnap-snapshot", &["fortnightly"]).fails(64, "unknown argument 'fortnightly'");
 }
+
+#[test]
+fn a_client_quota_counts_the_clients_other_datasets() {
+    let mut site = Site::new("ret-client-quota", "rcq");
+    std::fs::write(&site.config, format!("[main]\nKEEP_LAST=2\n{NO_PERIODS}")).expect("config");
+    // Another dataset of the same client, under the same prefix.
+    let other = site.pool.ds("other");
+    site.pool.zfs(&["create", &other]).success();
+    std::fs::write(site.mountpoint(&other).join("o.bin"), data(MIB, 90)).expect("write");
+    site.pool.zfs(&["snapshot", &format!("{other}@o1")]).success();
+    let mut c = site.cmd("zsnap-backup", &[]);
+    c.env("ZSNAP_DATASET", &other);
+    run(c, None, TIMEOUT).success();
+    backup_two_fulls(&site);
+    let bytes = |ds: &str| -> Vec<u64> {
+        let mut c = site.cmd("zsnap-plan", &["list"]);
+        c.env("ZSNAP_DATASET", ds);
+        run(c, None, TIMEOUT).success().json_lines().iter().map(|l| l["bytes"].as_u64().unwrap_or(0)).collect()
+    };
+    let (theirs, ours) = (bytes(&other)[0], bytes(&site.data));
+    assert!(site.run("zsnap-plan", &["prune"]).success().json_lines().iter().all(|l| l["action"] != "delete"));
+
+    // Room for the other dataset and our newest backup only: our older one goes.
+    let quota = theirs + ours[1] + 100;
+    site.set("ZSNAP_CLIENT_QUOTA", &quota.to_string());
+    let plan = site.run("zsnap-plan", &["prune"]).success().json_lines();
+    assert_eq!(by_action(&plan, "delete"), ["s1"]);
+    assert_eq!(summary(&plan)["quota"], ours[1] + 100, "this dataset's share");
+    let status = site.run("zsnap-status", &["--json"]).success().json_lines();
+    let s = summary(&status);
+    assert_eq!(
+        (s["client_bytes"].as_u64(), s["client_quota"].as_u64()),
+        (Some(theirs + ours[0] + ours[1]), Some(quota))
+    );
+    // Less than the other dataset alone: nothing may go but the newest stays; said why.
+    site.set("ZSNAP_CLIENT_QUOTA", &(theirs / 2).to_string());
+    let out = site.run("zsnap-plan", &["prune"]).fails(1, "share of the client quota");
+    assert_eq!(by_action(&out.json_lines(), "delete"), ["s1"]);
+}
+
+/// Two full backups, @s1 and @s2.
+fn backup_two_fulls(site: &Site) {
+    for snap in ["s1", "s2"] {
+        site.write(&format!("{snap}.bin"), &data(MIB, snap.len() as u64 + 3));
+        site.snapshot(snap);
+        site.run("zsnap-backup", &["--full"]).success();
+    }
+}

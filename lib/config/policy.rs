@@ -50,6 +50,8 @@ pub struct RetentionPolicy {
     pub min_age: u64,
     /// Bytes stored for this dataset; `None`: no quota.
     pub quota: Option<u64>,
+    /// Bytes stored for every dataset under the prefix (the client's share of the bucket).
+    pub client_quota: Option<u64>,
     pub lock: Option<LockRule>,
 }
 
@@ -65,6 +67,7 @@ impl Default for RetentionPolicy {
             keep_yearly: 0,
             min_age: 0,
             quota: None,
+            client_quota: None,
             lock: None,
         }
     }
@@ -123,6 +126,7 @@ const FIELDS: &[(&str, &str, Kind)] = &[
     ("keep_yearly", "KEEP_YEARLY", Kind::Count),
     ("min_age", "MIN_AGE", Kind::Age),
     ("quota", "QUOTA", Kind::Quota),
+    ("client_quota", "CLIENT_QUOTA", Kind::Quota),
     ("lock_mode", "LOCK_MODE", Kind::Mode),
     ("lock_days", "LOCK_DAYS", Kind::Count),
 ];
@@ -143,6 +147,7 @@ pub fn env_name(conf: &'static str) -> &'static str {
         "KEEP_YEARLY" => "ZSNAP_KEEP_YEARLY",
         "MIN_AGE" => "ZSNAP_MIN_AGE",
         "QUOTA" => "ZSNAP_QUOTA",
+        "CLIENT_QUOTA" => "ZSNAP_CLIENT_QUOTA",
         "LOCK_MODE" => "ZSNAP_LOCK_MODE",
         _ => "ZSNAP_LOCK_DAYS",
     }
@@ -257,6 +262,7 @@ impl Effective {
             "keep_yearly": p.keep_yearly,
             "min_age_seconds": p.min_age,
             "quota_bytes": p.quota,
+            "client_quota_bytes": p.client_quota,
             "lock_mode": p.lock.map(|l| l.mode.as_str()),
             "lock_days": p.lock.map(|l| l.days),
             "policy_object": self.central,
@@ -325,6 +331,7 @@ pub fn resolve(central: Option<&CentralPolicy>, local: &[(&'static str, Setting)
         keep_yearly: count("keep_yearly", defaults.keep_yearly),
         min_age: count("min_age", defaults.min_age),
         quota: get("quota"),
+        client_quota: get("client_quota"),
         lock,
     };
     Ok(Effective {

@@ -20,6 +20,16 @@ use std::collections::HashMap;
 /// `bash -c` as one argument, which Linux caps at 128 KiB.
 pub const COMMAND_BATCH: usize = 100;
 
+/// The quota prune applies to one dataset: its own `quota`, and what the client's quota
+/// leaves once its other datasets under the prefix (`others` bytes) are counted.
+pub fn budget(policy: &RetentionPolicy, others: u64) -> Option<u64> {
+    let share = policy.client_quota.map(|q| q.saturating_sub(others));
+    match (policy.quota, share) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// An object's lock as read from S3 (HEAD).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lock {
@@ -697,6 +707,17 @@ mod tests {
     }
 
     #[test]
+    fn the_client_quota_leaves_a_share_for_each_dataset() {
+        let p = |quota, client_quota| RetentionPolicy { quota, client_quota, ..none() };
+        assert_eq!(budget(&p(None, None), 500), None);
+        assert_eq!(budget(&p(Some(100), None), 500), Some(100));
+        assert_eq!(budget(&p(None, Some(1000)), 400), Some(600));
+        assert_eq!(budget(&p(Some(100), Some(1000)), 400), Some(100));
+        assert_eq!(budget(&p(Some(700), Some(1000)), 400), Some(600));
+        assert_eq!(budget(&p(None, Some(1000)), 4000), Some(0), "others over it: nothing left");
+    }
+
+    #[test]
     fn empty_and_single() {
         let p = run(&[], &RetentionPolicy::default(), T0);
         assert!(p.verdicts.is_empty() && p.delete_order.is_empty() && p.quota_problem.is_none());
@@ -758,6 +779,7 @@ mod tests {
                 keep_yearly: next(2),
                 min_age: next(3) * 86_400,
                 quota: (next(2) == 0).then(|| next(total + 1)),
+                client_quota: None,
                 lock: None,
             };
             let now = t + next(100) as i64 * H;

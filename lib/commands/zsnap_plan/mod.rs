@@ -136,8 +136,8 @@ against the quota; the dataset must exist locally (exit 66 otherwise), while lis
 only S3.
 
 policy: the retention policy in force and where each value came from. A policy object PREFIX+policy.json in the \
-bucket is the central control: where it sets a field, local settings (KEEP_* keys, MIN_AGE, QUOTA, LOCK_MODE, \
-LOCK_DAYS in the config file, or ZSNAP_KEEP_DAILY etc. in the environment) may only make it stricter; looser \
+bucket is the central control: where it sets a field, local settings (KEEP_* keys, MIN_AGE, QUOTA, CLIENT_QUOTA, \
+LOCK_MODE, LOCK_DAYS in the config file, or ZSNAP_KEEP_DAILY etc. in the environment) may only make it stricter; looser \
 local values are ignored and listed under \"overruled\". Without the object: local settings, then defaults \
 (keep 24 hourly, 7 daily, 4 weekly, 12 monthly, 0 yearly; no minimum age, quota or lock). Periods are UTC.
 
@@ -147,7 +147,8 @@ backup of each of the last N periods that have one is kept; keep_last keeps the 
 backups younger than min_age, objects under Object Lock or legal hold (one HEAD per object that would be \
 deleted) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
 needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
-cannot be met, the plan says why and zsnap-plan exits 1. With --format sh: s3put --delete commands, at most \
+cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
+the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
 100 objects each, children before parents.
 
 snapshot TYPE: TYPE is hourly, daily, weekly, monthly or yearly. Prints zfs snapshot DATASET@PREFIXTYPE-\
@@ -420,7 +421,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     };
     let now = args.now.unwrap_or_else(crate::calendar::now);
     let needs_policy = !matches!(args.command, Command::Restore { .. } | Command::List | Command::Save { .. });
-    let (catalog, effective, locks) = crate::commands::runtime()?.block_on(async {
+    let (catalog, effective, policy, others, locks) = crate::commands::runtime()?.block_on(async {
         let client = client::connect(&s3).await;
         let catalog = catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await?;
         let central = match needs_policy {
@@ -428,13 +429,22 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             false => None,
         };
         let effective = policy::resolve(central.as_ref(), &settings.retention)?;
+        // A client quota counts the client's other datasets: one listing of the prefix.
+        let others = match (&args.command, effective.policy.client_quota) {
+            (Command::Prune | Command::Status, Some(_)) => {
+                Some(retention::others_bytes(&client, &ctx.bucket, &ctx.prefix, &dataset).await?)
+            }
+            _ => None,
+        };
+        let mut policy = effective.policy.clone();
+        policy.quota = prune::budget(&policy, others.unwrap_or(0));
         let locks = match args.command {
-            Command::Prune => retention::read_locks(&client, &ctx.bucket, &catalog, &effective.policy, now).await?,
+            Command::Prune => retention::read_locks(&client, &ctx.bucket, &catalog, &policy, now).await?,
             _ => Default::default(),
         };
-        Ok::<_, Failure>((catalog, effective, locks))
+        Ok::<_, Failure>((catalog, effective, policy, others, locks))
     })?;
-    let rules = Rules { effective: &effective, locks: &locks, now };
+    let rules = Rules { effective: &effective, policy: &policy, others, locks: &locks, now };
     let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_deref(), target_snaps, &rules)?;
     emit(&text)?;
     match warning {
@@ -447,6 +457,11 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
 /// read from S3, and the time to judge at.
 struct Rules<'a> {
     effective: &'a Effective,
+    /// The effective policy with the quota this dataset may use (its share of a client
+    /// quota, see `prune::budget`).
+    policy: &'a crate::config::policy::RetentionPolicy,
+    /// Bytes of the client's other datasets, when a client quota needs them.
+    others: Option<u64>,
     locks: &'a std::collections::HashMap<String, prune::Lock>,
     now: i64,
 }
@@ -468,8 +483,8 @@ fn decide(
     let text = match &args.command {
         Command::Policy => Ok(retention::policy_output(rules.effective, f)),
         Command::Prune => {
-            let p = prune::plan(records, &health, &rules.effective.policy, rules.now, rules.locks);
-            let warning = p.quota_problem.clone();
+            let p = prune::plan(records, &health, rules.policy, rules.now, rules.locks);
+            let warning = p.quota_problem.clone().map(|w| retention::with_client_share(w, rules));
             return Ok((retention::prune_output(ctx, &p, records, rules, f), warning));
         }
         Command::Snapshot(period) => {
@@ -663,12 +678,12 @@ fn decide(
                         summary.uncommitted,
                         summary.foreign
                     ));
-                    t.push_str(&retention::usage_line(records, rules.effective));
+                    t.push_str(&retention::usage_line(records, rules));
                     t
                 }
                 _ => {
                     let mut sum = summary.to_json(ctx);
-                    retention::add_usage(&mut sum, records, rules.effective);
+                    retention::add_usage(&mut sum, records, rules);
                     lines(rows.iter().map(|r| r.to_json(ctx)).chain(std::iter::once(sum)))
                 }
             })

@@ -4,6 +4,7 @@
 
 use super::{commands, lines, table, Format, Rules};
 use crate::calendar;
+use crate::catalog::key::{self, ParsedKey};
 use crate::catalog::{BackupRecord, Catalog};
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -38,6 +39,34 @@ pub async fn read_locks(
         for (key, st) in keys.into_iter().zip(states) {
             locks.insert(key, Lock { until: st.retain_until, legal_hold: st.legal_hold });
         }
+    }
+}
+
+/// Bytes the client's other datasets under `prefix` store: every backup key there that is
+/// not `dataset`'s (one ListObjectsV2 pass over the prefix).
+pub async fn others_bytes(client: &Client, bucket: &str, prefix: &str, dataset: &str) -> Result<u64, Failure> {
+    let rows = crate::catalog::listing::list_objects(client, bucket, prefix).await?;
+    Ok(rows
+        .iter()
+        .filter(|r| match key::parse(prefix, &r.key) {
+            ParsedKey::Zsnap(f) => f.dataset != dataset,
+            ParsedKey::Legacy { dataset: d, .. } => d != dataset,
+            ParsedKey::Foreign(_) => false,
+        })
+        .map(|r| r.size)
+        .sum())
+}
+
+/// A quota warning, with where the quota came from when the client quota set it.
+pub fn with_client_share(warning: String, rules: &Rules) -> String {
+    match (rules.others, rules.effective.policy.client_quota) {
+        (Some(o), Some(c)) => format!(
+            "{warning} (the quota is this dataset's share of the client quota {}: the client's other datasets \
+             store {})",
+            human_bytes(c),
+            human_bytes(o)
+        ),
+        _ => warning,
     }
 }
 
@@ -131,20 +160,34 @@ fn stored(records: &[BackupRecord]) -> u64 {
     records.iter().map(|r| r.bytes).sum()
 }
 
-/// `status`'s summary gains the policy in force and the bytes stored against the quota.
-pub fn add_usage(summary: &mut Value, records: &[BackupRecord], e: &Effective) {
+/// `status`'s summary gains the policy in force and the bytes stored against the quota
+/// (and, with a client quota, the whole client's bytes against it).
+pub fn add_usage(summary: &mut Value, records: &[BackupRecord], rules: &Rules) {
+    let e = rules.effective;
     if let Some(obj) = summary.as_object_mut() {
         obj.insert("bytes".into(), stored(records).into());
         obj.insert("quota".into(), e.policy.quota.into());
+        if let Some(others) = rules.others {
+            obj.insert("client_bytes".into(), (others + stored(records)).into());
+            obj.insert("client_quota".into(), e.policy.client_quota.into());
+        }
         obj.insert("policy".into(), e.to_json());
     }
 }
 
+fn against(used: u64, quota: Option<u64>) -> String {
+    match quota {
+        Some(q) => format!("{} of {} ({}%)", human_bytes(used), human_bytes(q), used.saturating_mul(100) / q.max(1)),
+        None => format!("{} (no quota)", human_bytes(used)),
+    }
+}
+
 /// `status`'s table footer: usage against the quota, and where the policy comes from.
-pub fn usage_line(records: &[BackupRecord], e: &Effective) -> String {
-    let quota = match e.policy.quota {
-        Some(q) => format!(" of quota {} ({}%)", human_bytes(q), stored(records).saturating_mul(100) / q.max(1)),
-        None => " (no quota)".into(),
-    };
-    format!("{} stored{quota}; keep {}; {}\n", human_bytes(stored(records)), e.policy.describe(), e.summary())
+pub fn usage_line(records: &[BackupRecord], rules: &Rules) -> String {
+    let e = rules.effective;
+    let mut line = format!("stored {}", against(stored(records), e.policy.quota));
+    if let Some(others) = rules.others {
+        line.push_str(&format!("; the client stores {}", against(others + stored(records), e.policy.client_quota)));
+    }
+    format!("{line}; keep {}; {}\n", e.policy.describe(), e.summary())
 }
