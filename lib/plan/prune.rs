@@ -13,6 +13,9 @@ use crate::calendar::{self, Period};
 use crate::catalog::{BackupRecord, Health};
 use crate::cli::output::human_bytes;
 use crate::config::policy::RetentionPolicy;
+// The planner judges locks as S3 reports them (one HEAD each), by the same rule s3put
+// --delete applies.
+use crate::s3::objects::LockState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -27,19 +30,6 @@ pub fn budget(policy: &RetentionPolicy, others: u64) -> Option<u64> {
     match (policy.quota, share) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    }
-}
-
-/// An object's lock as read from S3 (HEAD).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Lock {
-    pub until: Option<i64>,
-    pub legal_hold: bool,
-}
-
-impl Lock {
-    pub fn active(&self, now: i64) -> bool {
-        self.legal_hold || self.until.is_some_and(|u| u > now)
     }
 }
 
@@ -144,7 +134,7 @@ pub fn plan(
     health: &[Health],
     policy: &RetentionPolicy,
     now: i64,
-    locks: &HashMap<String, Lock>,
+    locks: &HashMap<String, LockState>,
 ) -> Prune {
     let n = records.len();
     let parent: Vec<Option<usize>> = health
@@ -159,7 +149,7 @@ pub fn plan(
     let mut keep = Keep {
         parent: &parent,
         selected: vec![false; n],
-        locked: (0..n).map(|i| locks.get(&records[i].key).is_some_and(|l| l.active(now))).collect(),
+        locked: (0..n).map(|i| locks.get(&records[i].key).is_some_and(|l| l.is_locked_at(now))).collect(),
         broken: health.iter().map(|h| !h.is_restorable()).collect(),
         unknown: vec![false; n],
         children: vec![0; n],
@@ -325,7 +315,7 @@ fn verdict(
     keep: &Keep,
     group: Option<&Group>,
     kept_children: &[usize],
-    locks: &HashMap<String, Lock>,
+    locks: &HashMap<String, LockState>,
     i: usize,
 ) -> Verdict {
     let r = &records[i];
@@ -338,7 +328,7 @@ fn verdict(
     }
     if keep.locked[i] {
         rules.push("lock".into());
-        let until = locks.get(&r.key).and_then(|l| l.until);
+        let until = locks.get(&r.key).and_then(|l| l.retain_until);
         why.push(match until {
             Some(u) => format!("object lock until {}", calendar::rfc3339(u)),
             None => "legal hold".into(),
@@ -383,7 +373,7 @@ impl Prune {
         &self,
         ctx: &Context,
         records: &[BackupRecord],
-        locks: &HashMap<String, Lock>,
+        locks: &HashMap<String, LockState>,
         i: usize,
     ) -> Value {
         let r = &records[i];
@@ -400,7 +390,7 @@ impl Prune {
             "key": ctx.url(&r.key),
             "rules": v.rules,
             "needed_by": v.needed_by.iter().map(|&c| records[c].snapshot.clone()).collect::<Vec<_>>(),
-            "locked_until": locks.get(&r.key).and_then(|l| l.until).map(calendar::rfc3339),
+            "locked_until": locks.get(&r.key).and_then(|l| l.retain_until).map(calendar::rfc3339),
             "reason": v.reason,
         })
     }
@@ -470,9 +460,14 @@ mod tests {
             .collect()
     }
 
+    /// A GOVERNANCE retention until `until`.
+    fn governance(until: Option<i64>) -> LockState {
+        LockState { mode: Some("GOVERNANCE".into()), retain_until: until, legal_hold: false }
+    }
+
     /// Every record unlocked (as Garage reports them).
-    fn unlocked(records: &[BackupRecord]) -> HashMap<String, Lock> {
-        records.iter().map(|r| (r.key.clone(), Lock::default())).collect()
+    fn unlocked(records: &[BackupRecord]) -> HashMap<String, LockState> {
+        records.iter().map(|r| (r.key.clone(), LockState::default())).collect()
     }
 
     fn run(records: &[BackupRecord], policy: &RetentionPolicy, now: i64) -> Prune {
@@ -633,7 +628,7 @@ mod tests {
     fn quota_spares_young_and_locked_backups() {
         let records = series(8, T0 - 8 * D, D, 1);
         let mut locks = unlocked(&records);
-        locks.insert(records[0].key.clone(), Lock { until: Some(T0 + D), legal_hold: false });
+        locks.insert(records[0].key.clone(), governance(Some(T0 + D)));
         let policy = RetentionPolicy { keep_last: 8, quota: Some(300), min_age: 2 * D as u64 + 1, ..none() };
         let h = health(&records);
         let p = plan(&records, &h, &policy, T0, &locks);
@@ -647,7 +642,7 @@ mod tests {
     fn locked_objects_and_their_chains_stay() {
         let records = series(10, T0 - 10 * D, D, 10);
         let mut locks = unlocked(&records);
-        locks.insert(records[4].key.clone(), Lock { until: Some(T0 + 30 * D), legal_hold: false });
+        locks.insert(records[4].key.clone(), governance(Some(T0 + 30 * D)));
         let h = health(&records);
         let p = plan(&records, &h, &none(), T0, &locks);
         check_invariants(&records, &h, &p, &none(), T0);
@@ -656,7 +651,7 @@ mod tests {
         // (s10's chain runs through s6…s9, so they stay too.)
         let records = series(10, T0 - 10 * D, D, 5);
         let mut locks = unlocked(&records);
-        locks.insert(records[1].key.clone(), Lock { until: None, legal_hold: true });
+        locks.insert(records[1].key.clone(), LockState { legal_hold: true, ..LockState::default() });
         let h = health(&records);
         let p = plan(&records, &h, &none(), T0, &locks);
         assert_eq!(kept_names(&records, &p), vec!["s1", "s2", "s6", "s7", "s8", "s9", "s10"]);
@@ -674,14 +669,14 @@ mod tests {
         assert!(p.delete_order.is_empty() && p.verdicts.iter().all(|v| v.keep));
         // Read them: s2 turns out locked.
         for &i in &p.unknown_locks {
-            locks.insert(records[i].key.clone(), Lock::default());
+            locks.insert(records[i].key.clone(), LockState::default());
         }
-        locks.insert(records[1].key.clone(), Lock { until: Some(T0 + 1), legal_hold: false });
+        locks.insert(records[1].key.clone(), governance(Some(T0 + 1)));
         let p = plan(&records, &h, &none(), T0, &locks);
         assert!(p.unknown_locks.is_empty());
         assert_eq!(kept_names(&records, &p), vec!["s2", "s6"]);
         // An expired lock does not keep anything.
-        locks.insert(records[1].key.clone(), Lock { until: Some(T0), legal_hold: false });
+        locks.insert(records[1].key.clone(), governance(Some(T0)));
         assert_eq!(kept_names(&records, &plan(&records, &h, &none(), T0, &locks)), vec!["s6"]);
     }
 

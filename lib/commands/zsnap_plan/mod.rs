@@ -462,7 +462,7 @@ struct Rules<'a> {
     policy: &'a crate::config::policy::RetentionPolicy,
     /// Bytes of the client's other datasets, when a client quota needs them.
     others: Option<u64>,
-    locks: &'a std::collections::HashMap<String, prune::Lock>,
+    locks: &'a std::collections::HashMap<String, crate::s3::objects::LockState>,
     now: i64,
 }
 

@@ -9,10 +9,11 @@ use crate::catalog::{BackupRecord, Catalog};
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
 use crate::config::policy::{Effective, RetentionPolicy};
-use crate::plan::prune::{self, Lock, Prune};
+use crate::plan::prune::{self, Prune};
 use crate::plan::snapshot::Step;
 use crate::plan::Context;
 use crate::s3::client::Client;
+use crate::s3::objects::LockState;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -25,10 +26,10 @@ pub async fn read_locks(
     catalog: &Catalog,
     policy: &RetentionPolicy,
     now: i64,
-) -> Result<HashMap<String, Lock>, Failure> {
+) -> Result<HashMap<String, LockState>, Failure> {
     let records = &catalog.records;
     let health = catalog.health();
-    let mut locks: HashMap<String, Lock> = HashMap::new();
+    let mut locks: HashMap<String, LockState> = HashMap::new();
     loop {
         let p = prune::plan(records, &health, policy, now, &locks);
         if p.unknown_locks.is_empty() {
@@ -36,9 +37,7 @@ pub async fn read_locks(
         }
         let keys: Vec<String> = p.unknown_locks.iter().map(|&i| records[i].key.clone()).collect();
         let states = crate::s3::objects::lock_states(client, bucket, &keys).await?;
-        for (key, st) in keys.into_iter().zip(states) {
-            locks.insert(key, Lock { until: st.retain_until, legal_hold: st.legal_hold });
-        }
+        locks.extend(keys.into_iter().zip(states));
     }
 }
 
