@@ -353,8 +353,8 @@ pub fn resolve(
     }
     let region = pick(("region", &flags.region), &["AWS_REGION", "AWS_DEFAULT_REGION"], env, file, fs, "REGION", None);
     let profile = pick(("profile", &flags.profile), &["AWS_PROFILE"], env, file, fs, "PROFILE", None);
-    let retention = policy::config_keys()
-        .map(|k| (k, pick(("", &None), &[policy::env_name(k)], env, file, fs, k, None)))
+    let retention = policy::local_names()
+        .map(|(k, e)| (k, pick(("", &None), &[e], env, file, fs, k, None)))
         .filter(|(_, s)| s.value.is_some())
         .collect();
     Ok(Settings {

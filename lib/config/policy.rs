@@ -116,19 +116,19 @@ enum Kind {
     Mode,
 }
 
-/// Every policy field: JSON name, config key, kind.
-const FIELDS: &[(&str, &str, Kind)] = &[
-    ("keep_last", "KEEP_LAST", Kind::Count),
-    ("keep_hourly", "KEEP_HOURLY", Kind::Count),
-    ("keep_daily", "KEEP_DAILY", Kind::Count),
-    ("keep_weekly", "KEEP_WEEKLY", Kind::Count),
-    ("keep_monthly", "KEEP_MONTHLY", Kind::Count),
-    ("keep_yearly", "KEEP_YEARLY", Kind::Count),
-    ("min_age", "MIN_AGE", Kind::Age),
-    ("quota", "QUOTA", Kind::Quota),
-    ("client_quota", "CLIENT_QUOTA", Kind::Quota),
-    ("lock_mode", "LOCK_MODE", Kind::Mode),
-    ("lock_days", "LOCK_DAYS", Kind::Count),
+/// Every policy field: JSON name, config key, environment variable, kind.
+const FIELDS: &[(&str, &str, &str, Kind)] = &[
+    ("keep_last", "KEEP_LAST", "ZSNAP_KEEP_LAST", Kind::Count),
+    ("keep_hourly", "KEEP_HOURLY", "ZSNAP_KEEP_HOURLY", Kind::Count),
+    ("keep_daily", "KEEP_DAILY", "ZSNAP_KEEP_DAILY", Kind::Count),
+    ("keep_weekly", "KEEP_WEEKLY", "ZSNAP_KEEP_WEEKLY", Kind::Count),
+    ("keep_monthly", "KEEP_MONTHLY", "ZSNAP_KEEP_MONTHLY", Kind::Count),
+    ("keep_yearly", "KEEP_YEARLY", "ZSNAP_KEEP_YEARLY", Kind::Count),
+    ("min_age", "MIN_AGE", "ZSNAP_MIN_AGE", Kind::Age),
+    ("quota", "QUOTA", "ZSNAP_QUOTA", Kind::Quota),
+    ("client_quota", "CLIENT_QUOTA", "ZSNAP_CLIENT_QUOTA", Kind::Quota),
+    ("lock_mode", "LOCK_MODE", "ZSNAP_LOCK_MODE", Kind::Mode),
+    ("lock_days", "LOCK_DAYS", "ZSNAP_LOCK_DAYS", Kind::Count),
 ];
 
 /// The config keys of the policy, for the config file's list of known keys.
@@ -136,21 +136,9 @@ pub fn config_keys() -> impl Iterator<Item = &'static str> {
     FIELDS.iter().map(|f| f.1)
 }
 
-/// The environment variable for a config key: `ZSNAP_KEEP_DAILY`.
-pub fn env_name(conf: &'static str) -> &'static str {
-    match conf {
-        "KEEP_LAST" => "ZSNAP_KEEP_LAST",
-        "KEEP_HOURLY" => "ZSNAP_KEEP_HOURLY",
-        "KEEP_DAILY" => "ZSNAP_KEEP_DAILY",
-        "KEEP_WEEKLY" => "ZSNAP_KEEP_WEEKLY",
-        "KEEP_MONTHLY" => "ZSNAP_KEEP_MONTHLY",
-        "KEEP_YEARLY" => "ZSNAP_KEEP_YEARLY",
-        "MIN_AGE" => "ZSNAP_MIN_AGE",
-        "QUOTA" => "ZSNAP_QUOTA",
-        "CLIENT_QUOTA" => "ZSNAP_CLIENT_QUOTA",
-        "LOCK_MODE" => "ZSNAP_LOCK_MODE",
-        _ => "ZSNAP_LOCK_DAYS",
-    }
+/// (config key, environment variable) of every policy field, for resolving local settings.
+pub fn local_names() -> impl Iterator<Item = (&'static str, &'static str)> {
+    FIELDS.iter().map(|f| (f.1, f.2))
 }
 
 /// One value as a number: counts and days as they are, ages in seconds, quotas in bytes,
@@ -226,7 +214,7 @@ fn read_fields(
         if top && (name == "datasets" || name == "version" || name == "comment") {
             continue;
         }
-        let Some(&(field, _, kind)) = FIELDS.iter().find(|f| f.0 == name) else {
+        let Some(&(field, _, _, kind)) = FIELDS.iter().find(|f| f.0 == name) else {
             let known: Vec<&str> = FIELDS.iter().map(|f| f.0).collect();
             return Err(bad(format!("unknown field \"{path}{name}\" (known: {}, datasets)", known.join(", "))));
         };
@@ -286,7 +274,7 @@ pub fn resolve(central: Option<&CentralPolicy>, local: &[(&'static str, Setting)
     let defaults = RetentionPolicy::default();
     let mut chosen: Vec<(&'static str, Option<u64>, String)> = Vec::new();
     let mut overruled = Vec::new();
-    for &(field, conf, kind) in FIELDS {
+    for &(field, conf, _, kind) in FIELDS {
         let local_value = match local.iter().find(|(k, _)| *k == conf) {
             Some((_, Setting { value: Some(text), source })) => {
                 let n = parse_value(kind, text).map_err(|e| Failure::usage(format!("{conf} (from {source}): {e}")))?;
