@@ -208,6 +208,23 @@ pub async fn read(client: &Client, bucket: &str, prefix: &str, dataset: &str) ->
     Ok(assemble(prefix, dataset, sorted.records, uncommitted, sorted.foreign))
 }
 
+/// The dataset each backup key under `prefix` belongs to, with its stored size; other keys
+/// are left out. Pure: what a whole-prefix listing says about every dataset of a client.
+pub fn backup_sizes(prefix: &str, rows: &[ListedObject]) -> Vec<(String, u64)> {
+    rows.iter()
+        .filter_map(|r| match key::parse(prefix, &r.key) {
+            ParsedKey::Zsnap(f) => Some((f.dataset, r.size)),
+            ParsedKey::Legacy { dataset, .. } => Some((dataset, r.size)),
+            ParsedKey::Foreign(_) => None,
+        })
+        .collect()
+}
+
+/// [`backup_sizes`] of everything under `prefix` (one ListObjectsV2 pass over the prefix).
+pub async fn backups_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, Failure> {
+    Ok(backup_sizes(prefix, &list_objects(client, bucket, prefix).await?))
+}
+
 /// Every object under `prefix`, all pages (1,000 keys each).
 pub async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, Failure> {
     let mut rows = Vec::new();
@@ -291,6 +308,19 @@ mod tests {
         let cat = assemble("p/", "tank/data", s.records, unc, s.foreign);
         let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
         assert_eq!(names, vec!["s1", "s2"]);
+    }
+
+    #[test]
+    fn backups_by_dataset() {
+        let rows = vec![
+            row("p/tank/a/@s/zsnap1,kind=full,guid=1,time=2,z=none", 5),
+            row("p/tank/a/b/@s/zsnap1,kind=full,guid=2,time=2,z=none", 7),
+            row("p/tank/c@old", 11),
+            row("p/policy.json", 100),
+            row("p/tank/a/@s/notes.txt", 1),
+        ];
+        let got = backup_sizes("p/", &rows);
+        assert_eq!(got, vec![("tank/a".into(), 5), ("tank/a/b".into(), 7), ("tank/c".into(), 11)]);
     }
 
     #[test]

@@ -431,14 +431,8 @@ async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &ca
 
 /// Every dataset with a backup under the prefix, from one listing.
 async fn discover(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, Failure> {
-    let mut found = BTreeSet::new();
-    for o in catalog::listing::list_objects(client, bucket, prefix).await? {
-        match key::parse(prefix, &o.key) {
-            key::ParsedKey::Zsnap(f) => found.insert(f.dataset),
-            key::ParsedKey::Legacy { dataset, .. } => found.insert(dataset),
-            key::ParsedKey::Foreign(_) => false,
-        };
-    }
+    let found: BTreeSet<String> =
+        catalog::listing::backups_under(client, bucket, prefix).await?.into_iter().map(|(d, _)| d).collect();
     Ok(found.into_iter().collect())
 }
 

@@ -4,7 +4,6 @@
 
 use super::{commands, lines, table, Format, Rules};
 use crate::calendar;
-use crate::catalog::key::{self, ParsedKey};
 use crate::catalog::{BackupRecord, Catalog};
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -41,19 +40,10 @@ pub async fn read_locks(
     }
 }
 
-/// Bytes the client's other datasets under `prefix` store: every backup key there that is
-/// not `dataset`'s (one ListObjectsV2 pass over the prefix).
+/// Bytes the client's other datasets under `prefix` store.
 pub async fn others_bytes(client: &Client, bucket: &str, prefix: &str, dataset: &str) -> Result<u64, Failure> {
-    let rows = crate::catalog::listing::list_objects(client, bucket, prefix).await?;
-    Ok(rows
-        .iter()
-        .filter(|r| match key::parse(prefix, &r.key) {
-            ParsedKey::Zsnap(f) => f.dataset != dataset,
-            ParsedKey::Legacy { dataset: d, .. } => d != dataset,
-            ParsedKey::Foreign(_) => false,
-        })
-        .map(|r| r.size)
-        .sum())
+    let all = crate::catalog::listing::backups_under(client, bucket, prefix).await?;
+    Ok(all.into_iter().filter(|(d, _)| d != dataset).map(|(_, size)| size).sum())
 }
 
 /// A quota warning, with where the quota came from when the client quota set it.
