@@ -502,7 +502,7 @@ fn decide(
             let mut req = req.clone();
             req.lock = rules.effective.policy.lock.map(|l| backup::LockUntil {
                 mode: l.mode.as_str(),
-                until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX / 86_400) * 86_400),
+                until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX).saturating_mul(86_400)),
             });
             let req = &req;
             let steps = backup::plan(
