@@ -225,6 +225,7 @@ pub(crate) mod tests {
             bytes: 100,
             key: format!("tank/data/@{snap}/zsnap1,guid={guid}"),
             legacy: false,
+            send: Default::default(),
         }
     }
 
@@ -242,6 +243,7 @@ pub(crate) mod tests {
             bytes: 100,
             key: format!("tank/data@{snap}"),
             legacy: true,
+            send: Default::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! inside a value).
 
 use super::{Kind, KEY_TAG};
+use crate::zfs::send::SendOptions;
 
 /// Why a name cannot be used in a key, said for a person.
 fn bad_chars(what: &str, name: &str) -> String {
@@ -55,6 +56,9 @@ pub struct KeyFields {
     pub time: i64,
     /// Recorded compressor: `none`, `zstd`, `gzip`, `lz4` or `x-NAME`.
     pub compressor: String,
+    /// The `zfs send` options the stream was made with (`send=`, omitted when none); `w`
+    /// means raw: the stored bytes are the dataset's encrypted blocks.
+    pub send: SendOptions,
 }
 
 /// What a key under the prefix is.
@@ -101,6 +105,9 @@ pub fn encode(prefix: &str, f: &KeyFields) -> Result<String, String> {
         (Kind::Full, Some(_)) => return Err(format!("full @{} cannot have a parent", f.snapshot)),
     }
     key.push_str(&format!(",time={},z={}", f.time, f.compressor));
+    if !f.send.is_empty() {
+        key.push_str(&format!(",send={}", f.send.letters()));
+    }
     Ok(key)
 }
 
@@ -142,6 +149,7 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
         return foreign(format!("base name does not start with '{KEY_TAG}'"));
     };
     let (mut kind, mut guid, mut from, mut fromsnap, mut time, mut z) = (None, None, None, None, None, None);
+    let mut send = SendOptions::default();
     for pair in fields.split(',') {
         let Some((name, value)) = pair.split_once('=') else {
             return foreign(format!("field '{pair}' is not name=value"));
@@ -153,6 +161,12 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
             "fromsnap" => fromsnap = Some(value),
             "time" => time = Some(value),
             "z" => z = Some(value),
+            // An option this reader does not know could change how the stream must be
+            // received: such a key is not taken for a backup it understands.
+            "send" => match SendOptions::from_letters(value) {
+                Some(o) => send = o,
+                None => return foreign(format!("send options '{value}' are not known to this version")),
+            },
             // Readers ignore names they do not know (newer writers may add fields).
             _ => {}
         }
@@ -194,6 +208,7 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
         from,
         time,
         compressor: z.to_string(),
+        send,
     })
 }
 
@@ -220,6 +235,7 @@ mod tests {
             from: None,
             time: 1795424120,
             compressor: "zstd".into(),
+            send: SendOptions::default(),
         }
     }
 
@@ -245,11 +261,23 @@ mod tests {
             ("p/", full("tank/a b/c:d", "zfs-auto-snap:daily-2026-01-01")),
             ("x/y/", KeyFields { kind: Kind::Inc, from: Some((1, "a.b".into())), ..full("pool/fs", "c_d") }),
             ("", KeyFields { compressor: "x-xz9".into(), time: -5, ..full("p", "s") }),
+            ("", KeyFields { send: SendOptions::parse("-w -L").unwrap(), ..full("p/enc", "s") }),
         ];
         for (prefix, f) in cases {
             let key = encode(prefix, &f).unwrap();
             assert_eq!(parse(prefix, &key), ParsedKey::Zsnap(f.clone()), "{key}");
         }
+    }
+
+    #[test]
+    fn send_options_are_recorded_after_the_compressor() {
+        let f = KeyFields { send: SendOptions::parse("--raw --compressed").unwrap(), ..full("tank/enc", "s") };
+        let k = encode("", &f).unwrap();
+        assert_eq!(k, "tank/enc/@s/zsnap1,kind=full,guid=18203086585856280859,time=1795424120,z=zstd,send=cw");
+        let ParsedKey::Foreign(why) = parse("", "tank/@s/zsnap1,kind=full,guid=1,time=2,z=none,send=cQ") else {
+            panic!()
+        };
+        assert!(why.contains("'cQ'"), "{why}");
     }
 
     #[test]

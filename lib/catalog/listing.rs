@@ -67,6 +67,7 @@ pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted
                     bytes: row.size,
                     key: row.key,
                     legacy: false,
+                    send: f.send,
                 });
             }
             ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => out.legacy.push((row, snapshot)),
@@ -122,6 +123,7 @@ pub fn legacy_record(
         bytes: row.size,
         key: row.key.clone(),
         legacy: true,
+        send: Default::default(),
     })
 }
 

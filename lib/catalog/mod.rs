@@ -52,6 +52,8 @@ pub struct BackupRecord {
     pub key: String,
     /// A zfs3backup object (`<dataset>@<snapshot>`, metadata instead of key fields).
     pub legacy: bool,
+    /// The `zfs send` options it was made with (none for zfs3backup objects).
+    pub send: crate::zfs::send::SendOptions,
 }
 
 impl BackupRecord {

@@ -133,6 +133,14 @@ const STREAM_FLAGS: &[Flag] = &[
               means it must be a full stream.",
     },
     Flag {
+        short: None,
+        long: "expect-raw",
+        value: None,
+        doc: "With --zfs-stream: the stream must be raw (zfs send -w), checked at each BEGIN record, so an \
+              encrypted dataset's data is never stored decrypted; otherwise exit 65 before anything is \
+              stored. Implied by a zsnap1 key with send=...w.",
+    },
+    Flag {
         short: Some('z'),
         long: "compress",
         value: Some("CODEC"),
@@ -361,6 +369,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
     let mut older_than = None;
     let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
+    let mut expect_raw = false;
     let (mut codec, mut threads, mut filter) = (Codec::None, None, None);
     let mut urls: Vec<String> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
@@ -386,6 +395,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("zfs-stream") => zfs_stream = true,
             Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
             Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
+            Long("expect-raw") => expect_raw = true,
             Short('z') | Long("compress") => {
                 codec = Codec::parse(&p.value()?.string()?).map_err(|e| Failure::usage(format!("--compress: {e}")))?
             }
@@ -460,8 +470,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         return Err(Failure::usage("--lock-mode and --lock-until go together"));
     }
     let lock_until = lock_until.as_deref().map(parse_lock_until).transpose()?;
-    if !zfs_stream && (expect_guid.is_some() || expect_from.is_some()) {
-        return Err(Failure::usage("--expect-guid and --expect-from need --zfs-stream"));
+    if !zfs_stream && (expect_guid.is_some() || expect_from.is_some() || expect_raw) {
+        return Err(Failure::usage("--expect-guid, --expect-from and --expect-raw need --zfs-stream"));
     }
     if filter.is_some() && codec != Codec::None {
         return Err(Failure::usage("--compress and --filter are alternatives; give one"));
@@ -481,13 +491,22 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     if zfs_stream && base.starts_with(KEY_TAG) {
         // docs/FORMAT.md: a zsnap1 key is only committed when the stream is the snapshot
         // (and parent) the key names.
-        let (guid, from) = key_guids(base)?;
-        expect_guid = Some(agree("--expect-guid", expect_guid, guid)?);
-        if let Some(from) = from {
-            expect_from = Some(agree("--expect-from", expect_from, from)?);
-        }
+        // The catalog's own parser: a key it would not list as a backup is not stored as one.
+        let f = match crate::catalog::key::parse("", &url.key) {
+            crate::catalog::key::ParsedKey::Zsnap(f) => f,
+            crate::catalog::key::ParsedKey::Foreign(why)
+            | crate::catalog::key::ParsedKey::Legacy { dataset: why, .. } => {
+                return Err(Failure::usage(format!(
+                    "{} is not a valid zsnap1 backup key ({why}); see docs/FORMAT.md",
+                    url.key
+                )))
+            }
+        };
+        expect_guid = Some(agree("--expect-guid", expect_guid, f.guid)?);
+        expect_from = Some(agree("--expect-from", expect_from, f.from.map_or(0, |(g, _)| g))?);
+        expect_raw |= f.send.raw();
     }
-    let gate = zfs_stream.then_some(GateSpec { expect_guid, expect_from });
+    let gate = zfs_stream.then_some(GateSpec { expect_guid, expect_from, expect_raw });
     let spec = UploadSpec {
         url: url.clone(),
         plan,
@@ -521,30 +540,6 @@ fn check_lock_mode(mode: &str) -> Result<(), Failure> {
 fn parse_lock_until(t: &str) -> Result<aws_smithy_types::DateTime, Failure> {
     aws_smithy_types::DateTime::from_str(t, aws_smithy_types::date_time::Format::DateTime)
         .map_err(|_| Failure::usage(format!("--lock-until: '{t}' is not an RFC 3339 time")))
-}
-
-/// The guid and origin a `zsnap1,` key names: `guid=G`, and `from=FG` for `kind=inc` or
-/// 0 for `kind=full` (`None` when the key does not say).
-fn key_guids(base: &str) -> Result<(u64, Option<u64>), Failure> {
-    let field = |name: &str| {
-        base.split(',').skip(1).find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
-    };
-    let number = |name: &str| -> Result<Option<u64>, Failure> {
-        match field(name) {
-            None => Ok(None),
-            Some(v) => {
-                v.parse().map(Some).map_err(|_| Failure::usage(format!("the key's {name}={v} is not a decimal guid")))
-            }
-        }
-    };
-    let guid =
-        number("guid")?.ok_or_else(|| Failure::usage("a zsnap1 key must name guid=GUID (see docs/FORMAT.md)"))?;
-    let from = match field("kind") {
-        Some("full") => Some(0),
-        Some("inc") => Some(number("from")?.ok_or_else(|| Failure::usage("a kind=inc key must name from=GUID"))?),
-        _ => number("from")?,
-    };
-    Ok((guid, from))
 }
 
 /// A flag and the key may both name a guid, but not two different ones.
@@ -701,7 +696,7 @@ mod tests {
         let a =
             parse_ok(&["--zfs-stream", "--expect-guid", "18446744073709551615", "--expect-from", "0", "s3://bkt/k"]);
         let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(u64::MAX), expect_from: Some(0) }));
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(u64::MAX), expect_from: Some(0), expect_raw: false }));
         assert_eq!(spec.codec, Codec::None);
         let a = parse_ok(&["-z", "zstd:9", "-T", "3", "s3://bkt/k"]);
         let Action::Upload { spec, .. } = a.action else { panic!() };
@@ -728,14 +723,20 @@ mod tests {
         // With the gate, the key's guids become what the stream must be.
         let a = parse_ok(&["--zfs-stream", key]);
         let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0) }));
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0), expect_raw: false }));
         let inc = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd";
         let a = parse_ok(&["--zfs-stream", "--expect-guid", "22", inc]);
         let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11) }));
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: false }));
+        let raw = "s3://bkt/tank/enc/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd,send=w";
+        let Action::Upload { spec, .. } = parse_ok(&["--zfs-stream", raw]).action else { panic!() };
+        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: true }));
+        // The catalog would not list a key without kind=: s3put does not store one.
+        let e = parse_err(&["--zfs-stream", "s3://bkt/tank/data/@s1/zsnap1,guid=5"]);
+        assert!(e.message.contains("is not a valid zsnap1 backup key (no kind)"), "{}", e.message);
         assert!(parse_err(&["--zfs-stream", "--expect-guid", "23", inc]).message.contains("contradicts the key"));
         let bad = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,time=2,z=zstd";
-        assert!(parse_err(&["--zfs-stream", bad]).message.contains("from=GUID"));
+        assert!(parse_err(&["--zfs-stream", bad]).message.contains("an incremental without from and fromsnap"));
         parse_ok(&["--exec", "zfs send tank/data@s1", key]);
         // Only the base name counts.
         parse_ok(&["s3://bkt/zsnap1,dir/plain"]);

@@ -11,6 +11,7 @@ use crate::sync::pipeline::{self, Compress, Location};
 use crate::sync::plan::{self, Decision, Divergence, Options, Step, Target};
 use crate::sync::side::{Hold, Side};
 use crate::sync::transfer::{self, ProgressMode};
+use crate::zfs::send::SendOptions;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -55,6 +56,23 @@ const FLAGS: &[Flag] = &[
         value: Some("SIZE"),
         doc: "Put `mbuffer -m SIZE` between the compressor and ssh to smooth bursts (skipped, with a \
               warning, when mbuffer is not installed).",
+    },
+    Flag {
+        short: None,
+        long: "send-option",
+        value: Some("OPT"),
+        doc: "Pass a zfs send option through (repeatable): -L (--large-block), -c (--compressed), -e \
+              (--embed), -p (--props), -w (--raw). Anything else, or an option the source's zfs lacks, is \
+              refused before anything is sent.",
+    },
+    Flag {
+        short: None,
+        long: "decrypt-send",
+        value: None,
+        doc: "Send an encrypted source DECRYPTED (without -w): its plaintext crosses ssh and the replica \
+              is an unencrypted dataset readable without the key; the key must be loaded. Without it, an \
+              encrypted source is always sent raw (-w): the replica stays encrypted with the source's key, \
+              which need not be loaded on either host.",
     },
     Flag {
         short: Some('n'),
@@ -167,6 +185,9 @@ pub struct Args {
     pub dry_run: bool,
     pub progress: bool,
     pub exit_nothing: i32,
+    /// `--send-option`s.
+    pub send_options: SendOptions,
+    pub decrypt_send: bool,
 }
 
 /// `[USER@]HOST:DATASET` or a local `DATASET`: remote when a colon comes before the first slash.
@@ -199,6 +220,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         (Compress::None, None, false, false, 0);
     let (mut ssh_options, mut port, mut identity, mut config) = (Vec::new(), None, None, None);
     let mut positional = Vec::new();
+    let (mut send_options, mut decrypt_send) = (SendOptions::default(), false);
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
@@ -215,6 +237,11 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             Short('n') | Long("dry-run") => dry_run = true,
             Long("progress") => progress = true,
+            Long("send-option") => {
+                let o = SendOptions::parse(&p.value()?.string()?).map_err(Failure::usage)?;
+                send_options = send_options.with(o);
+            }
+            Long("decrypt-send") => decrypt_send = true,
             Long("exit-nothing") => {
                 exit_nothing = parse_number("exit-nothing", &p.value()?.string()?)?;
                 if !(0..=255).contains(&exit_nothing) {
@@ -247,7 +274,22 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Location::Local
         }
     };
-    Ok(Ok(Args { source, target, target_dataset, opts, compress, buffer, dry_run, progress, exit_nothing }))
+    if decrypt_send && send_options.raw() {
+        return Err(Failure::usage("--decrypt-send contradicts --send-option -w"));
+    }
+    Ok(Ok(Args {
+        source,
+        target,
+        target_dataset,
+        opts,
+        compress,
+        buffer,
+        dry_run,
+        progress,
+        exit_nothing,
+        send_options,
+        decrypt_send,
+    }))
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -330,9 +372,19 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     let source = Side { location: Location::Local };
     let target = Side { location: args.target.clone() };
     let dst = &args.target_dataset;
-    let snaps = source
-        .snapshots(&args.source)?
+    let features = source.features()?;
+    let listing = source
+        .listing(&args.source, &features)?
         .ok_or_else(|| Failure::new(ExitCode::NotFound, format!("source dataset {} does not exist", args.source)))?;
+    // An encrypted source goes raw unless --decrypt-send: the replica never holds its
+    // plaintext, and the key need not be loaded.
+    let options = crate::plan::backup::send_options(args.send_options, listing.encrypted(), args.decrypt_send)
+        .map_err(Failure::usage)?;
+    options.check(&features).map_err(|e| Failure::usage(format!("{}: {e}", args.source)))?;
+    if options.raw() {
+        summary.extra.push(("raw".into(), json!(true)));
+    }
+    let snaps = listing.snapshots.clone();
     let mut commands: Vec<String> = Vec::new();
     let (state, token) = target_state(&target, dst)?;
     let mut state = state;
@@ -403,7 +455,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     for (i, step) in steps.iter().enumerate() {
         let force = i == 0 && (rollback_to.is_some() || force_full);
         let stages = pipeline::stages(
-            pipeline::send_argv(&args.source, step),
+            pipeline::send_argv(&args.source, options, step),
             args.compress,
             buffer.as_deref(),
             &args.target,
@@ -425,6 +477,14 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
         drop(hold);
         summary.bytes += sent?;
         summary.sent.push(step.to().to_string());
+        // The replica holds it now: a bookmark keeps it a valid base for the next send even
+        // after local rotation destroys the snapshot.
+        if features.bookmarks() && !listing.bookmarks.iter().any(|b| b.name == step.to()) {
+            let snapshot = format!("{}@{}", args.source, step.to());
+            if let Err(f) = source.bookmark(&snapshot, &format!("{}#{}", args.source, step.to())) {
+                eprintln!("zsync-ssh: warning: {f}");
+            }
+        }
     }
     if args.dry_run {
         for c in &commands {

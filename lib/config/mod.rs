@@ -17,8 +17,17 @@ pub const DEFAULT_PATH: &str = "/etc/zsnap/zsnap.conf";
 pub const DEFAULT_COMPRESSOR: &str = "zstd";
 
 /// Keys of `[main]` and `[fs:DATASET]` sections.
-const SETTING_KEYS: &[&str] =
-    &["BUCKET", "S3_PREFIX", "DATASET", "SNAPSHOT_PREFIX", "COMPRESSOR", "ENDPOINT", "REGION", "PROFILE"];
+const SETTING_KEYS: &[&str] = &[
+    "BUCKET",
+    "S3_PREFIX",
+    "DATASET",
+    "SNAPSHOT_PREFIX",
+    "COMPRESSOR",
+    "SEND_OPTIONS",
+    "ENDPOINT",
+    "REGION",
+    "PROFILE",
+];
 
 /// One `KEY=VALUE` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +179,8 @@ pub struct Flags {
     pub dataset: Option<String>,
     pub snapshot_prefix: Option<String>,
     pub compressor: Option<String>,
+    /// `--send-option`, repeatable; joined with spaces.
+    pub send_options: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -223,6 +234,9 @@ pub struct Settings {
     pub snapshot_prefix: Setting,
     pub compressor_setting: Setting,
     pub compressor: Compressor,
+    /// `zfs send` options for backups (`SEND_OPTIONS`); raw is added for encrypted datasets.
+    pub send_options_setting: Setting,
+    pub send_options: crate::zfs::send::SendOptions,
     pub endpoint: Setting,
     pub region: Setting,
     pub profile: Setting,
@@ -334,6 +348,10 @@ pub fn resolve(
     let customs = file.map(|f| f.compressors.clone()).unwrap_or_default();
     let compressor = Compressor::parse(compressor_setting.value.as_deref().unwrap_or(DEFAULT_COMPRESSOR), &customs)
         .map_err(|e| Failure::usage(format!("{e} (from {})", compressor_setting.source)))?;
+    let send_options_setting =
+        pick(("send-option", &flags.send_options), &["ZSNAP_SEND_OPTIONS"], env, file, fs, "SEND_OPTIONS", Some(""));
+    let send_options = crate::zfs::send::SendOptions::parse(send_options_setting.value.as_deref().unwrap_or(""))
+        .map_err(|e| Failure::usage(format!("{e} (from {})", send_options_setting.source)))?;
     let endpoint = pick(
         ("endpoint", &flags.endpoint),
         &["ZSNAP_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
@@ -365,6 +383,8 @@ pub fn resolve(
         snapshot_prefix,
         compressor_setting,
         compressor,
+        send_options_setting,
+        send_options,
         endpoint,
         region,
         profile,

@@ -243,6 +243,7 @@ mod tests {
             bytes: 10,
             key: format!("tank/d/@{snap}/{guid}-{}", from.map_or(0, |f| f.0)),
             legacy: false,
+            send: Default::default(),
         }
     }
 

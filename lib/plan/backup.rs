@@ -1,16 +1,21 @@
-//! What to send. Base = the newest local snapshot (up to the target) that S3 holds with a
-//! restorable chain, matched by guid (zfs3backup objects: by name). Every later matching
-//! snapshot is sent on its own, as an incremental from the one before it (zfs3backup
-//! style), so each can later be restored or pruned alone. No base, or `--full`: one full
-//! of the target; older snapshots are not sent.
+//! What to send. Base = the newest local snapshot or bookmark (older than the target) that
+//! S3 holds with a restorable chain, matched by guid (zfs3backup objects: by name), and
+//! whose send options an incremental may build on. Every later matching snapshot is sent
+//! on its own, as an incremental from the one before it (zfs3backup style), so each can
+//! later be restored or pruned alone. No base, or `--full`: one full of the target; older
+//! snapshots are not sent. Encrypted datasets are sent raw (`-w`) unless the caller said
+//! otherwise; each sent snapshot is bookmarked where zfs has bookmarks, so the chain
+//! survives the snapshot's local destruction.
 
 use super::{join, Context};
 use crate::catalog::key::{self, KeyFields};
 use crate::catalog::{BackupRecord, Health, Kind};
 use crate::cli::{ExitCode, Failure};
 use crate::config::{CompressArg, Compressor};
-use crate::zfs::snapshots::Snapshot;
+use crate::zfs::send::SendOptions;
+use crate::zfs::snapshots::{Bookmark, Snapshot};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 
 /// What the user asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,6 +25,8 @@ pub struct Request {
     pub snapshot: Option<String>,
     /// Object Lock for the new objects; the chain they extend is locked as long.
     pub lock: Option<LockUntil>,
+    /// `--decrypt-send`: send an encrypted dataset without `-w`.
+    pub decrypt_send: bool,
 }
 
 /// Lock new backups in `mode` until `until` (Unix seconds).
@@ -29,20 +36,71 @@ pub struct LockUntil {
     pub until: i64,
 }
 
+/// What the local side holds and how it sends: everything the plan needs besides S3.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Source<'a> {
+    /// Snapshots matching the prefix, ordered by createtxg.
+    pub snapshots: &'a [Snapshot],
+    /// The dataset's bookmarks (any name), ordered by createtxg.
+    pub bookmarks: &'a [Bookmark],
+    /// Options every new stream is made with (raw already added for an encrypted dataset).
+    pub options: SendOptions,
+    /// Bookmark each snapshot after it is committed (zfs has bookmarks).
+    pub bookmark_sent: bool,
+    /// `zfs send -nP` sizes by (from guid, 0 for a full; to guid).
+    pub estimates: Option<&'a HashMap<(u64, u64), u64>>,
+}
+
+/// The options new streams of a dataset are made with: the user's, plus `-w` when the
+/// dataset is encrypted, unless `decrypt` (`--decrypt-send`) says to send it decrypted.
+pub fn send_options(user: SendOptions, encrypted: bool, decrypt: bool) -> Result<SendOptions, String> {
+    match (decrypt, user.raw()) {
+        (true, true) => Err("--decrypt-send contradicts the send option -w (--raw)".into()),
+        (true, false) => Ok(user),
+        (false, _) if encrypted => Ok(user.with(SendOptions::RAW)),
+        (false, _) => Ok(user),
+    }
+}
+
+/// Where an incremental starts: a snapshot, or a bookmark of one whose snapshot is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub name: String,
+    pub guid: u64,
+    pub bookmark: bool,
+}
+
+impl Origin {
+    fn of(s: &Snapshot) -> Origin {
+        Origin { name: s.name.clone(), guid: s.guid, bookmark: false }
+    }
+
+    /// `DS@NAME` or `DS#NAME`, as zfs send -i takes it.
+    fn full_name(&self, dataset: &str) -> String {
+        format!("{dataset}{}{}", if self.bookmark { '#' } else { '@' }, self.name)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Send {
     pub snapshot: Snapshot,
     pub kind: Kind,
-    /// The local parent snapshot (incrementals).
-    pub from: Option<Snapshot>,
+    /// Where the incremental starts (incrementals).
+    pub from: Option<Origin>,
+    /// The `zfs send` options (raw for an encrypted dataset).
+    pub options: SendOptions,
+    /// `zfs send` as run, and `zfs send -nP` with the same arguments.
+    pub zfs_send: Vec<String>,
     /// Recorded compressor (`z=`).
     pub compressor: String,
     /// Key relative to the bucket.
     pub key: String,
     pub url: String,
-    /// What the stream is expected to weigh (full: referenced; incremental: a guess from
+    /// What the stream is expected to weigh: `zfs send -nP`'s figure when there is one
+    /// (`estimated`), else a guess (full: logical referenced; incremental: from
     /// used/referenced).
     pub bytes_estimate: Option<u64>,
+    pub estimated: bool,
     pub command: String,
     pub reason: String,
 }
@@ -61,6 +119,12 @@ pub enum Step {
     Lock {
         urls: Vec<String>,
         until: i64,
+        command: String,
+    },
+    /// After a send commits: `zfs bookmark DS@SNAP DS#SNAP`, the base of a later
+    /// incremental once the snapshot is destroyed.
+    Bookmark {
+        snapshot: String,
         command: String,
     },
     /// Nothing to do.
@@ -88,9 +152,13 @@ impl Step {
                 "kind": s.kind.as_str(),
                 "from": s.from.as_ref().map(|f| f.name.clone()),
                 "from_guid": s.from.as_ref().map(|f| f.guid.to_string()),
+                "from_bookmark": s.from.as_ref().is_some_and(|f| f.bookmark),
                 "compressor": s.compressor,
+                "send_options": s.options.letters(),
+                "raw": s.options.raw(),
                 "key": s.url,
                 "bytes_estimate": s.bytes_estimate,
+                "estimate_source": if s.estimated { "zfs send -nP" } else { "guess" },
                 "command": s.command,
                 "reason": s.reason,
             }),
@@ -101,6 +169,13 @@ impl Step {
                 "lock_until": crate::calendar::rfc3339(*until),
                 "command": command,
                 "reason": "the chain under a locked incremental stays locked at least as long",
+            }),
+            Step::Bookmark { snapshot, command } => json!({
+                "action": "bookmark",
+                "dataset": dataset,
+                "snapshot": snapshot,
+                "command": command,
+                "reason": "keeps the chain's base after the snapshot is destroyed",
             }),
             Step::Nothing { reason } => json!({"action": "none", "dataset": dataset, "reason": reason}),
         }
@@ -150,18 +225,34 @@ fn inc_estimate(from: &Snapshot, to: &Snapshot) -> u64 {
     }
 }
 
-/// Plan a backup. `local` holds the dataset's snapshots that match the prefix, ordered by
-/// createtxg; `health` is index for index with `records`.
+/// The restorable record holding a bookmark's snapshot (by guid: zfs3backup objects,
+/// which have none, never match a bookmark).
+fn mark_in_s3<'a>(b: &Bookmark, records: &'a [BackupRecord], health: &[Health]) -> Option<&'a BackupRecord> {
+    records.iter().zip(health).find(|(r, h)| r.guid == Some(b.guid) && h.is_restorable()).map(|(r, _)| r)
+}
+
+/// What the first incremental builds on.
+struct Base {
+    origin: Origin,
+    createtxg: u64,
+    /// Index into the local snapshots when the base is one of them.
+    index: Option<usize>,
+    record: usize,
+}
+
+/// Plan a backup. `src.snapshots` holds the dataset's snapshots that match the prefix,
+/// ordered by createtxg; `health` is index for index with `records`.
 pub fn plan(
     ctx: &Context,
     compressor: &Compressor,
     snapshot_prefix: &str,
-    local: &[Snapshot],
+    src: &Source,
     records: &[BackupRecord],
     health: &[Health],
     req: &Request,
 ) -> Result<Vec<Step>, Failure> {
     let ds = &ctx.dataset;
+    let local = src.snapshots;
     if local.is_empty() {
         return Err(Failure::new(ExitCode::NotFound, format!("no snapshots of {ds} match prefix '{snapshot_prefix}'")));
     }
@@ -176,51 +267,99 @@ pub fn plan(
     };
     let remote: Vec<Option<(&BackupRecord, bool)>> =
         local[..=target].iter().map(|s| in_s3(s, records, health)).collect();
-    let base = if req.full { None } else { (0..=target).rev().find(|&i| remote[i].is_some_and(|(_, ok)| ok)) };
+    let index_of = |r: &BackupRecord| records.iter().position(|x| x == r).unwrap_or(0);
+    // A base whose stream was made with options an incremental cannot follow (raw vs not,
+    // -L vs not) is passed over, and said so.
+    let refused = |r: &BackupRecord| src.options.incremental_refused(r.send);
+    let mut passed_over: Option<String> = None;
+    let mut base: Option<Base> = None;
+    if !req.full {
+        for i in (0..=target).rev() {
+            let Some((r, true)) = remote[i] else { continue };
+            match refused(r) {
+                Some(why) => {
+                    passed_over.get_or_insert_with(|| format!("@{} is in S3 but {why}", local[i].name));
+                }
+                None => {
+                    let origin = Origin::of(&local[i]);
+                    base = Some(Base { origin, createtxg: local[i].createtxg, index: Some(i), record: index_of(r) });
+                    break;
+                }
+            }
+        }
+        // A bookmark newer than that base (its snapshot destroyed by rotation) is better:
+        // the incremental from it is smaller, and without it there may be no base at all.
+        let newer = |txg: u64| base.as_ref().is_none_or(|b| txg > b.createtxg);
+        let mark = src
+            .bookmarks
+            .iter()
+            .filter(|b| b.createtxg < local[target].createtxg && newer(b.createtxg))
+            .filter_map(|b| mark_in_s3(b, records, health).map(|r| (b, r)))
+            .filter(|(_, r)| refused(r).is_none())
+            .max_by_key(|(b, _)| b.createtxg);
+        if let Some((b, r)) = mark {
+            let origin = Origin { name: b.name.clone(), guid: b.guid, bookmark: true };
+            base = Some(Base { origin, createtxg: b.createtxg, index: None, record: index_of(r) });
+        }
+    }
     let health_of = |r: &BackupRecord| records.iter().position(|x| x == r).and_then(|i| health.get(i));
 
     let mut steps = Vec::new();
-    match base {
+    match &base {
         Some(b) => {
+            let base_name = match b.origin.bookmark {
+                true => format!("bookmark #{}", b.origin.name),
+                false => format!("@{}", b.origin.name),
+            };
+            let mut prev = b.origin.clone();
             for (i, snap) in local[..=target].iter().enumerate() {
-                if i < b {
+                if Some(i) == b.index {
+                    if let Some((r, _)) = remote[i] {
+                        let role =
+                            if i == target { "the newest matching snapshot" } else { "base of the next incremental" };
+                        steps.push(skip(ctx, snap, r, format!("{}, restorable; {role}", where_in_s3(snap, r))));
+                    }
+                } else if snap.createtxg <= b.createtxg {
                     match remote[i] {
                         Some((r, true)) => steps.push(skip(ctx, snap, r, where_in_s3(snap, r))),
                         Some((r, false)) => steps.push(skip(
                             ctx,
                             snap,
                             r,
-                            format!("{}; not re-sent, newer @{} is restorable", broken_reason(r, health_of(r)), local[b].name),
+                            format!("{}; not re-sent, newer {base_name} is restorable", broken_reason(r, health_of(r))),
                         )),
                         None => steps.push(Step::Skip {
                             snapshot: snap.clone(),
                             url: None,
                             reason: format!(
-                                "not in S3, and older than @{}, the newest snapshot in S3: an incremental only goes forward",
-                                local[b].name
+                                "not in S3, and older than {base_name}, the newest in S3: an incremental only goes forward"
                             ),
                         }),
                     }
-                } else if i == b {
-                    if let Some((r, _)) = remote[i] {
-                        let role =
-                            if b == target { "the newest matching snapshot" } else { "base of the next incremental" };
-                        steps.push(skip(ctx, snap, r, format!("{}, restorable; {role}", where_in_s3(snap, r))));
-                    }
                 } else {
-                    let from = &local[i - 1];
-                    let mut reason = if i == b + 1 {
-                        format!("incremental from @{}, the newest snapshot in S3 with a restorable chain", from.name)
+                    let mut reason = if prev == b.origin {
+                        match b.origin.bookmark {
+                            true => format!(
+                                "incremental from bookmark #{} (same guid as its destroyed snapshot), the newest in S3 \
+                                 with a restorable chain",
+                                prev.name
+                            ),
+                            false => format!(
+                                "incremental from @{}, the newest snapshot in S3 with a restorable chain",
+                                prev.name
+                            ),
+                        }
                     } else {
-                        format!("incremental from @{}, sent just before", from.name)
+                        format!("incremental from @{}, sent just before", prev.name)
                     };
                     if let Some((r, false)) = remote[i] {
                         reason.push_str(&format!(" (again: {})", broken_reason(r, health_of(r))));
                     }
-                    steps.push(Step::Send(Box::new(send(ctx, compressor, snap, Some(from), reason, req.lock)?)));
+                    push_send(&mut steps, ctx, compressor, src, snap, Some(&prev), reason, req.lock)?;
+                    prev = Origin::of(snap);
                 }
             }
-            if b == target {
+            if b.index == Some(target) {
                 steps.push(Step::Nothing {
                     reason: format!("up to date: @{} is in S3 with a restorable chain", local[target].name),
                 });
@@ -240,6 +379,8 @@ pub fn plan(
             let snap = &local[target];
             let mut reason = if req.full {
                 format!("--full: full backup of @{}", snap.name)
+            } else if let Some(why) = &passed_over {
+                format!("{why}: full backup of @{}", snap.name)
             } else {
                 let broken: Vec<String> = (0..=target)
                     .filter_map(|i| remote[i].map(|(r, _)| broken_reason(r, health_of(r))))
@@ -255,20 +396,46 @@ pub fn plan(
             if !not_sent.is_empty() {
                 reason.push_str(&format!("; older snapshots not in S3 are not sent: {}", not_sent.join(", ")));
             }
-            steps.push(Step::Send(Box::new(send(ctx, compressor, snap, None, reason, req.lock)?)));
+            push_send(&mut steps, ctx, compressor, src, snap, None, reason, req.lock)?;
         }
     }
-    if let (Some(lock), Some(b)) = (req.lock, base) {
+    if let (Some(lock), Some(b)) = (req.lock, &base) {
         let extends = steps.iter().any(|s| matches!(s, Step::Send(s) if s.kind == Kind::Inc));
-        let base_record = remote[b].and_then(|(r, _)| records.iter().position(|x| x == r));
-        if let (true, Some(i)) = (extends, base_record) {
-            let chain = crate::catalog::chain::chain(health, i).unwrap_or_default();
+        if extends {
+            let chain = crate::catalog::chain::chain(health, b.record).unwrap_or_default();
             let first_send = steps.iter().position(|s| matches!(s, Step::Send(_))).unwrap_or(steps.len());
             let locks = lock_steps(ctx, chain.iter().map(|&c| ctx.url(&records[c].key)).collect(), lock);
             steps.splice(first_send..first_send, locks);
         }
     }
     Ok(steps)
+}
+
+/// A send, and the bookmark that follows it where zfs has bookmarks and none of that
+/// snapshot (or of that name) exists yet.
+#[allow(clippy::too_many_arguments)]
+fn push_send(
+    steps: &mut Vec<Step>,
+    ctx: &Context,
+    compressor: &Compressor,
+    src: &Source,
+    snap: &Snapshot,
+    from: Option<&Origin>,
+    reason: String,
+    lock: Option<LockUntil>,
+) -> Result<(), Failure> {
+    steps.push(Step::Send(Box::new(send(ctx, compressor, src, snap, from, reason, lock)?)));
+    let exists = src.bookmarks.iter().any(|b| b.guid == snap.guid || b.name == snap.name);
+    if src.bookmark_sent && !exists {
+        let words = ["zfs".into(), "bookmark".into(), format!("{}@{}", ctx.dataset, snap.name), bookmark_of(ctx, snap)];
+        steps.push(Step::Bookmark { snapshot: snap.name.clone(), command: join(&words) });
+    }
+    Ok(())
+}
+
+/// `DS#SNAP`: the bookmark zsnap makes of a committed snapshot.
+pub fn bookmark_of(ctx: &Context, snap: &Snapshot) -> String {
+    format!("{}#{}", ctx.dataset, snap.name)
 }
 
 /// `s3put --extend-lock` over `urls`, at most [`super::prune::COMMAND_BATCH`] a command.
@@ -292,8 +459,9 @@ fn skip(ctx: &Context, snap: &Snapshot, r: &BackupRecord, reason: String) -> Ste
 fn send(
     ctx: &Context,
     compressor: &Compressor,
+    src: &Source,
     snap: &Snapshot,
-    from: Option<&Snapshot>,
+    from: Option<&Origin>,
     reason: String,
     lock: Option<LockUntil>,
 ) -> Result<Send, Failure> {
@@ -306,35 +474,34 @@ fn send(
         from: from.map(|f| (f.guid, f.name.clone())),
         time: snap.creation,
         compressor: compressor.recorded(),
+        send: src.options,
     };
     let key = key::encode(&ctx.prefix, &fields)
         .map_err(|e| Failure::usage(format!("cannot name a backup of {}@{}: {e}", ctx.dataset, snap.name)))?;
     let url = ctx.url(&key);
-    // zfs send's own arguments are quoted inside the --exec string, which bash parses.
-    let exec = match from {
-        Some(f) => join(&[
-            "zfs".into(),
-            "send".into(),
-            "-i".into(),
-            format!("@{}", f.name),
-            format!("{}@{}", ctx.dataset, snap.name),
-        ]),
-        None => join(&["zfs".into(), "send".into(), format!("{}@{}", ctx.dataset, snap.name)]),
-    };
+    let zfs_send = zfs_send_argv(&ctx.dataset, src.options, from, &snap.name);
     let mut args: Vec<String> =
         vec!["s3put".into(), "--zfs-stream".into(), "--expect-guid".into(), snap.guid.to_string()];
     // The gate checks the parent too: 0 means the stream must be a full.
     args.extend(["--expect-from".into(), from.map_or(0, |f| f.guid).to_string()]);
-    args.extend(["--exec".into(), exec]);
+    if src.options.raw() {
+        // Also implied by the key's send=w; said here so the command shows it.
+        args.push("--expect-raw".into());
+    }
+    // zfs send's own arguments are quoted inside the --exec string, which bash parses.
+    args.extend(["--exec".into(), join(&zfs_send)]);
     match compressor.s3put_arg() {
         CompressArg::Compress(c) => args.extend(["--compress".into(), c]),
         CompressArg::Filter(cmd) => args.extend(["--filter".into(), cmd]),
     }
+    let estimated = src.estimates.and_then(|m| m.get(&(from.map_or(0, |f| f.guid), snap.guid))).copied();
     // Part sizing needs an upper bound, or s3put runs out of parts mid-stream (exit 73).
-    // An incremental never carries more than the snapshot's data, and a stream carries
-    // it uncompressed: the logical size, not `referenced` (which is after ZFS compression,
-    // 26x smaller for text). Without a ratio, s3put's default part size is the safe choice.
-    if let Some(l) = snap.logical_referenced.filter(|&l| l > 0) {
+    // zfs send -nP says it; without it, an incremental never carries more than the
+    // snapshot's data, and a stream carries it uncompressed: the logical size, not
+    // `referenced` (which is after ZFS compression, 26x smaller for text). Without a ratio,
+    // s3put's default part size is the safe choice.
+    let hint = estimated.or(snap.logical_referenced.filter(|&l| l > 0));
+    if let Some(l) = hint {
         args.extend(["--expected-size".into(), l.to_string()]);
     }
     if let Some(l) = lock {
@@ -342,21 +509,43 @@ fn send(
     }
     args.extend(ctx.connection.iter().cloned());
     args.push(url.clone());
-    let bytes_estimate = match from {
-        Some(f) => Some(inc_estimate(f, snap)),
-        None => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
-    };
+    let bytes_estimate = estimated.or(match (from, local_parent(src, from)) {
+        (Some(_), Some(f)) => Some(inc_estimate(f, snap)),
+        (Some(_), None) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
+        (None, _) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
+    });
     Ok(Send {
         snapshot: snap.clone(),
         kind,
         from: from.cloned(),
+        options: src.options,
+        zfs_send,
         compressor: compressor.recorded(),
         key,
         url,
         bytes_estimate,
+        estimated: estimated.is_some(),
         command: join(&args),
         reason,
     })
+}
+
+/// The local snapshot an origin names (none for a bookmark).
+fn local_parent<'a>(src: &Source<'a>, from: Option<&Origin>) -> Option<&'a Snapshot> {
+    let f = from.filter(|f| !f.bookmark)?;
+    src.snapshots.iter().find(|s| s.guid == f.guid)
+}
+
+/// `zfs send [OPTIONS] [-i @FROM | -i DS#MARK] DS@SNAP`.
+pub fn zfs_send_argv(dataset: &str, options: SendOptions, from: Option<&Origin>, snapshot: &str) -> Vec<String> {
+    let mut v: Vec<String> = vec!["zfs".into(), "send".into()];
+    v.extend(options.args());
+    if let Some(f) = from {
+        let origin = if f.bookmark { f.full_name(dataset) } else { format!("@{}", f.name) };
+        v.extend(["-i".into(), origin]);
+    }
+    v.push(format!("{dataset}@{snapshot}"));
+    v
 }
 
 #[cfg(test)]
@@ -395,6 +584,7 @@ mod tests {
                     None => format!("send {} full", s.snapshot.name),
                 },
                 Step::Lock { urls, .. } => format!("lock {} objects", urls.len()),
+                Step::Bookmark { snapshot, .. } => format!("bookmark {snapshot}"),
                 Step::Nothing { .. } => "none".into(),
             })
             .collect()
@@ -402,7 +592,8 @@ mod tests {
 
     fn run(local: &[Snapshot], records: &[BackupRecord], req: Request) -> Result<Vec<Step>, Failure> {
         let health = chain::health(records);
-        plan(&ctx(), &Compressor::Zstd(None), "", local, records, &health, &req)
+        let src = Source { snapshots: local, ..Source::default() };
+        plan(&ctx(), &Compressor::Zstd(None), "", &src, records, &health, &req)
     }
 
     #[test]
@@ -467,14 +658,14 @@ mod tests {
                 "--full",
                 vec![s1.clone(), s2.clone()],
                 vec![full1.clone(), inc2.clone()],
-                Request { full: true, snapshot: None, lock: None },
+                Request { full: true, ..Request::default() },
                 vec!["skip s1", "send s2 full"],
             ),
             (
                 "--snapshot stops early",
                 vec![s1.clone(), s2.clone(), s3.clone()],
                 vec![full1.clone()],
-                Request { full: false, snapshot: Some("s2".into()), lock: None },
+                Request { snapshot: Some("s2".into()), ..Request::default() },
                 vec!["skip s1", "send s2 inc from s1"],
             ),
             (
@@ -548,7 +739,8 @@ mod tests {
             commands: crate::config::CustomCompressor { compress: "xz -T0".into(), decompress: "xz -d".into() },
         };
         let local = [snap("with space", 7, 1)];
-        let steps = plan(&c, &comp, "", &local, &[], &[], &Request::default()).unwrap();
+        let src = Source { snapshots: &local, ..Source::default() };
+        let steps = plan(&c, &comp, "", &src, &[], &[], &Request::default()).unwrap();
         let Step::Send(s) = &steps[0] else { panic!() };
         assert_eq!(
             s.command,
@@ -560,14 +752,130 @@ mod tests {
 
     #[test]
     fn errors() {
-        let e = plan(&ctx(), &Compressor::None, "daily-", &[], &[], &[], &Request::default()).unwrap_err();
+        let e =
+            plan(&ctx(), &Compressor::None, "daily-", &Source::default(), &[], &[], &Request::default()).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
             (ExitCode::NotFound, "no snapshots of tank/data match prefix 'daily-'")
         );
-        let e = run(&[snap("s1", 1, 1)], &[], Request { full: false, snapshot: Some("nope".into()), lock: None })
-            .unwrap_err();
+        let e =
+            run(&[snap("s1", 1, 1)], &[], Request { snapshot: Some("nope".into()), ..Request::default() }).unwrap_err();
         assert_eq!(e.code, ExitCode::NotFound);
         assert!(e.message.contains("tank/data@nope"), "{}", e.message);
+    }
+
+    fn mark(name: &str, guid: u64, txg: u64) -> Bookmark {
+        Bookmark { dataset: "tank/data".into(), name: name.into(), guid, createtxg: txg, creation: 1000 + txg as i64 }
+    }
+
+    fn run_src(src: Source, records: &[BackupRecord], req: Request) -> Vec<Step> {
+        let health = chain::health(records);
+        plan(&ctx(), &Compressor::Zstd(None), "", &src, records, &health, &req).unwrap()
+    }
+
+    fn sends(steps: &[Step]) -> Vec<&Send> {
+        steps.iter().filter_map(|s| if let Step::Send(s) = s { Some(s.as_ref()) } else { None }).collect()
+    }
+
+    #[test]
+    fn encrypted_datasets_are_sent_raw_unless_told_otherwise() {
+        let none = SendOptions::default();
+        assert!(send_options(none, true, false).unwrap().raw(), "encrypted: raw, no flag needed");
+        assert!(!send_options(none, false, false).unwrap().raw());
+        assert!(!send_options(none, true, true).unwrap().raw(), "--decrypt-send");
+        assert!(send_options(SendOptions::RAW, true, true).is_err(), "-w with --decrypt-send");
+        let local = [snap("s1", 1, 1), snap("s2", 2, 2)];
+        let src = Source { snapshots: &local, options: send_options(none, true, false).unwrap(), ..Source::default() };
+        let steps = run_src(src, &[], Request::default());
+        let s = sends(&steps)[0];
+        assert_eq!(s.zfs_send, ["zfs", "send", "-w", "tank/data@s2"]);
+        assert!(s.key.ends_with(",z=zstd,send=w"), "{}", s.key);
+        assert!(s.command.contains(" --expect-raw --exec 'zfs send -w tank/data@s2' "), "{}", s.command);
+        assert_eq!(steps[0].to_json("tank/data")["raw"], true);
+    }
+
+    #[test]
+    fn an_incremental_follows_only_a_parent_zfs_recv_accepts() {
+        let local = [snap("s1", 1, 1), snap("s2", 2, 2)];
+        let plain = rec("s1", 1, None, 1);
+        let raw = BackupRecord { send: SendOptions::RAW, ..plain.clone() };
+        let o = |t: &str| SendOptions::parse(t).unwrap();
+        let cases = [
+            // (parent's options, new options, expected sends)
+            (plain.clone(), o("-c"), "send s2 inc from s1"),
+            (plain.clone(), o("-e -p"), "send s2 inc from s1"),
+            (raw.clone(), o("-w"), "send s2 inc from s1"),
+            (raw.clone(), o("-w -c"), "send s2 inc from s1"),
+            (plain.clone(), o("-w"), "send s2 full"),
+            (raw.clone(), o(""), "send s2 full"),
+            (plain.clone(), o("-L"), "send s2 full"),
+        ];
+        for (parent, options, want) in cases {
+            let src = Source { snapshots: &local, options, ..Source::default() };
+            let steps = run_src(src, std::slice::from_ref(&parent), Request::default());
+            let got: Vec<String> = summary(&steps).into_iter().filter(|s| s.starts_with("send")).collect();
+            assert_eq!(got, [want], "{:?} on {:?}", options.letters(), parent.send.letters());
+            if want.ends_with("full") {
+                assert!(sends(&steps)[0].reason.contains("@s1 is in S3 but"), "{}", sends(&steps)[0].reason);
+            }
+        }
+    }
+
+    #[test]
+    fn incrementals_from_a_bookmark_once_the_snapshot_is_gone() {
+        // s1 was backed up and bookmarked, then destroyed by rotation.
+        let local = [snap("s2", 2, 2), snap("s3", 3, 3)];
+        let marks = [mark("s1", 1, 1)];
+        let records = [rec("s1", 1, None, 1)];
+        let src = Source { snapshots: &local, bookmarks: &marks, bookmark_sent: true, ..Source::default() };
+        let steps = run_src(src, &records, Request::default());
+        assert_eq!(
+            summary(&steps),
+            ["send s2 inc from s1", "bookmark s2", "send s3 inc from s2", "bookmark s3"],
+            "{steps:#?}"
+        );
+        let s = sends(&steps);
+        assert_eq!(s[0].zfs_send, ["zfs", "send", "-i", "tank/data#s1", "tank/data@s2"]);
+        assert!(s[0].reason.contains("bookmark #s1"), "{}", s[0].reason);
+        assert!(s[0].key.contains(",from=1,fromsnap=s1,"), "{}", s[0].key);
+        assert_eq!(s[1].zfs_send, ["zfs", "send", "-i", "@s2", "tank/data@s3"]);
+        let Step::Bookmark { command, .. } = &steps[1] else { panic!() };
+        assert_eq!(command, "zfs bookmark tank/data@s2 'tank/data#s2'");
+        // A bookmark newer than the newest snapshot in S3 wins: smaller incremental.
+        let local = [snap("s1", 1, 1), snap("s3", 3, 3)];
+        let marks = [mark("s1", 1, 1), mark("s2", 2, 2)];
+        let records = [rec("s1", 1, None, 1), rec("s2", 2, Some((1, "s1")), 2)];
+        let src = Source { snapshots: &local, bookmarks: &marks, bookmark_sent: true, ..Source::default() };
+        let steps = run_src(src, &records, Request::default());
+        assert_eq!(summary(&steps), ["skip s1", "send s3 inc from s2", "bookmark s3"]);
+        // A bookmark not in S3 is no base, nor one whose record is not restorable; and
+        // a snapshot that already has a bookmark gets no second one.
+        let local = [snap("s3", 3, 3)];
+        let marks = [mark("s2", 2, 2), mark("s3", 3, 3)];
+        let src = Source { snapshots: &local, bookmarks: &marks, bookmark_sent: true, ..Source::default() };
+        let steps = run_src(src, &[rec("s2", 2, Some((9, "gone")), 2)], Request::default());
+        assert_eq!(summary(&steps), ["send s3 full"]);
+        // --full ignores bookmarks; zfs without bookmarks makes none.
+        let local = [snap("s2", 2, 2)];
+        let marks = [mark("s1", 1, 1)];
+        let src = Source { snapshots: &local, bookmarks: &marks, bookmark_sent: false, ..Source::default() };
+        let steps = run_src(src, &[rec("s1", 1, None, 1)], Request { full: true, ..Request::default() });
+        assert_eq!(summary(&steps), ["send s2 full"]);
+    }
+
+    #[test]
+    fn zfs_send_estimates_size_the_parts() {
+        let local = [snap("s1", 1, 1), snap("s2", 2, 2)];
+        let estimates: HashMap<(u64, u64), u64> = [((1, 2), 777_000)].into();
+        let src = Source { snapshots: &local, estimates: Some(&estimates), ..Source::default() };
+        let steps = run_src(src, &[rec("s1", 1, None, 1)], Request::default());
+        let s = sends(&steps)[0];
+        assert_eq!((s.bytes_estimate, s.estimated), (Some(777_000), true));
+        assert!(s.command.contains(" --expected-size 777000 "), "{}", s.command);
+        assert_eq!(steps[1].to_json("tank/data")["estimate_source"], "zfs send -nP");
+        let src = Source { snapshots: &local, ..Source::default() };
+        let steps = run_src(src, &[rec("s1", 1, None, 1)], Request::default());
+        let s = sends(&steps)[0];
+        assert!(!s.estimated && s.command.contains(" --expected-size 1500 "), "{}", s.command);
     }
 }

@@ -113,6 +113,7 @@ impl Step {
                 "kind": r.record.kind.as_str(),
                 "key": ctx.url(&r.record.key),
                 "compressor": r.record.compressor,
+                "raw": r.record.send.raw(),
                 "target": r.target,
                 "command": r.command,
                 "reason": r.reason,
@@ -279,6 +280,12 @@ pub fn plan(
         }
         if i == chosen && todo.len() > 1 {
             reason.push_str("; the snapshot asked for");
+        }
+        if r.send.raw() && n + 1 == todo.len() {
+            reason.push_str(&format!(
+                "; raw (encrypted) backup: {target} arrives encrypted and locked, `zfs load-key {target}` \
+                 (then zfs mount) opens it"
+            ));
         }
         steps.push(Step::Recv(Box::new(Recv {
             step: n + 1,

@@ -49,6 +49,8 @@ pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<V
                 "time": r.time,
                 "bytes": r.bytes,
                 "compressor": r.compressor,
+                "send_options": r.send.letters(),
+                "raw": r.send.raw(),
                 "restorable": h.is_restorable(),
                 "broken": broken(h),
                 "legacy": r.legacy,
@@ -91,6 +93,9 @@ pub struct Row {
     pub copies: usize,
     pub health: Option<Health>,
     pub uncommitted_key: Option<String>,
+    /// A local bookmark with this guid (`DS#NAME`'s NAME): the base of the next
+    /// incremental even once the snapshot is destroyed.
+    pub bookmark: Option<String>,
     pub reason: String,
     time: (i64, usize),
 }
@@ -103,7 +108,10 @@ impl Row {
             "guid": guid_json(self.guid),
             "local": self.local,
             "remote": self.remote.as_str(),
+            "bookmark": self.bookmark,
             "kind": self.record.as_ref().map(|r| r.kind.as_str()),
+            "raw": self.record.as_ref().map(|r| r.send.raw()),
+            "send_options": self.record.as_ref().map(|r| r.send.letters()),
             "bytes": self.record.as_ref().map(|r| r.bytes),
             "copies": self.copies,
             "restorable": self.health.as_ref().map(|h| h.is_restorable()),
@@ -142,6 +150,14 @@ impl Summary {
             "uncommitted": self.uncommitted,
             "foreign": self.foreign,
         })
+    }
+}
+
+/// Note on each row the local bookmark that has its guid, if any.
+pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[crate::zfs::snapshots::Bookmark]) {
+    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+    for r in rows {
+        r.bookmark = r.guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string());
     }
 }
 
@@ -212,6 +228,7 @@ pub fn status(
             copies: held.len(),
             health: best.map(|i| health[i].clone()),
             uncommitted_key: unc.map(|u| uncommitted[u].key.clone()),
+            bookmark: None,
             time: (s.creation, s.createtxg as usize),
         });
     }
@@ -244,6 +261,7 @@ pub fn status(
             copies: same.len(),
             health: Some(health[best].clone()),
             uncommitted_key: None,
+            bookmark: None,
             time: (r.time, i),
         });
     }
@@ -266,6 +284,7 @@ pub fn status(
             copies: 0,
             health: None,
             uncommitted_key: Some(unc.key.clone()),
+            bookmark: None,
             time: (i64::MAX, u),
         });
     }

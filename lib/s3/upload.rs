@@ -71,6 +71,8 @@ pub struct UploadSpec {
 pub struct GateSpec {
     pub expect_guid: Option<u64>,
     pub expect_from: Option<u64>,
+    /// Refuse a stream that is not raw (`zfs send -w`).
+    pub expect_raw: bool,
 }
 
 /// What was stored, for the JSON line on stdout.
@@ -596,7 +598,7 @@ impl Reader {
             },
             None => Box::new(std::io::stdin()),
         };
-        let gate = self.gate.map(|g| StreamGate::expecting(g.expect_guid, g.expect_from));
+        let gate = self.gate.map(|g| StreamGate::expecting(g.expect_guid, g.expect_from).requiring_raw(g.expect_raw));
         let mut parts = PartWriter::new(self);
         let (pumped, filter) = match &self.filter {
             None => (self.compress(src, gate, &mut parts), None),

@@ -5,6 +5,7 @@
 use super::plan::Step;
 use crate::cli::{ExitCode, Failure};
 use crate::plan::join;
+use crate::zfs::send::SendOptions;
 
 /// Where a zfs command runs: here, or on a host through ssh.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,15 +106,19 @@ fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| s.to_string()).collect()
 }
 
-/// `zfs send` for one step of `source`.
-pub fn send_argv(source: &str, step: &Step) -> Vec<String> {
+/// `zfs send [OPTIONS]` for one step of `source` (`-w` among the options for an
+/// encrypted source).
+pub fn send_argv(source: &str, options: SendOptions, step: &Step) -> Vec<String> {
+    let mut v = words(&["zfs", "send"]);
+    v.extend(options.args());
     match step {
-        Step::Full { to, .. } => words(&["zfs", "send", &format!("{source}@{to}")]),
+        Step::Full { to, .. } => v.push(format!("{source}@{to}")),
         Step::Incremental { from, to, intermediates, .. } => {
             let flag = if *intermediates { "-I" } else { "-i" };
-            words(&["zfs", "send", flag, &format!("{source}@{from}"), &format!("{source}@{to}")])
+            v.extend([flag.to_string(), format!("{source}@{from}"), format!("{source}@{to}")]);
         }
     }
+    v
 }
 
 /// `zfs send -t TOKEN`: the rest of an interrupted stream (OpenZFS).
@@ -295,17 +300,17 @@ mod tests {
         let all = Step::Incremental { from: "a".into(), to: "c".into(), guid: 3, intermediates: true };
         let cases: Vec<(Vec<Stage>, &str)> = vec![
             (
-                stages(send_argv("tank/d", &inc), Compress::Zstd, Some("256M"), &remote(), recv_argv("pool/d", false, false)),
-                "zfs send -i tank/d@a 'tank/d@b b' | zstd -q -c -T0 | mbuffer -q -m 256M | ssh -o Compression=no -p 2222 \
+                stages(send_argv("tank/d", SendOptions::RAW, &inc), Compress::Zstd, Some("256M"), &remote(), recv_argv("pool/d", false, false)),
+                "zfs send -w -i tank/d@a 'tank/d@b b' | zstd -q -c -T0 | mbuffer -q -m 256M | ssh -o Compression=no -p 2222 \
                  -o BatchMode=yes -o ServerAliveInterval=15 backup@nas 'zstd -q -d -c | zfs recv pool/d'",
             ),
             (
-                stages(send_argv("tank/d", &full), Compress::None, None, &remote(), recv_argv("pool/d", true, true)),
+                stages(send_argv("tank/d", SendOptions::default(), &full), Compress::None, None, &remote(), recv_argv("pool/d", true, true)),
                 "zfs send tank/d@a | ssh -o Compression=no -p 2222 -o BatchMode=yes -o ServerAliveInterval=15 backup@nas \
                  'zfs recv -s -F pool/d'",
             ),
             (
-                stages(send_argv("tank/d", &all), Compress::Lz4, None, &Location::Local, recv_argv("tank/copy", false, false)),
+                stages(send_argv("tank/d", SendOptions::default(), &all), Compress::Lz4, None, &Location::Local, recv_argv("tank/copy", false, false)),
                 "zfs send -I tank/d@a tank/d@c | zfs recv tank/copy",
             ),
             (
@@ -317,7 +322,13 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(shell_line(&got), want);
         }
-        let s = stages(send_argv("t/d", &full), Compress::Zstd, None, &remote(), recv_argv("p/d", false, false));
+        let s = stages(
+            send_argv("t/d", SendOptions::default(), &full),
+            Compress::Zstd,
+            None,
+            &remote(),
+            recv_argv("p/d", false, false),
+        );
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["zfs send", "zstd", "ssh backup@nas"]);
     }
@@ -329,7 +340,7 @@ mod tests {
     #[test]
     fn blame_the_first_stage_that_failed_on_its_own() {
         let s = stages(
-            send_argv("t/d", &Step::Full { to: "a".into(), guid: 1 }),
+            send_argv("t/d", SendOptions::default(), &Step::Full { to: "a".into(), guid: 1 }),
             Compress::Zstd,
             None,
             &remote(),

@@ -4,7 +4,8 @@
 
 use super::pipeline::{last_line, ssh_failure, Location};
 use crate::cli::{ExitCode, Failure};
-use crate::zfs::snapshots::{self, Snapshot};
+use crate::zfs::features::Features;
+use crate::zfs::snapshots::{self, Listing, Snapshot};
 use std::collections::BTreeMap;
 use std::process::{Command, Output, Stdio};
 
@@ -54,18 +55,44 @@ impl Side {
 
     /// The dataset's own snapshots in txg order, or `None` when it does not exist.
     pub fn snapshots(&self, dataset: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
+        Ok(self.listing(dataset, &Features::default())?.map(|l| l.snapshots))
+    }
+
+    /// Snapshots, bookmarks and encryption of the dataset, as far as `features` (this
+    /// side's zfs) has them; `None` when it does not exist.
+    pub fn listing(&self, dataset: &str, features: &Features) -> Result<Option<Listing>, Failure> {
         let mut argv = vec!["zfs".to_string()];
-        argv.extend(snapshots::command_args(dataset));
+        argv.extend(snapshots::command_args(dataset, features));
         let out = self.run(&argv)?;
         if !out.status.success() {
             let f = self.failure(&format!("listing snapshots of {dataset}"), &out);
             return if f.code == ExitCode::NotFound { Ok(None) } else { Err(f) };
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let list = snapshots::parse(dataset, &text).map_err(|e| {
+        let list = snapshots::parse_listing(dataset, &text).map_err(|e| {
             Failure::new(ExitCode::Protocol, format!("cannot read zfs get output from {}: {e}", self.location.label()))
         })?;
         Ok(Some(list))
+    }
+
+    /// What this side's zfs supports (one probe; see `zfs::features`). An ssh failure is
+    /// reported as such, not as a zfs without features.
+    pub fn features(&self) -> Result<Features, Failure> {
+        let mut ssh_failed = None;
+        let f = Features::detect_with(&self.location.label(), &mut |args| {
+            let argv: Vec<String> = std::iter::once("zfs").chain(args.iter().copied()).map(String::from).collect();
+            let out = self.run(&argv).map_err(|f| std::io::Error::other(f.message))?;
+            if out.status.code() == Some(255) && matches!(self.location, Location::Remote { .. }) {
+                ssh_failed = Some(self.failure("probing zfs", &out));
+            }
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            Ok(text)
+        });
+        match ssh_failed {
+            Some(f) => Err(f),
+            None => f,
+        }
     }
 
     /// Every property zfs has for `dataset` (`zfs get -p all`): works on zfs-fuse and
@@ -103,6 +130,11 @@ impl Side {
     pub fn rollback(&self, dataset: &str, snapshot: &str) -> Result<(), Failure> {
         let target = format!("{dataset}@{snapshot}");
         self.check(&format!("rolling back to {target}"), &words(&["zfs", "rollback", "-r", &target])).map(|_| ())
+    }
+
+    /// `zfs bookmark SNAPSHOT BOOKMARK`.
+    pub fn bookmark(&self, snapshot: &str, bookmark: &str) -> Result<(), Failure> {
+        self.check(&format!("bookmarking {snapshot}"), &words(&["zfs", "bookmark", snapshot, bookmark])).map(|_| ())
     }
 
     pub fn hold(&self, tag: &str, snapshot: &str) -> Result<(), Failure> {

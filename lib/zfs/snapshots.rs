@@ -3,7 +3,11 @@
 //! `zfs get -H -p -o name,property,value guid,createtxg,creation,used,referenced -d 1 DS`
 //! is the one form that works on both zfs-fuse (no `zfs list -p`, no `zfs get -t`) and
 //! OpenZFS; depth 1 covers the dataset's own snapshots (children's are filtered out).
+//! On OpenZFS the same listing also holds the dataset's bookmarks (`DS#NAME`, whose
+//! guid is that of the snapshot they mark) and, where the `zfs` has encryption, the
+//! dataset's `encryption` property: one `zfs get` says all a backup plan needs locally.
 
+use super::features::Features;
 use crate::cli::{ExitCode, Failure};
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -29,20 +33,67 @@ pub struct Snapshot {
     pub holds: u64,
 }
 
+/// A bookmark of the dataset (`DS#NAME`): the guid and txg of the snapshot it was made
+/// from, enough to send an incremental from after that snapshot is destroyed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bookmark {
+    pub dataset: String,
+    /// The part after `#`.
+    pub name: String,
+    pub guid: u64,
+    pub createtxg: u64,
+    pub creation: i64,
+}
+
+/// What one `zfs get` says about a dataset.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Ordered by createtxg.
+    pub snapshots: Vec<Snapshot>,
+    /// Ordered by createtxg; empty where zfs has no bookmarks.
+    pub bookmarks: Vec<Bookmark>,
+    /// The dataset's `encryption` (`off`, `aes-256-gcm`, …); `None` where zfs has no
+    /// encryption.
+    pub encryption: Option<String>,
+}
+
+impl Listing {
+    /// Whether sends of this dataset must be raw (`zfs send -w`) to stay encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.encryption.as_deref().is_some_and(|e| e != "off" && e != "-")
+    }
+}
+
 const PROPERTIES: &str = "guid,createtxg,creation,used,referenced,compressratio,userrefs";
 
-/// The `zfs` arguments that list `dataset`'s snapshots.
-pub fn command_args(dataset: &str) -> Vec<String> {
-    ["get", "-H", "-p", "-o", "name,property,value", PROPERTIES, "-d", "1", dataset]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// The `zfs` arguments that list `dataset`'s snapshots (and, where `features` has them,
+/// its bookmarks and encryption).
+pub fn command_args(dataset: &str, features: &Features) -> Vec<String> {
+    let mut props = PROPERTIES.to_string();
+    if features.encryption() {
+        props.push_str(",encryption");
+    }
+    let mut v: Vec<String> = ["get", "-H", "-p", "-o", "name,property,value"].iter().map(|s| s.to_string()).collect();
+    if features.bookmarks() {
+        // zfs get lists bookmarks with -t only (the default is filesystems and volumes
+        // with their snapshots on some releases).
+        v.extend(["-t".into(), "filesystem,volume,snapshot,bookmark".into()]);
+    }
+    v.extend([props, "-d".into(), "1".into(), dataset.to_string()]);
+    v
 }
 
 /// Parse `zfs get -H -p` output into `dataset`'s own snapshots, ordered by createtxg.
 pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
-    // name -> property -> value; lines for the dataset itself and its children are skipped.
+    Ok(parse_listing(dataset, output)?.snapshots)
+}
+
+/// Parse `zfs get -H -p` output into `dataset`'s snapshots, bookmarks and encryption.
+pub fn parse_listing(dataset: &str, output: &str) -> Result<Listing, String> {
+    // name -> property -> value, for snapshots and bookmarks; children are skipped.
     let mut props: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut marks: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut encryption = None;
     for (n, line) in output.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -51,12 +102,39 @@ pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
         let (Some(name), Some(prop), Some(value), None) = (cols.next(), cols.next(), cols.next(), cols.next()) else {
             return Err(format!("line {}: expected NAME<TAB>PROPERTY<TAB>VALUE, got {line:?}", n + 1));
         };
-        let Some((ds, snap)) = name.split_once('@') else { continue };
+        if name == dataset {
+            if prop == "encryption" {
+                encryption = Some(value.to_string());
+            }
+            continue;
+        }
+        let (map, ds, item) = match (name.split_once('@'), name.split_once('#')) {
+            (Some((ds, snap)), _) => (&mut props, ds, snap),
+            (None, Some((ds, mark))) => (&mut marks, ds, mark),
+            (None, None) => continue,
+        };
         if ds != dataset {
             continue;
         }
-        props.entry(snap.to_string()).or_default().insert(prop.to_string(), value.to_string());
+        map.entry(item.to_string()).or_default().insert(prop.to_string(), value.to_string());
     }
+    let mut bookmarks = Vec::with_capacity(marks.len());
+    for (name, p) in marks {
+        let num = |k: &str| -> Result<i64, String> {
+            let v = p.get(k).ok_or_else(|| format!("{dataset}#{name}: zfs printed no {k}"))?;
+            v.parse().map_err(|_| format!("{dataset}#{name}: {k} '{v}' is not a number"))
+        };
+        let guid = p.get("guid").and_then(|g| g.parse::<u64>().ok());
+        let Some(guid) = guid else { return Err(format!("{dataset}#{name}: guid missing or not a number")) };
+        bookmarks.push(Bookmark {
+            dataset: dataset.to_string(),
+            guid,
+            createtxg: u64::try_from(num("createtxg")?).map_err(|_| format!("{dataset}#{name}: negative createtxg"))?,
+            creation: num("creation")?,
+            name,
+        });
+    }
+    bookmarks.sort_by_key(|b| b.createtxg);
     let mut out = Vec::with_capacity(props.len());
     for (name, p) in props {
         let get = |k: &str| -> Result<&str, String> {
@@ -84,7 +162,7 @@ pub fn parse(dataset: &str, output: &str) -> Result<Vec<Snapshot>, String> {
         });
     }
     out.sort_by_key(|s| s.createtxg);
-    Ok(out)
+    Ok(Listing { snapshots: out, bookmarks, encryption })
 }
 
 /// `referenced` scaled by a `compressratio` as zfs prints it (`26.68x` on zfs-fuse,
@@ -123,15 +201,20 @@ pub fn list_if_exists(dataset: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
 
 /// Every snapshot of exactly `dataset`, ordered by createtxg.
 pub fn list(dataset: &str) -> Result<Vec<Snapshot>, Failure> {
+    Ok(read(dataset, &Features::default())?.snapshots)
+}
+
+/// Snapshots, bookmarks and encryption of `dataset`, as far as `features` has them.
+pub fn read(dataset: &str, features: &Features) -> Result<Listing, Failure> {
     let out = Command::new("zfs")
-        .args(command_args(dataset))
+        .args(command_args(dataset, features))
         .output()
         .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot run zfs: {e}")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(failure(dataset, &stderr));
     }
-    parse(dataset, &String::from_utf8_lossy(&out.stdout))
+    parse_listing(dataset, &String::from_utf8_lossy(&out.stdout))
         .map_err(|e| Failure::new(ExitCode::Protocol, format!("cannot read zfs get output: {e}")))
 }
 

@@ -40,6 +40,8 @@ const SUBSTREAM: u64 = 1;
 const COMPOUNDSTREAM: u64 = 2;
 /// `DMU_BACKUP_FEATURE_DEDUP`, in the feature bits (`drr_versioninfo >> 2`).
 const FEATURE_DEDUP: u64 = 1;
+/// `DMU_BACKUP_FEATURE_RAW`: a raw (`zfs send -w`) stream, encrypted blocks as stored.
+const FEATURE_RAW: u64 = 1 << 24;
 
 /// Largest data payload a real stream carries (`SPA_MAXBLOCKSIZE`); a bigger length means
 /// a corrupt header, which is better reported at once than as a cut stream much later.
@@ -210,6 +212,9 @@ pub enum StreamErrorKind {
     Unsupported,
     /// A valid stream of another snapshot than `--expect-guid`/`--expect-from` say (65).
     WrongSnapshot,
+    /// A stream that is not raw where a raw one was required (`--expect-raw`, a key with
+    /// `send=w`): an encrypted dataset's data would be stored decrypted (65).
+    NotRaw,
 }
 
 /// A refused stream: what and where, in one line.
@@ -276,6 +281,8 @@ pub struct Substream {
     pub fromguid: u64,
     pub toname: String,
     pub dedup: bool,
+    /// A raw (`zfs send -w`) stream: the blocks are as stored, encrypted ones encrypted.
+    pub raw: bool,
     /// Bytes from its BEGIN through its END record.
     pub bytes: u64,
     pub records: u64,
@@ -295,6 +302,8 @@ pub struct StreamSummary {
     /// Every substream in order (one for a plain stream).
     pub substreams: Vec<Substream>,
     pub dedup: bool,
+    /// Every substream is raw.
+    pub raw: bool,
     pub records: u64,
 }
 
@@ -309,6 +318,7 @@ impl StreamSummary {
             "toname": self.toname,
             "records": self.records,
             "dedup": self.dedup,
+            "raw": self.raw,
         });
         if self.kind == StreamKind::Compound {
             v["substreams"] = self
@@ -353,6 +363,7 @@ struct Begin {
     fromguid: u64,
     toname: String,
     dedup: bool,
+    raw: bool,
     at: u64,
     records: u64,
 }
@@ -364,6 +375,7 @@ struct Begin {
 pub struct StreamGate {
     expect_guid: Option<u64>,
     expect_from: Option<u64>,
+    expect_raw: bool,
     offset: u64,
     header: [u8; RECORD_LEN],
     header_len: usize,
@@ -388,6 +400,7 @@ impl StreamGate {
         StreamGate {
             expect_guid: None,
             expect_from: None,
+            expect_raw: false,
             offset: 0,
             header: [0; RECORD_LEN],
             header_len: 0,
@@ -407,6 +420,12 @@ impl StreamGate {
     /// before its data flows (for a compound stream, at the end).
     pub fn expecting(guid: Option<u64>, from: Option<u64>) -> Self {
         StreamGate { expect_guid: guid, expect_from: from, ..StreamGate::new() }
+    }
+
+    /// Also require every substream to be raw (`zfs send -w`), checked at its BEGIN, so
+    /// that decrypted data of an encrypted dataset is refused before any of it flows.
+    pub fn requiring_raw(self, raw: bool) -> Self {
+        StreamGate { expect_raw: raw, ..self }
     }
 
     /// Bytes accepted so far.
@@ -502,7 +521,7 @@ impl StreamGate {
                 match u64_at(&h, 16) & 3 {
                     SUBSTREAM => {
                         self.check_expected_single(&b)?;
-                        self.start_substream(b, &h);
+                        self.start_substream(b, &h)?;
                         self.phase = Phase::Sub;
                     }
                     COMPOUNDSTREAM => {
@@ -527,7 +546,7 @@ impl StreamGate {
                         "BEGIN record at byte {at} inside a compound stream is not a substream"
                     )));
                 }
-                self.start_substream(b, &h);
+                self.start_substream(b, &h)?;
                 self.phase = Phase::Sub;
                 self.payload_left = self.begin_payload(&h, at)?;
             }
@@ -540,6 +559,7 @@ impl StreamGate {
                     fromguid: b.fromguid,
                     toname: b.toname,
                     dedup: b.dedup,
+                    raw: b.raw,
                     bytes: self.offset - b.at,
                     records: b.records,
                 });
@@ -597,6 +617,7 @@ impl StreamGate {
             fromguid: u64_at(h, 48),
             toname: String::from_utf8_lossy(&name[..end]).into_owned(),
             dedup: (u64_at(h, 16) >> 2) & FEATURE_DEDUP != 0,
+            raw: (u64_at(h, 16) >> 2) & FEATURE_RAW != 0,
             at,
             records: 1,
         })
@@ -610,10 +631,21 @@ impl StreamGate {
         Ok(len)
     }
 
-    fn start_substream(&mut self, b: Begin, h: &[u8; RECORD_LEN]) {
+    fn start_substream(&mut self, b: Begin, h: &[u8; RECORD_LEN]) -> Result<(), StreamError> {
+        if self.expect_raw && !b.raw {
+            return Err(StreamError::new(
+                StreamErrorKind::NotRaw,
+                format!(
+                    "stream of {} is not raw (zfs send -w): refusing to store it, an encrypted dataset's data \
+                     would be stored decrypted",
+                    b.toname
+                ),
+            ));
+        }
         self.sum = StreamSum::default();
         self.sum.update(h);
         self.current = Some(b);
+        Ok(())
     }
 
     /// An END record: its checksum must equal that of everything since its BEGIN, its
@@ -720,6 +752,7 @@ impl StreamGate {
                     toname: s.toname.clone(),
                     substreams: self.substreams.clone(),
                     dedup: s.dedup,
+                    raw: s.raw,
                     records: self.records,
                 }
             }
@@ -731,6 +764,7 @@ impl StreamGate {
                 toname: header.toname.clone(),
                 substreams: self.substreams.clone(),
                 dedup: header.dedup || self.substreams.iter().any(|s| s.dedup),
+                raw: !self.substreams.is_empty() && self.substreams.iter().all(|s| s.raw),
                 records: self.records,
             },
         };

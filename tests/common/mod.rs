@@ -4,10 +4,13 @@
 //! command, its exit status, stdout and stderr.
 #![allow(dead_code)]
 
+pub mod guest;
 pub mod site;
 // Not every test file plays a site.
 #[allow(unused_imports)]
 pub use site::*;
+#[allow(unused_imports)]
+pub use guest::*;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,7 @@
 //! bucket (one listing), decides with the pure planners in `plan`, and prints JSON lines,
 //! the exact shell commands, or a table. It never sends, receives or deletes anything.
 
+mod local;
 mod retention;
 
 use crate::calendar::Period;
@@ -67,6 +68,25 @@ const SETTINGS_FLAGS: &[Flag] = &[
 ];
 
 const COMMAND_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "send-option",
+        value: Some("OPT"),
+        doc: "backup: pass a zfs send option through, repeatable (or SEND_OPTIONS=\"-L -c\" in the config, \
+              $ZSNAP_SEND_OPTIONS): -L (--large-block), -c (--compressed), -e (--embed), -p (--props), \
+              -w (--raw). Anything else is refused, and so is an option the local zfs lacks, before anything \
+              is sent. Each object records its options (send= in its key); an incremental whose options \
+              zfs recv would refuse on its parent's (-w or -L differing) makes the plan send a full.",
+    },
+    Flag {
+        short: None,
+        long: "decrypt-send",
+        value: None,
+        doc: "backup: send an encrypted dataset DECRYPTED (without -w). This EXPOSES its plaintext to the \
+              bucket, its provider and anyone holding the bucket's credentials, needs the key loaded, and \
+              restores as an unencrypted dataset. Without it, every send of an encrypted dataset is raw \
+              (-w): the stored bytes stay encrypted and the key need not be loaded.",
+    },
     Flag {
         short: None,
         long: "full",
@@ -246,6 +266,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut flags = config::Flags::default();
     let mut format = Format::Json;
     let (mut full, mut snapshot, mut target, mut force, mut now) = (false, None, None, false, None);
+    let (mut send_options, mut decrypt_send): (Vec<String>, bool) = (Vec::new(), false);
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
@@ -268,6 +289,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
                 }
             }
             Long("full") => full = true,
+            Long("send-option") => send_options.push(p.value()?.string()?),
+            Long("decrypt-send") => decrypt_send = true,
             Short('s') | Long("snapshot") => snapshot = Some(p.value()?.string()?),
             Short('t') | Long("target") => target = Some(p.value()?.string()?),
             Long("force") => force = true,
@@ -281,6 +304,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             _ => return Err(arg.unexpected().into()),
         }
+    }
+    if !send_options.is_empty() {
+        flags.send_options = Some(send_options.join(" "));
     }
     // The S3 flags that are also settings: the config resolves them with the file.
     flags.endpoint = s3.endpoint.take();
@@ -311,7 +337,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             if let Some(s) = &snapshot {
                 crate::catalog::key::validate_snapshot(s).map_err(|e| Failure::usage(format!("--snapshot: {e}")))?;
             }
-            Command::Backup(backup::Request { full, snapshot: snapshot.take(), lock: None })
+            Command::Backup(backup::Request { full, snapshot: snapshot.take(), lock: None, decrypt_send })
         }
         "restore" => {
             arity(1, "restore SNAPSHOT|latest|N [--target DATASET] [--force]")?;
@@ -364,6 +390,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         (snapshot.is_some(), "--snapshot", "backup"),
         (target.is_some(), "--target", "restore"),
         (force, "--force", "restore"),
+        (decrypt_send, "--decrypt-send", "backup"),
+        (flags.send_options.is_some(), "--send-option", "backup"),
     ] {
         if given && !is(owner) {
             return Err(Failure::usage(format!("{flag} only applies to {owner}")));
@@ -406,10 +434,10 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     };
     // Local state first: a missing dataset is reported before any S3 request.
     let local = match &args.command {
-        Command::Backup(_) => Some(snapshots::matching(snapshots::list(&dataset)?, settings.snapshot_prefix())),
+        Command::Backup(req) => Some(local::read(&dataset, &settings, Some(req))?),
         // A dataset that does not exist is an error here too (a typo must not look like
         // "nothing backed up"); `list` shows what S3 holds without a local dataset.
-        Command::Status | Command::Snapshot(_) => Some(snapshots::list(&dataset)?),
+        Command::Status | Command::Snapshot(_) => Some(local::read(&dataset, &settings, None)?),
         _ => None,
     };
     let target_snaps = match &args.command {
@@ -445,7 +473,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         Ok::<_, Failure>((catalog, effective, policy, others, locks))
     })?;
     let rules = Rules { effective: &effective, policy: &policy, others, locks: &locks, now };
-    let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_deref(), target_snaps, &rules)?;
+    let mut local = local;
+    if let (Some(l), Command::Backup(req)) = (local.as_mut(), &args.command) {
+        // zfs send -nP for the sends a first plan makes: the second plan sizes them.
+        let steps = backup_steps(&ctx, &settings, req, l, &catalog, &rules)?;
+        l.estimate(&steps)?;
+    }
+    let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_ref(), target_snaps, &rules)?;
     emit(&text)?;
     match warning {
         Some(w) => Err(Failure::new(ExitCode::Warning, w)),
@@ -473,7 +507,7 @@ fn decide(
     settings: &Settings,
     args: &Args,
     catalog: &Catalog,
-    local: Option<&[snapshots::Snapshot]>,
+    local: Option<&local::Local>,
     target: Option<(String, Option<Vec<snapshots::Snapshot>>)>,
     rules: &Rules,
 ) -> Result<(String, Option<String>), Failure> {
@@ -494,31 +528,20 @@ fn decide(
                 period: *period,
                 now: rules.now,
             };
-            let steps = snapshot::plan(req, local.unwrap_or_default(), records, &health, &rules.effective.policy);
+            let snaps = local.map(|l| l.listing.snapshots.as_slice()).unwrap_or_default();
+            let steps = snapshot::plan(req, snaps, records, &health, &rules.effective.policy);
             Ok(retention::snapshot_output(&ctx.dataset, &steps, f))
         }
         Command::Config => Ok(config_output(settings, f)),
         Command::Backup(req) => {
-            let mut req = req.clone();
-            req.lock = rules.effective.policy.lock.map(|l| backup::LockUntil {
-                mode: l.mode.as_str(),
-                until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX).saturating_mul(86_400)),
-            });
-            let req = &req;
-            let steps = backup::plan(
-                ctx,
-                &settings.compressor,
-                settings.snapshot_prefix(),
-                local.unwrap_or_default(),
-                records,
-                &health,
-                req,
-            )?;
+            let local = local.ok_or_else(|| Failure::new(ExitCode::Internal, "backup without local state"))?;
+            let steps = backup_steps(ctx, settings, req, local, catalog, rules)?;
             Ok(match f {
                 Format::Json => lines(steps.iter().map(|s| s.to_json(&ctx.dataset))),
                 Format::Sh => commands(steps.iter().filter_map(|s| match s {
                     backup::Step::Send(s) => Some(s.command.as_str()),
                     backup::Step::Lock { command, .. } => Some(command.as_str()),
+                    backup::Step::Bookmark { command, .. } => Some(command.as_str()),
                     _ => None,
                 })),
                 Format::Table => table(
@@ -539,10 +562,26 @@ fn decide(
                             backup::Step::Send(s) => vec![
                                 "send".into(),
                                 s.snapshot.name.clone(),
-                                s.kind.as_str().into(),
-                                s.from.as_ref().map(|f| f.name.clone()).unwrap_or_default(),
-                                s.bytes_estimate.map(human_bytes).unwrap_or_default(),
+                                match s.options.is_empty() {
+                                    true => s.kind.as_str().into(),
+                                    false => format!("{} -{}", s.kind.as_str(), s.options.letters()),
+                                },
+                                s.from
+                                    .as_ref()
+                                    .map(|f| format!("{}{}", if f.bookmark { "#" } else { "@" }, f.name))
+                                    .unwrap_or_default(),
+                                s.bytes_estimate
+                                    .map(|b| format!("{}{}", human_bytes(b), if s.estimated { "" } else { "?" }))
+                                    .unwrap_or_default(),
                                 s.reason.clone(),
+                            ],
+                            backup::Step::Bookmark { snapshot, .. } => vec![
+                                "bookmark".into(),
+                                snapshot.clone(),
+                                "".into(),
+                                "".into(),
+                                "".into(),
+                                "keeps the chain's base after the snapshot is destroyed".into(),
                             ],
                             backup::Step::Lock { urls, until, .. } => vec![
                                 "lock".into(),
@@ -617,7 +656,10 @@ fn decide(
                             vec![
                                 e["n"].to_string(),
                                 str_of(&e["snapshot"]),
-                                str_of(&e["kind"]),
+                                match e["raw"].as_bool() {
+                                    Some(true) => format!("{} raw", str_of(&e["kind"])),
+                                    _ => str_of(&e["kind"]),
+                                },
                                 str_of(&e["from"]),
                                 crate::calendar::minutes(e["time"].as_i64().unwrap_or(0)),
                                 human_bytes(e["bytes"].as_u64().unwrap_or(0)),
@@ -634,14 +676,15 @@ fn decide(
             })
         }
         Command::Status => {
-            let (rows, summary) = status::status(
-                local.unwrap_or_default(),
+            let (mut rows, summary) = status::status(
+                local.map(|l| l.listing.snapshots.as_slice()).unwrap_or_default(),
                 settings.snapshot_prefix(),
                 records,
                 &health,
                 &catalog.uncommitted,
                 catalog.foreign.len(),
             );
+            status::mark_bookmarks(&mut rows, local.map(|l| l.listing.bookmarks.as_slice()).unwrap_or_default());
             Ok(match f {
                 Format::Table => {
                     let mut t = table(
@@ -653,9 +696,19 @@ fn decide(
                                         Some(n) => format!("{} (in S3 as @{n})", r.snapshot),
                                         None => r.snapshot.clone(),
                                     },
-                                    if r.local { "yes" } else { "no" }.into(),
+                                    match (r.local, &r.bookmark) {
+                                        (true, _) => "yes".into(),
+                                        (false, Some(b)) => format!("#{b}"),
+                                        (false, None) => "no".into(),
+                                    },
                                     r.remote.as_str().into(),
-                                    r.record.as_ref().map(|x| x.kind.as_str().to_string()).unwrap_or_default(),
+                                    r.record
+                                        .as_ref()
+                                        .map(|x| match x.send.raw() {
+                                            true => format!("{} raw", x.kind.as_str()),
+                                            false => x.kind.as_str().to_string(),
+                                        })
+                                        .unwrap_or_default(),
                                     r.record.as_ref().map(|x| human_bytes(x.bytes)).unwrap_or_default(),
                                     match &r.health {
                                         Some(crate::catalog::Health::Broken { missing }) => format!("no: {missing}"),
@@ -709,6 +762,32 @@ fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> 
     out
 }
 
+/// The backup plan for the request, with the lock the policy asks for. Pure.
+fn backup_steps(
+    ctx: &Context,
+    settings: &Settings,
+    req: &backup::Request,
+    local: &local::Local,
+    catalog: &Catalog,
+    rules: &Rules,
+) -> Result<Vec<backup::Step>, Failure> {
+    let mut req = req.clone();
+    req.lock = rules.effective.policy.lock.map(|l| backup::LockUntil {
+        mode: l.mode.as_str(),
+        until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX).saturating_mul(86_400)),
+    });
+    let health = catalog.health();
+    backup::plan(
+        ctx,
+        &settings.compressor,
+        settings.snapshot_prefix(),
+        &local.source(),
+        &catalog.records,
+        &health,
+        &req,
+    )
+}
+
 fn config_output(s: &Settings, f: Format) -> String {
     let v = |x: &config::Setting| x.value.clone().unwrap_or_default();
     match f {
@@ -738,6 +817,7 @@ fn config_output(s: &Settings, f: Format) -> String {
             "snapshot_prefix": s.snapshot_prefix(),
             "compressor": s.compressor.spec(),
             "compressor_recorded": s.compressor.recorded(),
+            "send_options": s.send_options.letters(),
             "s3_url": s.s3_url(),
             "endpoint": s.endpoint.value,
             "region": s.region.value,
@@ -749,6 +829,7 @@ fn config_output(s: &Settings, f: Format) -> String {
                 "s3_prefix": s.s3_prefix.source.to_string(),
                 "snapshot_prefix": s.snapshot_prefix.source.to_string(),
                 "compressor": s.compressor_setting.source.to_string(),
+                "send_options": s.send_options_setting.source.to_string(),
                 "endpoint": s.endpoint.source.to_string(),
                 "region": s.region.source.to_string(),
                 "profile": s.profile.source.to_string(),
@@ -848,7 +929,10 @@ mod tests {
     #[test]
     fn commands_and_options() {
         let a = parse_ok(&["-d", "tank/data", "--bucket", "b", "backup", "--full", "--snapshot", "s1"]);
-        assert_eq!(a.command, Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()), lock: None }));
+        assert_eq!(
+            a.command,
+            Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()), ..Default::default() })
+        );
         assert_eq!(a.flags.dataset.as_deref(), Some("tank/data"));
         let a = parse_ok(&["restore", "3", "--target", "tank/r", "--force", "--endpoint", "http://h:1"]);
         assert_eq!(
