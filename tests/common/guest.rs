@@ -91,6 +91,8 @@ pub struct GuestSite {
     pub config: PathBuf,
     pub locks: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Whether dropping the site destroys the dataset (not for a [`GuestSite::shadow`]).
+    owns: bool,
 }
 
 impl GuestSite {
@@ -104,7 +106,18 @@ impl GuestSite {
         let config = ctx.bench.work.join(format!("{name}.conf"));
         std::fs::write(&config, "").expect("write config");
         let locks = ctx.bench.work.join(format!("{name}-locks"));
-        GuestSite { ctx, guest, data, config, locks, env: Vec::new() }
+        GuestSite { ctx, guest, data, config, locks, env: Vec::new(), owns: true }
+    }
+
+    /// Another client of the same dataset: its own corner of the bucket (prefix), config
+    /// and locks; the dataset stays `other`'s.
+    pub fn shadow(other: &GuestSite, name: &str) -> GuestSite {
+        let ctx = Ctx::new(name);
+        let config = ctx.bench.work.join(format!("{name}.conf"));
+        std::fs::write(&config, "").expect("write config");
+        let locks = ctx.bench.work.join(format!("{name}-locks"));
+        let env = other.env.clone();
+        GuestSite { ctx, guest: Guest::get(), data: other.data.clone(), config, locks, env, owns: false }
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -162,6 +175,9 @@ impl GuestSite {
 
 impl Drop for GuestSite {
     fn drop(&mut self) {
+        if !self.owns {
+            return;
+        }
         let _ = self.guest.sh(&format!("zfs destroy -r {} 2>/dev/null || true", self.data));
     }
 }

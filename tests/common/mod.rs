@@ -8,9 +8,9 @@ pub mod guest;
 pub mod site;
 // Not every test file plays a site.
 #[allow(unused_imports)]
-pub use site::*;
-#[allow(unused_imports)]
 pub use guest::*;
+#[allow(unused_imports)]
+pub use site::*;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -181,6 +181,11 @@ impl Output {
         let last = self.stderr.trim_end().lines().last().unwrap_or("");
         assert!(last.starts_with(&format!("{prog}: ")), "last line must be ours\n{}", self.report());
         self
+    }
+
+    /// stdout as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
     }
 
     pub fn json(&self) -> serde_json::Value {
