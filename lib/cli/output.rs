@@ -45,6 +45,11 @@ pub fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
 #[derive(Clone)]
 pub struct Progress {
     pub bytes: Arc<AtomicU64>,
+    /// Bytes read from the source (before compression), counted where that differs from
+    /// `bytes` (s3put), and what the source is expected to weigh: with both, the line
+    /// says how far along the stream is and when it should end.
+    pub input: Arc<AtomicU64>,
+    total: Option<u64>,
     enabled: bool,
     tty: bool,
 }
@@ -52,7 +57,18 @@ pub struct Progress {
 impl Progress {
     pub fn new(requested: bool) -> Self {
         let tty = std::io::stderr().is_terminal();
-        Progress { bytes: Arc::new(AtomicU64::new(0)), enabled: requested || tty, tty }
+        Progress {
+            bytes: Arc::new(AtomicU64::new(0)),
+            input: Arc::new(AtomicU64::new(0)),
+            total: None,
+            enabled: requested || tty,
+            tty,
+        }
+    }
+
+    /// Report progress against `total` source bytes (e.g. `zfs send -nP`'s estimate).
+    pub fn with_total(self, total: Option<u64>) -> Self {
+        Progress { total: total.filter(|&t| t > 0), ..self }
     }
 
     pub fn add(&self, n: u64) {
@@ -65,6 +81,8 @@ impl Progress {
             return None;
         }
         let bytes = self.bytes.clone();
+        let input = self.input.clone();
+        let total = self.total;
         let tty = self.tty;
         let start = Instant::now();
         Some(tokio::spawn(async move {
@@ -74,7 +92,10 @@ impl Progress {
             loop {
                 tick.tick().await;
                 let n = bytes.load(Ordering::Relaxed);
-                let line = format!("{prog}: {} {verb}, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
+                let mut line = format!("{prog}: {} {verb}, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
+                if let Some(t) = total {
+                    line.push_str(&along(input.load(Ordering::Relaxed), t, start.elapsed()));
+                }
                 if tty {
                     eprint!("\r{line}\x1b[K");
                 } else {
@@ -95,9 +116,32 @@ impl Progress {
     }
 }
 
+/// `, stream 40.0 MiB of ~100.0 MiB (40%), ETA 1m30s`: how far a source of about `total`
+/// bytes is after `done` bytes in `elapsed`. An estimate can run low: past it, no ETA.
+fn along(done: u64, total: u64, elapsed: Duration) -> String {
+    let pct = (u128::from(done) * 100 / u128::from(total.max(1))).min(100);
+    let mut s = format!(", stream {} of ~{} ({pct}%)", human_bytes(done), human_bytes(total));
+    if done > 0 && done < total {
+        let secs = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+        let secs = secs.round() as u64;
+        s.push_str(&format!(", ETA {}m{:02}s", secs / 60, secs % 60));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn how_far_along() {
+        assert_eq!(along(0, 100 << 20, Duration::from_secs(1)), ", stream 0 B of ~100.0 MiB (0%)");
+        assert_eq!(
+            along(25 << 20, 100 << 20, Duration::from_secs(30)),
+            ", stream 25.0 MiB of ~100.0 MiB (25%), ETA 1m30s"
+        );
+        assert_eq!(along(200, 100, Duration::from_secs(3)), ", stream 200 B of ~100 B (100%)");
+    }
 
     #[test]
     fn human() {

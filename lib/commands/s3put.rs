@@ -25,7 +25,8 @@ const FLAGS: &[Flag] = &[
         value: Some("SIZE"),
         doc: "About how big the stream will be (e.g. from `zfs send -nP` or the snapshot's referenced \
               size). The part size is then chosen so the stream fits in --max-parts with 25% headroom, \
-              never below 16 MiB.",
+              never below 16 MiB, and the progress line says how far along the stream is (percent of \
+              this size) and when it should end.",
     },
     Flag {
         short: Some('p'),
@@ -299,6 +300,8 @@ pub enum Action {
         spec: Box<UploadSpec>,
         source: Source,
         progress: bool,
+        /// `--expected-size`: what the progress line measures the stream against.
+        expected: Option<u64>,
     },
     ListUploads {
         older_than: Duration,
@@ -527,7 +530,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         Some(cmd) => Source::Exec(cmd),
         None => Source::Stdin,
     };
-    Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress } }))
+    Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress, expected } }))
 }
 
 fn check_lock_mode(mode: &str) -> Result<(), Failure> {
@@ -566,13 +569,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
 async fn run(args: Args) -> Result<(), Failure> {
     let client = client::connect(&args.s3).await;
     match args.action {
-        Action::Upload { spec, source, progress } => {
+        Action::Upload { spec, source, progress, expected } => {
             // A lock the server would silently drop (Garage) must fail before anything is
             // stored, not leave an unlocked backup that looks locked.
             if spec.lock_mode.is_some() {
                 objects::require_object_lock(&client, &spec.url.bucket).await?;
             }
-            let progress = Progress::new(progress);
+            let progress = Progress::new(progress).with_total(expected);
             let ticker = progress.spawn_ticker("s3put", "uploaded");
             let result = upload::upload(&client, &spec, source, &progress, first_signal()).await;
             progress.finish(ticker);

@@ -392,7 +392,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     if let Some(token) = token {
         // A cut receive left resumable state (OpenZFS only). Continue it if the source can,
         // else discard it; either way plan again from what the target then holds.
-        let can = source.can_resume_send()?;
+        let can = features.send_accepts('t');
         resumable = Some(true);
         if can {
             let stages = pipeline::stages(
@@ -439,7 +439,8 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     };
     summary.common = common_json(common.as_ref());
     if resumable.is_none() && !steps.is_empty() {
-        resumable = Some(target.can_resume_recv()?);
+        // One probe of the target's zfs (see zfs::features): does it keep a cut receive?
+        resumable = Some(target.features()?.receive.contains(&'s'));
     }
     let resumable = resumable.unwrap_or(false);
     if let Some(snap) = &rollback_to {

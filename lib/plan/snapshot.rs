@@ -1,14 +1,19 @@
 //! Typed local snapshots and their rotation (the Go manager's `snapshot <type>` and
 //! `rotate`). Pure. A typed snapshot is named `<prefix><type>-YYYY-MM-DD-HHMMSS` (UTC);
 //! rotation keeps the newest `keep_<type>` of each type and destroys the rest, but never
-//! the newest snapshot already committed in S3 (the base of the next incremental), one
-//! with a hold, one younger than the minimum age, or any snapshot not named by us.
+//! the newest snapshot already committed in S3 (the base of the next incremental) unless a
+//! bookmark of it keeps that base, one with a hold, one younger than the minimum age, or
+//! any snapshot not named by us.
+//!
+//! Bookmarks: zsnap's own (named like the committed snapshot they mark, same guid) are
+//! kept for the base and for every snapshot kept; the others are destroyed. Bookmarks
+//! zsnap did not make are never touched.
 
 use super::join;
 use crate::calendar::{self, Period};
 use crate::catalog::{BackupRecord, Health};
 use crate::config::policy::RetentionPolicy;
-use crate::zfs::snapshots::Snapshot;
+use crate::zfs::snapshots::{Bookmark, Snapshot};
 use serde_json::{json, Value};
 
 /// `<prefix><type>-YYYY-MM-DD-HHMMSS` for a snapshot taken at `now`.
@@ -45,6 +50,8 @@ pub enum Step {
     Create { snapshot: String, period: Period, command: String },
     Keep { snapshot: Snapshot, period: Option<Period>, reason: String },
     Destroy { snapshot: Snapshot, period: Period, reason: String, command: String },
+    KeepBookmark { bookmark: Bookmark, reason: String },
+    DestroyBookmark { bookmark: Bookmark, reason: String, command: String },
 }
 
 impl Step {
@@ -62,13 +69,23 @@ impl Step {
                 "action": "destroy", "dataset": dataset, "snapshot": snapshot.name,
                 "guid": snapshot.guid.to_string(), "type": period.name(), "command": command, "reason": reason,
             }),
+            Step::KeepBookmark { bookmark, reason } => json!({
+                "action": "keep", "dataset": dataset, "bookmark": bookmark.name, "guid": bookmark.guid.to_string(),
+                "reason": reason,
+            }),
+            Step::DestroyBookmark { bookmark, reason, command } => json!({
+                "action": "destroy", "dataset": dataset, "bookmark": bookmark.name,
+                "guid": bookmark.guid.to_string(), "command": command, "reason": reason,
+            }),
         }
     }
 
     pub fn command(&self) -> Option<&str> {
         match self {
-            Step::Create { command, .. } | Step::Destroy { command, .. } => Some(command),
-            Step::Keep { .. } => None,
+            Step::Create { command, .. } | Step::Destroy { command, .. } | Step::DestroyBookmark { command, .. } => {
+                Some(command)
+            }
+            Step::Keep { .. } | Step::KeepBookmark { .. } => None,
         }
     }
 }
@@ -84,10 +101,11 @@ pub struct Request<'a> {
 }
 
 /// Create a snapshot of the requested type (when given) and rotate. `local` is every
-/// snapshot of the dataset in createtxg order.
+/// snapshot of the dataset in createtxg order, `bookmarks` every bookmark.
 pub fn plan(
     req: Request,
     local: &[Snapshot],
+    bookmarks: &[Bookmark],
     records: &[BackupRecord],
     health: &[Health],
     policy: &RetentionPolicy,
@@ -100,11 +118,15 @@ pub fn plan(
         steps.push(Step::Create { snapshot: snapshot.clone(), period: p, command });
         (snapshot, p)
     });
-    let base = local
-        .iter()
-        .rev()
-        .find(|s| records.iter().zip(health).any(|(r, h)| h.is_restorable() && r.holds(s.guid, &s.name)))
-        .map(|s| s.guid);
+    let committed =
+        |guid: u64, name: &str| records.iter().zip(health).any(|(r, h)| h.is_restorable() && r.holds(guid, name));
+    // The base of the next incremental: the newest snapshot or zsnap bookmark in S3.
+    let ours = |b: &Bookmark| records.iter().any(|r| r.guid == Some(b.guid) && r.snapshot == b.name);
+    let newest_snap = local.iter().rev().find(|s| committed(s.guid, &s.name)).map(|s| (s.createtxg, s.guid));
+    let newest_mark = bookmarks.iter().rev().find(|b| ours(b) && committed(b.guid, "")).map(|b| (b.createtxg, b.guid));
+    let base = newest_snap.max(newest_mark).map(|(_, g)| g);
+    // A bookmark of the base keeps the chain going: the snapshot itself may then go.
+    let base_marked = base.is_some_and(|g| bookmarks.iter().any(|b| b.guid == g));
     // Newest first; the new snapshot (not taken yet) is the newest of its type.
     let typed: Vec<(usize, Period)> =
         (0..local.len()).rev().filter_map(|i| type_of(prefix, &local[i].name).map(|p| (i, p))).collect();
@@ -127,7 +149,7 @@ pub fn plan(
         if rank_all < keep_last {
             why.push(format!("last {}", rank_all + 1 + usize::from(created.is_some())));
         }
-        if base == Some(s.guid) {
+        if base == Some(s.guid) && !base_marked {
             why.push("newest snapshot committed in S3: the base of the next incremental".into());
         }
         if s.holds > 0 {
@@ -147,12 +169,34 @@ pub fn plan(
             Step::Keep { snapshot: s.clone(), period: Some(p), reason: why.join("; ") }
         });
     }
+    let mut kept_guids = Vec::new();
     for (i, v) in verdicts.into_iter().enumerate() {
-        steps.push(v.unwrap_or_else(|| Step::Keep {
+        let v = v.unwrap_or_else(|| Step::Keep {
             snapshot: local[i].clone(),
             period: None,
             reason: format!("not a typed snapshot ({prefix}TYPE-YYYY-MM-DD-HHMMSS): never rotated"),
-        }));
+        });
+        if matches!(v, Step::Keep { .. }) {
+            kept_guids.push(local[i].guid);
+        }
+        steps.push(v);
+    }
+    for b in bookmarks.iter().filter(|b| ours(b)) {
+        let step = if base == Some(b.guid) {
+            Step::KeepBookmark {
+                bookmark: b.clone(),
+                reason: "bookmark of the newest backup in S3: the base of the next incremental".into(),
+            }
+        } else if kept_guids.contains(&b.guid) {
+            Step::KeepBookmark { bookmark: b.clone(), reason: "its snapshot is kept".into() }
+        } else {
+            Step::DestroyBookmark {
+                bookmark: b.clone(),
+                reason: "older than the base of the next incremental, and its snapshot is gone or destroyed".into(),
+                command: join(&["zfs".into(), "destroy".into(), format!("{dataset}#{}", b.name)]),
+            }
+        };
+        steps.push(step);
     }
     steps
 }
@@ -189,6 +233,8 @@ mod tests {
                 Step::Create { snapshot, .. } => format!("create {snapshot}"),
                 Step::Keep { snapshot, .. } => format!("keep {}", snapshot.name),
                 Step::Destroy { snapshot, .. } => format!("destroy {}", snapshot.name),
+                Step::KeepBookmark { bookmark, .. } => format!("keep #{}", bookmark.name),
+                Step::DestroyBookmark { bookmark, .. } => format!("destroy #{}", bookmark.name),
             })
             .collect()
     }
@@ -219,7 +265,7 @@ mod tests {
         // S3 holds @hourly-…-210000 (guid 4): the base of the next incremental.
         let records = vec![rec("hourly-2026-11-22-210000", 4, None, T0 - 3 * 3600)];
         let h = health(&records);
-        let steps = plan(req(Some(Period::Hourly)), &local, &records, &h, &policy);
+        let steps = plan(req(Some(Period::Hourly)), &local, &[], &records, &h, &policy);
         assert_eq!(
             actions(&steps),
             vec![
@@ -250,9 +296,39 @@ mod tests {
             })
             .collect();
         let policy = RetentionPolicy { keep_daily: 1, min_age: 2 * 86_400 + 1, ..RetentionPolicy::default() };
-        let steps = plan(req(None), &local, &[], &[], &policy);
+        let steps = plan(req(None), &local, &[], &[], &[], &policy);
         let acts = actions(&steps);
         assert_eq!(acts.iter().filter(|a| a.starts_with("destroy")).count(), 3, "{acts:?}");
         assert!(acts[3].starts_with("keep") && acts[4].starts_with("keep"));
+    }
+
+    #[test]
+    fn a_bookmark_of_the_base_lets_rotation_destroy_the_snapshot() {
+        let policy = RetentionPolicy { keep_hourly: 1, ..RetentionPolicy::default() };
+        let h1 = "hourly-2026-11-22-210000";
+        let h2 = "hourly-2026-11-22-220000";
+        let h3 = "hourly-2026-11-22-230000";
+        let local = vec![snap(h2, 2, 2, T0 - 7200), snap(h3, 3, 3, T0 - 3600)];
+        let mark = |n: &str, g: u64, t: u64| Bookmark {
+            dataset: "tank/data".into(),
+            name: n.into(),
+            guid: g,
+            createtxg: t,
+            creation: T0 - 10_000 + t as i64,
+        };
+        // h1 and h2 are in S3, bookmarked by zsnap; h1's snapshot is gone; "keepme" is a
+        // bookmark of someone else's.
+        let marks = vec![mark(h1, 1, 1), mark("keepme", 1, 1), mark(h2, 2, 2)];
+        let records = vec![rec(h1, 1, None, T0 - 10_800), rec(h2, 2, Some((1, h1)), T0 - 7200)];
+        let h = health(&records);
+        let steps = plan(req(None), &local, &marks, &records, &h, &policy);
+        assert_eq!(
+            actions(&steps),
+            [format!("destroy {h2}"), format!("keep {h3}"), format!("destroy #{h1}"), format!("keep #{h2}")]
+        );
+        assert_eq!(steps[2].command(), Some(format!("zfs destroy 'tank/data#{h1}'").as_str()));
+        // Without the bookmark, the base snapshot is kept as before.
+        let steps = plan(req(None), &local, &[], &records, &h, &policy);
+        assert_eq!(actions(&steps), [format!("keep {h2}"), format!("keep {h3}")]);
     }
 }

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -134,6 +135,7 @@ pub async fn upload(
         threads: spec.threads,
         filter: spec.filter.clone(),
         allow_empty: spec.allow_empty,
+        input: progress.input.clone(),
     };
     let producer = match &source {
         Source::Stdin => None,
@@ -469,6 +471,22 @@ struct Reader {
     threads: usize,
     filter: Option<String>,
     allow_empty: bool,
+    /// Source bytes read so far, for progress.
+    input: Arc<AtomicU64>,
+}
+
+/// Counts what passes through it into a shared counter.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 /// Why reading the source stopped before its end.
@@ -593,10 +611,10 @@ impl Reader {
         };
         let src: Box<dyn Read + Send> = match child.as_mut() {
             Some(c) => match c.stdout.take() {
-                Some(out) => Box::new(out),
+                Some(out) => Box::new(Counted { inner: out, count: self.input.clone() }),
                 None => return Err(Failure::new(ExitCode::Internal, "producer has no stdout")),
             },
-            None => Box::new(std::io::stdin()),
+            None => Box::new(Counted { inner: std::io::stdin(), count: self.input.clone() }),
         };
         let gate = self.gate.map(|g| StreamGate::expecting(g.expect_guid, g.expect_from).requiring_raw(g.expect_raw));
         let mut parts = PartWriter::new(self);
@@ -937,6 +955,7 @@ mod tests {
             threads: 1,
             filter: None,
             allow_empty: false,
+            input: Default::default(),
         };
         (r, rx)
     }

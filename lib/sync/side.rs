@@ -103,23 +103,6 @@ impl Side {
         Ok(text.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    /// Whether `zfs recv -s` exists here: asked once, with no dataset, so nothing is
-    /// received. zfs-fuse answers "invalid option 's'"; OpenZFS complains of the missing
-    /// argument instead.
-    pub fn can_resume_recv(&self) -> Result<bool, Failure> {
-        let out = self.run(&words(&["zfs", "receive", "-s"]))?;
-        if out.status.code() == Some(255) && matches!(self.location, Location::Remote { .. }) {
-            return Err(self.failure("probing zfs receive -s", &out));
-        }
-        Ok(!String::from_utf8_lossy(&out.stderr).contains("invalid option"))
-    }
-
-    /// Whether `zfs send -t` exists here (same probe, on the sending side).
-    pub fn can_resume_send(&self) -> Result<bool, Failure> {
-        let out = self.run(&words(&["zfs", "send", "-t"]))?;
-        Ok(!String::from_utf8_lossy(&out.stderr).contains("invalid option"))
-    }
-
     /// Discard a cut receive's saved state (`zfs recv -A`), e.g. when the source cannot resume.
     pub fn abort_resume(&self, dataset: &str) -> Result<(), Failure> {
         self.check(&format!("discarding the partial receive of {dataset}"), &words(&["zfs", "recv", "-A", dataset]))

@@ -529,7 +529,8 @@ fn decide(
                 now: rules.now,
             };
             let snaps = local.map(|l| l.listing.snapshots.as_slice()).unwrap_or_default();
-            let steps = snapshot::plan(req, snaps, records, &health, &rules.effective.policy);
+            let marks = local.map(|l| l.listing.bookmarks.as_slice()).unwrap_or_default();
+            let steps = snapshot::plan(req, snaps, marks, records, &health, &rules.effective.policy);
             Ok(retention::snapshot_output(&ctx.dataset, &steps, f))
         }
         Command::Config => Ok(config_output(settings, f)),
