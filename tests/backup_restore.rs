@@ -315,3 +315,24 @@ fn a_zfs3backup_bucket_restores_and_seeds_incrementals() {
     site.run("zsnap-restore", &["latest", "--s3-prefix", &legacy, "--target", &r2]).success();
     assert_eq!(site.snapshots_of(&r2), ["s1", "s2", "s3"]);
 }
+
+/// zfs-fuse has no -c, -nP, bookmarks or encryption: detected, not configured. An option it
+/// lacks is refused before anything is sent; the size falls back to the snapshot's, said
+/// once; no bookmark step is planned.
+#[test]
+fn what_this_zfs_lacks_is_detected_and_said() {
+    let site = Site::new("br-features", "bf");
+    site.write("a.bin", &data(MIB, 51));
+    site.snapshot("s1");
+    site.run("zsnap-backup", &["--send-option", "-c"]).fails(64, "zfs send -c (--compressed) is not supported by");
+    site.run("zsnap-backup", &["--send-option", "--dedup"]).fails(64, "send option '--dedup' is not allowed");
+    assert!(site.keys().is_empty(), "nothing stored: {:?}", site.keys());
+    let plan = site.run("zsnap-plan", &["backup"]).success();
+    assert_eq!(plan.stderr.matches("has no zfs send -nP").count(), 1, "{}", plan.stderr);
+    let steps = lines(&plan);
+    assert_eq!(steps.len(), 1, "a send and no bookmark: {steps:?}");
+    assert_eq!((steps[0]["raw"].as_bool(), steps[0]["estimate_source"].as_str()), (Some(false), Some("guess")));
+    let out = site.run("zsnap-backup", &["--send-option", "-p"]).success();
+    assert_eq!(lines(&out).len(), 1);
+    assert!(site.keys()[0].ends_with(",send=p"), "{:?}", site.keys());
+}

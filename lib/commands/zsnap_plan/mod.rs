@@ -136,10 +136,15 @@ backup [--full] [--snapshot NAME]: the base is the newest local snapshot (matchi
 createtxg) that S3 holds with a restorable chain, matched by guid (zfs3backup objects by name). Every later \
 matching snapshot up to the target is sent on its own as an incremental from the one before it. Without a \
 base, or with --full, one full stream of the target is sent and older snapshots are not. Lines: \
-{\"action\":\"skip\"} for snapshots in S3, {\"action\":\"send\",\"kind\",\"from\",\"from_guid\",\"key\",\
-\"bytes_estimate\",\"command\"} per object to write, or {\"action\":\"none\"} when up to date. Each send command \
-is s3put --zfs-stream --expect-guid G --expect-from FG (0 for a full) --exec 'zfs send [-i @FROM] DS@SNAP' --compress C \
-(or --filter CMD) [--expected-size BYTES] s3://BUCKET/KEY.
+{\"action\":\"skip\"} for snapshots in S3, {\"action\":\"send\",\"kind\",\"from\",\"from_guid\",\"from_bookmark\",\
+\"send_options\",\"raw\",\"key\",\"bytes_estimate\",\"estimate_source\",\"command\"} per object to write, \
+{\"action\":\"bookmark\"} after each (where zfs has bookmarks), or {\"action\":\"none\"} when up to date. Each send \
+command is s3put --zfs-stream --expect-guid G --expect-from FG (0 for a full) [--expect-raw] --exec 'zfs send \
+[OPTIONS] [-i @FROM | -i DS#FROM] DS@SNAP' --compress C (or --filter CMD) [--expected-size BYTES] s3://BUCKET/KEY. \
+An encrypted dataset (encryption not off) is sent raw (-w) unless --decrypt-send. A bookmark (same guid as its \
+destroyed snapshot) serves as the base like the snapshot would. BYTES is zfs send -nP's estimate where the local \
+zfs has -nP (one run per send), else the snapshot's logical size. What the local zfs supports is probed once \
+(its usage text and zfs version).
 
 restore SELECTOR [--target DATASET] [--force]: SELECTOR is a number from list, latest, or a snapshot name \
 (@NAME when the name is a number). Prints the chain (full, then incrementals) that reaches it, as \
