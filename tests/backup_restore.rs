@@ -332,6 +332,12 @@ fn what_this_zfs_lacks_is_detected_and_said() {
     let steps = lines(&plan);
     assert_eq!(steps.len(), 1, "a send and no bookmark: {steps:?}");
     assert_eq!((steps[0]["raw"].as_bool(), steps[0]["estimate_source"].as_str()), (Some(false), Some("guess")));
+    // A quota the send would exceed is said before the upload; the backup still runs.
+    let mut small = Site { env: vec![("ZSNAP_QUOTA".into(), "1000".into())], ..site };
+    let plan = small.run("zsnap-plan", &["backup"]).success();
+    assert!(plan.stderr.contains("exceed its quota of 1000 B"), "{}", plan.stderr);
+    small.env.clear();
+    let site = small;
     let out = site.run("zsnap-backup", &["--send-option", "-p"]).success();
     assert_eq!(lines(&out).len(), 1);
     assert!(site.keys()[0].ends_with(",send=p"), "{:?}", site.keys());

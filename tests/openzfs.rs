@@ -179,6 +179,8 @@ fn openzfs_incremental_from_a_bookmark_after_the_snapshot_is_destroyed() {
     assert_eq!(g.prop("guid", &format!("{}#s1", site.data)), guid1);
     let status = site.run("zsnap-plan", &["status"]).success();
     assert!(lines(&status).iter().any(|l| l["bookmark"] == "s1"), "{}", status.text());
+    let list = site.run("zsnap-plan", &["list"]).success();
+    assert_eq!(lines(&list)[0]["bookmark"], "s1", "{}", list.text());
 
     // Rotation destroys @s1; the chain goes on from #s1.
     g.zfs(&["destroy", &format!("{}@s1", site.data)]).success();
@@ -252,4 +254,28 @@ fn openzfs_cut_zsync_resumes_from_the_receive_token() {
     let want: BTreeMap<String, String> = g.sums(&site.data);
     assert!(!want.is_empty());
     g.sh(&format!("zfs destroy -r {dst}")).success();
+}
+
+#[test]
+fn openzfs_zsync_replicates_an_encrypted_dataset_raw_with_the_key_unloaded() {
+    let site = encrypted_site("ozzenc");
+    let g = &site.guest;
+    write_files(&site, "one", 100_000);
+    site.snapshot("s1");
+    let want = g.sums(&site.data);
+    g.sh(&format!("zfs unmount {0} && zfs unload-key {0}", site.data)).success();
+    let dst = format!("{}/ozzenc{}", g.pool2, std::process::id());
+    g.sh(&format!("zfs destroy -r {dst} 2>/dev/null || true")).success();
+    let mut c = site.cmd("zsync-ssh", &["-F", &g.ssh_config]);
+    c.arg(&site.data).arg(format!("{}:{dst}", g.host));
+    let out = run(c, None, TIMEOUT).success();
+    let summary = out.json_lines().pop().expect("summary");
+    assert_eq!(summary["raw"], true, "{summary}");
+    assert_eq!(g.prop("encryption", &dst), "aes-256-gcm", "the replica stays encrypted");
+    assert_eq!(g.prop("keystatus", &dst), "unavailable");
+    // The sent snapshot was bookmarked on the source.
+    assert_eq!(g.prop("guid", &format!("{}#s1", site.data)), site.guid("s1"));
+    g.sh(&format!("zfs load-key -L file://{KEY_FILE} {dst} && zfs mount {dst}")).success();
+    assert_eq!(g.sums(&dst), want);
+    g.sh(&format!("zfs destroy -r {dst}; zfs load-key {}", site.data)).success();
 }

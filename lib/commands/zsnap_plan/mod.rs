@@ -443,6 +443,9 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         // A dataset that does not exist is an error here too (a typo must not look like
         // "nothing backed up"); `list` shows what S3 holds without a local dataset.
         Command::Status | Command::Snapshot(_) => Some(local::read(&dataset, &settings, None)?),
+        // Only to show bookmarks beside the backups: list works on a host without the
+        // dataset (or without zfs) too.
+        Command::List => local::read(&dataset, &settings, None).ok(),
         _ => None,
     };
     let target_snaps = match &args.command {
@@ -483,6 +486,11 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         // zfs send -nP for the sends a first plan makes: the second plan sizes them.
         let steps = backup_steps(&ctx, &settings, req, l, &catalog, &rules)?;
         l.estimate(&steps)?;
+        if let Some(w) =
+            quota_warning(&dataset, &backup_steps(&ctx, &settings, req, l, &catalog, &rules)?, &catalog, &rules)
+        {
+            eprintln!("zsnap-plan: warning: {w}");
+        }
     }
     let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_ref(), target_snaps, &rules)?;
     emit(&text)?;
@@ -652,7 +660,13 @@ fn decide(
             })
         }
         Command::List => {
-            let entries = status::list(ctx, records, &health);
+            let mut entries = status::list(ctx, records, &health);
+            if let Some(l) = local {
+                for e in &mut entries {
+                    let mark = l.listing.bookmarks.iter().find(|b| e["guid"] == b.guid.to_string().as_str());
+                    e["bookmark"] = mark.map(|b| Value::from(b.name.as_str())).unwrap_or(Value::Null);
+                }
+            }
             Ok(match f {
                 Format::Table => table(
                     &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
@@ -661,7 +675,10 @@ fn decide(
                         .map(|e| {
                             vec![
                                 e["n"].to_string(),
-                                str_of(&e["snapshot"]),
+                                match e["bookmark"].as_str() {
+                                    Some(b) => format!("{} (#{b})", str_of(&e["snapshot"])),
+                                    None => str_of(&e["snapshot"]),
+                                },
                                 match e["raw"].as_bool() {
                                     Some(true) => format!("{} raw", str_of(&e["kind"])),
                                     _ => str_of(&e["kind"]),
@@ -792,6 +809,29 @@ fn backup_steps(
         &health,
         &req,
     )
+}
+
+/// Said before the upload, not refused: a backup is never skipped for space. The
+/// estimate is of the uncompressed stream, so this errs on the side of warning.
+fn quota_warning(dataset: &str, steps: &[backup::Step], catalog: &Catalog, rules: &Rules) -> Option<String> {
+    let quota = rules.policy.quota?;
+    let stored: u64 = catalog.records.iter().map(|r| r.bytes).sum();
+    let coming: u64 = steps
+        .iter()
+        .filter_map(|s| match s {
+            backup::Step::Send(s) => s.bytes_estimate,
+            _ => None,
+        })
+        .sum();
+    (stored.saturating_add(coming) > quota).then(|| {
+        format!(
+            "{dataset}: {} stored and up to {} to send (zfs send's estimate, before compression) exceed its quota of \
+             {}; zsnap-prune will have to make room",
+            human_bytes(stored),
+            human_bytes(coming),
+            human_bytes(quota)
+        )
+    })
 }
 
 fn config_output(s: &Settings, f: Format) -> String {
