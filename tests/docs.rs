@@ -65,3 +65,31 @@ fn every_script_has_a_man_page_naming_its_options() {
         assert!(man.contains(".SH EXIT STATUS"), "{script}.1 has no EXIT STATUS");
     }
 }
+
+/// Every binary's output goes through one writer: `--help` to a full disk is one line and
+/// exit 74, to a pipe nobody reads is exit 80 and no message; never a panic.
+#[test]
+fn help_and_man_to_a_full_disk_or_a_closed_pipe() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let with_stdout = |bin: &str, flag: &str, stdout: Stdio| {
+        let mut c = Command::new(bin_path(bin));
+        c.arg(flag).stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        let mut err = String::new();
+        child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
+        let status = wait_bounded(&mut child, bin, TIMEOUT);
+        (status.code().unwrap_or(-1), err)
+    };
+    for bin in ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"] {
+        for flag in ["--help", "--man"] {
+            let full = std::fs::File::create("/dev/full").expect("/dev/full");
+            let (code, err) = with_stdout(bin, flag, full.into());
+            assert_eq!(code, 74, "{bin} {flag} > /dev/full: {err}");
+            assert_eq!(err, format!("{bin}: writing stdout failed: No space left on device (os error 28)\n"));
+            let (reader, writer) = std::io::pipe().expect("pipe");
+            drop(reader);
+            assert_eq!(with_stdout(bin, flag, writer.into()), (80, String::new()), "{bin} {flag} into a closed pipe");
+        }
+    }
+}

@@ -1,17 +1,33 @@
 //! stdout carries data only (JSON lines); stderr carries messages prefixed with the
 //! binary's name, and progress when asked for or when stderr is a terminal.
 
+use crate::cli::{ExitCode, Failure};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Print one JSON value as a line on stdout.
-pub fn json_line(value: &serde_json::Value) -> std::io::Result<()> {
+/// Write `text` to stdout: the one writer every binary's output goes through. A reader
+/// that closed the pipe ends us quietly (exit 80); any other write error (a full disk,
+/// `> /dev/full`) is one line and exit 74; never a panic, `--help` and `--man` included.
+pub fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
-    out.write_all(b"\n")?;
-    out.flush()
+    out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(write_failure)
+}
+
+/// Print one JSON value as a line on stdout, as [`emit`] does.
+pub fn json_line(value: &serde_json::Value) -> Result<(), Failure> {
+    let mut line = value.to_string();
+    line.push('\n');
+    emit(&line)
+}
+
+fn write_failure(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::new(ExitCode::ClosedStdout, "")
+    } else {
+        Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}"))
+    }
 }
 
 /// Human-readable bytes, binary units.

@@ -171,8 +171,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
-            print!("{text}");
-            return Ok(());
+            return crate::cli::output::emit(&text);
         }
     };
     if std::io::stdout().is_terminal() {

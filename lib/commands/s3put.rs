@@ -8,7 +8,7 @@ use crate::cli::flags::{Flag, Page};
 use crate::cli::output::{json_line, mb_per_s, Progress};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
-use crate::cli::{early_exit, first_signal, ExitCode, Failure, COMMON_FLAGS};
+use crate::cli::{early_exit, first_signal, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
 use crate::s3::objects;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
@@ -559,8 +559,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
-            print!("{text}");
-            return Ok(());
+            return crate::cli::output::emit(&text);
         }
     };
     crate::commands::runtime()?.block_on(run(args))
@@ -598,7 +597,7 @@ async fn run(args: Args) -> Result<(), Failure> {
             if let Some(s) = &r.stream {
                 line["stream"] = s.to_json();
             }
-            json_line(&line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
+            json_line(&line)
         }
         Action::ListUploads { older_than } | Action::AbortUploads { older_than } => {
             let abort = matches!(args.action, Action::AbortUploads { .. });
@@ -609,8 +608,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                     uploads::abort(&client, &args.url.bucket, u).await?;
                 }
                 let action = if abort { "aborted" } else { "in-progress" };
-                json_line(&u.to_json(&args.url.bucket, action))
-                    .map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))?;
+                json_line(&u.to_json(&args.url.bucket, action))?;
             }
             Ok(())
         }
@@ -651,7 +649,7 @@ async fn run(args: Args) -> Result<(), Failure> {
 }
 
 fn print_line(line: &serde_json::Value) -> Result<(), Failure> {
-    json_line(line).map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))
+    json_line(line)
 }
 
 #[cfg(test)]

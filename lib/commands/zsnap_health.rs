@@ -4,6 +4,7 @@
 
 use crate::catalog::{self, key};
 use crate::cli::flags::{Flag, Page};
+use crate::cli::output::emit;
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::parse_duration;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
@@ -16,7 +17,7 @@ use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 const FLAGS: &[Flag] = &[
@@ -258,8 +259,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let mut args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
-            print!("{text}");
-            return Ok(());
+            return crate::cli::output::emit(&text);
         }
     };
     let settings = config::load(&args.flags, &|k| std::env::var(k).ok())?;
@@ -562,17 +562,6 @@ fn ping(url: &str, status: Severity, body: &str) -> Result<(), String> {
         .build()
         .into();
     agent.post(&target).header("content-type", "application/json").send(body).map(|_| ()).map_err(|e| e.to_string())
-}
-
-fn emit(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Failure::new(ExitCode::ClosedStdout, "")
-        } else {
-            Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}"))
-        }
-    })
 }
 
 #[cfg(test)]

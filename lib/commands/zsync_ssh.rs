@@ -296,8 +296,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
-            print!("{text}");
-            return Ok(());
+            return crate::cli::output::emit(&text);
         }
     };
     transfer::catch_signals()?;
@@ -309,8 +308,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             summary.extra.push(("error".into(), json!(f.message)));
         }
     }
-    json_line(&summary.to_json())
-        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}")))?;
+    json_line(&summary.to_json())?;
     match result {
         Err(f) => Err(f),
         Ok(ExitCode::Ok) => Ok(()),
@@ -489,7 +487,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     }
     if args.dry_run {
         for c in &commands {
-            println!("{c}");
+            crate::cli::output::emit(&format!("{c}\n"))?;
         }
         summary.extra.push(("commands".into(), json!(commands)));
         summary.sent = steps.iter().map(|s| s.to().to_string()).collect();

@@ -8,7 +8,7 @@ mod retention;
 use crate::calendar::Period;
 use crate::catalog::{self, Catalog};
 use crate::cli::flags::{Flag, Page};
-use crate::cli::output::human_bytes;
+use crate::cli::output::{emit, human_bytes};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config::policy::{self, Effective};
@@ -19,7 +19,6 @@ use crate::zfs::snapshots;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::OsString;
-use std::io::Write;
 
 const SETTINGS_FLAGS: &[Flag] = &[
     Flag {
@@ -415,8 +414,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let args = match parse(argv)? {
         Ok(a) => a,
         Err(text) => {
-            print!("{text}");
-            return Ok(());
+            return crate::cli::output::emit(&text);
         }
     };
     let settings = config::load(&args.flags, &|k| std::env::var(k).ok())?;
@@ -947,17 +945,6 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(&render(r));
     }
     out
-}
-
-fn emit(text: &str) -> Result<(), Failure> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            Failure::new(ExitCode::ClosedStdout, "")
-        } else {
-            Failure::new(ExitCode::LocalIo, format!("writing stdout failed: {e}"))
-        }
-    })
 }
 
 #[cfg(test)]
