@@ -655,6 +655,7 @@ fn print_line(line: &serde_json::Value) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::ExitCode;
 
     fn parse_ok(args: &[&str]) -> Args {
         crate::commands::parse_test::ok(parse, "s3put", args)
