@@ -93,3 +93,50 @@ fn help_and_man_to_a_full_disk_or_a_closed_pipe() {
         }
     }
 }
+
+/// The scripts pass zsnap-plan's settings and connection flags through from a list of their
+/// own (scripts/zsnap-common.sh); it must be exactly zsnap-plan's, values and switches apart.
+#[test]
+fn the_scripts_pass_through_exactly_zsnap_plans_settings_flags() {
+    let help = output_of("zsnap-plan", "--help");
+    let (mut values, mut switches) = (Vec::new(), Vec::new());
+    let mut group = "";
+    for line in help.lines() {
+        if !line.starts_with(' ') && line.ends_with(':') {
+            group = line.trim_end_matches(':');
+            continue;
+        }
+        if !matches!(group, "Settings" | "S3 connection") {
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // Flag lines start with the flag; doc lines may mention flags too.
+        if !words.first().is_some_and(|w| w.starts_with('-')) {
+            continue;
+        }
+        let Some(i) = words.iter().position(|w| w.starts_with("--")) else { continue };
+        let flag = words[i].trim_end_matches(',').to_string();
+        // --format is the scripts' own business (they always ask for sh or table).
+        if flag == "--format" {
+            continue;
+        }
+        match words.get(i + 1) {
+            Some(v) if v.chars().all(|c| c.is_ascii_uppercase()) => values.push(flag),
+            _ => switches.push(flag),
+        }
+    }
+    let common = std::fs::read_to_string(repo_path("scripts/zsnap-common.sh")).expect("zsnap-common.sh");
+    let list = |var: &str| -> Vec<String> {
+        let start = common.find(&format!("{var}=\"")).unwrap_or_else(|| panic!("{var} in zsnap-common.sh"));
+        let rest = &common[start + var.len() + 2..];
+        let text = &rest[..rest.find('"').expect("closing quote")];
+        let mut v: Vec<String> = text.replace("\\\n", " ").split_whitespace().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    values.sort();
+    switches.sort();
+    assert!(values.len() > 5 && !switches.is_empty(), "parsed too little of --help: {values:?} {switches:?}");
+    assert_eq!(list("plan_value_opts"), values, "zsnap-common.sh's plan_value_opts");
+    assert_eq!(list("plan_switches"), switches, "zsnap-common.sh's plan_switches");
+}

@@ -87,6 +87,8 @@ fn healthy_then_broken_then_old() {
     assert_eq!(deep.code(), 2, "{}", deep.stderr);
     let lines = deep.json_lines();
     let hit = lines.iter().find(|l| l["check"].as_str().is_some_and(|c| c.starts_with("deep:"))).expect("deep finding");
+    let ds_line = lines.iter().find(|l| l["backups"].is_u64()).expect("the dataset's line");
+    assert_eq!(ds_line["status"], "critical", "the dataset's line carries the deep finding: {ds_line}");
     assert_eq!(hit["subject"].as_str(), Some(format!("{}{newest}", site.ctx.prefix).as_str()), "{lines:?}");
     assert_eq!(health(&site, &["--deep", "--chain", "s2"]).code(), 0, "the chain to @s2 is intact");
 

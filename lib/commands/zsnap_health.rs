@@ -344,6 +344,11 @@ async fn check(
             };
             out.findings.push(Finding::new(severity, ds, "restore-drill", None, message));
         }
+        // The dataset's line says the worst of all its findings, the deep and drill ones too.
+        let worst = out.findings.iter().filter(|f| f.dataset == *ds).map(|f| f.severity).max();
+        if let (Some(w), Some(line)) = (worst, out.datasets.last_mut()) {
+            line.status = line.status.max(w);
+        }
     }
     let listed = match dataset {
         Some(d) => catalog::listing::list_prefix(prefix, d),

@@ -7,11 +7,12 @@
 //! otherwise; each sent snapshot is bookmarked where zfs has bookmarks, so the chain
 //! survives the snapshot's local destruction.
 
+use super::calls::{S3putExtendLock, S3putUpload};
 use super::{join, Context};
 use crate::catalog::key::{self, KeyFields};
 use crate::catalog::{BackupRecord, Health, Kind};
 use crate::cli::{ExitCode, Failure};
-use crate::config::{CompressArg, Compressor};
+use crate::config::Compressor;
 use crate::zfs::send::SendOptions;
 use crate::zfs::snapshots::{Bookmark, Snapshot};
 use serde_json::{json, Value};
@@ -442,12 +443,8 @@ pub fn bookmark_of(ctx: &Context, snap: &Snapshot) -> String {
 fn lock_steps(ctx: &Context, urls: Vec<String>, lock: LockUntil) -> Vec<Step> {
     urls.chunks(super::prune::COMMAND_BATCH)
         .map(|batch| {
-            let mut words: Vec<String> = vec!["s3put".into(), "--extend-lock".into()];
-            words.extend(["--lock-mode".into(), lock.mode.into()]);
-            words.extend(["--lock-until".into(), crate::calendar::rfc3339(lock.until)]);
-            words.extend(ctx.connection.iter().cloned());
-            words.extend(batch.iter().cloned());
-            Step::Lock { urls: batch.to_vec(), until: lock.until, command: join(&words) }
+            let call = S3putExtendLock { lock, urls: batch.to_vec(), connection: ctx.connection.clone() };
+            Step::Lock { urls: batch.to_vec(), until: lock.until, command: join(&call.argv()) }
         })
         .collect()
 }
@@ -480,35 +477,26 @@ fn send(
         .map_err(|e| Failure::usage(format!("cannot name a backup of {}@{}: {e}", ctx.dataset, snap.name)))?;
     let url = ctx.url(&key);
     let zfs_send = zfs_send_argv(&ctx.dataset, src.options, from, &snap.name);
-    let mut args: Vec<String> =
-        vec!["s3put".into(), "--zfs-stream".into(), "--expect-guid".into(), snap.guid.to_string()];
-    // The gate checks the parent too: 0 means the stream must be a full.
-    args.extend(["--expect-from".into(), from.map_or(0, |f| f.guid).to_string()]);
-    if src.options.raw() {
-        // Also implied by the key's send=w; said here so the command shows it.
-        args.push("--expect-raw".into());
-    }
-    // zfs send's own arguments are quoted inside the --exec string, which bash parses.
-    args.extend(["--exec".into(), join(&zfs_send)]);
-    match compressor.s3put_arg() {
-        CompressArg::Compress(c) => args.extend(["--compress".into(), c]),
-        CompressArg::Filter(cmd) => args.extend(["--filter".into(), cmd]),
-    }
     let estimated = src.estimates.and_then(|m| m.get(&(from.map_or(0, |f| f.guid), snap.guid))).copied();
     // Part sizing needs an upper bound, or s3put runs out of parts mid-stream (exit 73).
     // zfs send -nP says it; without it, an incremental never carries more than the
     // snapshot's data, and a stream carries it uncompressed: the logical size, not
     // `referenced` (which is after ZFS compression, 26x smaller for text). Without a ratio,
     // s3put's default part size is the safe choice.
-    let hint = estimated.or(snap.logical_referenced.filter(|&l| l > 0));
-    if let Some(l) = hint {
-        args.extend(["--expected-size".into(), l.to_string()]);
-    }
-    if let Some(l) = lock {
-        args.extend(["--lock-mode".into(), l.mode.into(), "--lock-until".into(), crate::calendar::rfc3339(l.until)]);
-    }
-    args.extend(ctx.connection.iter().cloned());
-    args.push(url.clone());
+    let call = S3putUpload {
+        url: url.clone(),
+        expect_guid: snap.guid,
+        // The gate checks the parent too: 0 means the stream must be a full.
+        expect_from: from.map_or(0, |f| f.guid),
+        // Also implied by the key's send=w; said here so the command shows it.
+        expect_raw: src.options.raw(),
+        // zfs send's own arguments are quoted inside the --exec string, which bash parses.
+        exec: zfs_send.clone(),
+        compress: compressor.s3put_arg(),
+        expected_size: estimated.or(snap.logical_referenced.filter(|&l| l > 0)),
+        lock,
+        connection: ctx.connection.clone(),
+    };
     let bytes_estimate = estimated.or(match (from, local_parent(src, from)) {
         (Some(_), Some(f)) => Some(inc_estimate(f, snap)),
         (Some(_), None) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
@@ -525,7 +513,7 @@ fn send(
         url,
         bytes_estimate,
         estimated: estimated.is_some(),
-        command: join(&args),
+        command: join(&call.argv()),
         reason,
     })
 }

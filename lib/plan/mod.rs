@@ -4,6 +4,7 @@
 //! Nothing here touches S3 or zfs.
 
 pub mod backup;
+pub mod calls;
 pub mod prune;
 pub mod restore;
 pub mod snapshot;
@@ -35,21 +36,18 @@ impl Context {
     /// when known, the stream's guid and parent guid (0 for a full) checked against `guids`;
     /// the result is a pipeline whose stdout is the raw stream.
     pub fn s3get(&self, key: &str, compressor: &str, guids: Option<(u64, u64)>) -> Result<String, String> {
-        let mut args: Vec<String> = vec!["s3get".into()];
-        let after = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
-            Decompress::Codec(z) => {
-                args.extend(["--decompress".into(), z, "--zfs-stream".into()]);
-                if let Some((g, from)) = guids {
-                    args.extend(["--expect-guid".into(), g.to_string(), "--expect-from".into(), from.to_string()]);
-                }
-                None
-            }
+        let (decompress, after) = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
+            Decompress::Codec(z) => (Some(z), None),
             // The bytes s3get sees are the custom compressor's: only the command can undo them.
-            Decompress::Command(cmd) => Some(cmd),
+            Decompress::Command(cmd) => (None, Some(cmd)),
         };
-        args.extend(self.connection.iter().cloned());
-        args.push(self.url(key));
-        let mut line = join(&args);
+        let call = calls::S3getCall {
+            url: self.url(key),
+            expect: decompress.as_ref().and(guids),
+            decompress,
+            connection: self.connection.clone(),
+        };
+        let mut line = join(&call.argv());
         if let Some(cmd) = after {
             line.push_str(" | ");
             line.push_str(&cmd);

@@ -418,10 +418,8 @@ impl Prune {
         self.delete_order
             .chunks(COMMAND_BATCH)
             .map(|batch| {
-                let mut words: Vec<String> = vec!["s3put".into(), "--delete".into()];
-                words.extend(ctx.connection.iter().cloned());
-                words.extend(batch.iter().map(|&i| ctx.url(&records[i].key)));
-                join(&words)
+                let urls = batch.iter().map(|&i| ctx.url(&records[i].key)).collect();
+                join(&super::calls::S3putDelete { urls, connection: ctx.connection.clone() }.argv())
             })
             .collect()
     }

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// Where the bytes come from.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Source {
     Stdin,
     /// A shell pipeline run by `bash -o pipefail -c`; its exit status decides the commit.

@@ -293,7 +293,8 @@ pub struct Substream {
 pub struct StreamSummary {
     pub bytes: u64,
     pub kind: StreamKind,
-    /// The snapshot sent; for a compound stream, that of its last substream.
+    /// The snapshot sent; for a compound stream, that of its last substream named like
+    /// its header (with -R, children's substreams come after it).
     pub toguid: u64,
     /// 0 for a full stream; for a compound stream, that of its first substream.
     pub fromguid: u64,
@@ -759,7 +760,16 @@ impl StreamGate {
             Some(header) => StreamSummary {
                 bytes: self.offset,
                 kind: StreamKind::Compound,
-                toguid: last.map(|s| s.toguid).unwrap_or(0),
+                // The snapshot sent is the header's: with -R its children's substreams
+                // follow it, so the last substream of that name, not the last of all.
+                toguid: self
+                    .substreams
+                    .iter()
+                    .rev()
+                    .find(|s| s.toname == header.toname)
+                    .or(last)
+                    .map(|s| s.toguid)
+                    .unwrap_or(0),
                 fromguid: first.map(|s| s.fromguid).unwrap_or(0),
                 toname: header.toname.clone(),
                 substreams: self.substreams.clone(),
