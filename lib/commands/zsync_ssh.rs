@@ -7,6 +7,7 @@ use crate::cli::flags::{Flag, Page};
 use crate::cli::output::json_line;
 use crate::cli::values::{parse_number, parse_size};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
+use crate::sync::pipeline::Stage;
 use crate::sync::pipeline::{self, Compress, Location};
 use crate::sync::plan::{self, Decision, Divergence, Options, Step, Target};
 use crate::sync::side::{Hold, Side};
@@ -365,58 +366,70 @@ impl Summary {
     }
 }
 
-/// The whole run; `Ok` carries the exit code for a run that went as designed.
+/// One thing a run does, decided before anything is done: `--dry-run` prints the list,
+/// a real run executes it in order, and both come from the same plan.
+#[derive(Clone, Debug)]
+enum Action {
+    /// Continue a cut receive: `zfs send -t TOKEN | … | zfs recv -s DST`.
+    Resume { stages: Vec<Stage> },
+    /// Discard a cut receive's state (`zfs recv -A`): the source cannot resume it.
+    AbortResume,
+    /// `zfs rollback -r DST@SNAP` before receiving with -F.
+    Rollback { snapshot: String },
+    /// One `zfs send | … | zfs recv`, holding the source snapshot `hold` while it runs.
+    Transfer { step: Step, stages: Vec<Stage>, hold: String },
+    /// Bookmark a source snapshot the replica now holds (`zfs bookmark SNAP BOOKMARK`).
+    Bookmark { snapshot: String, bookmark: String },
+}
+
+impl Action {
+    /// The exact command, as `--dry-run` prints it.
+    fn line(&self, args: &Args) -> String {
+        let dst = &args.target_dataset;
+        let at_target = |w: &[&str]| crate::plan::join(&args.target.argv(&words(w)));
+        match self {
+            Action::Resume { stages } | Action::Transfer { stages, .. } => pipeline::shell_line(stages),
+            Action::AbortResume => at_target(&["zfs", "recv", "-A", dst]),
+            Action::Rollback { snapshot } => at_target(&["zfs", "rollback", "-r", &format!("{dst}@{snapshot}")]),
+            Action::Bookmark { snapshot, bookmark } => {
+                crate::plan::join(&words(&["zfs", "bookmark", snapshot, bookmark]))
+            }
+        }
+    }
+}
+
+/// What the source is and how it is sent, read once.
+struct SourceState {
+    features: crate::zfs::features::Features,
+    listing: crate::zfs::snapshots::Listing,
+    options: SendOptions,
+}
+
+/// The whole run; `Ok` carries the exit code for a run that went as designed. Two rounds of
+/// plan-then-act: first what a cut receive left (resume or discard it), then, from what the
+/// target holds after that, the transfers.
 fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     let source = Side { location: Location::Local };
     let target = Side { location: args.target.clone() };
     let dst = &args.target_dataset;
-    let features = source.features()?;
-    let listing = source
-        .listing(&args.source, &features)?
-        .ok_or_else(|| Failure::new(ExitCode::NotFound, format!("source dataset {} does not exist", args.source)))?;
-    // An encrypted source goes raw unless --decrypt-send: the replica never holds its
-    // plaintext, and the key need not be loaded.
-    let options = crate::plan::backup::send_options(args.send_options, listing.encrypted(), args.decrypt_send)
-        .map_err(Failure::usage)?;
-    options.check(&features).map_err(|e| Failure::usage(format!("{}: {e}", args.source)))?;
-    if options.raw() {
+    let src = read_source(&source, args)?;
+    if src.options.raw() {
         summary.extra.push(("raw".into(), json!(true)));
     }
-    let snaps = listing.snapshots.clone();
     let mut commands: Vec<String> = Vec::new();
     let (state, token) = target_state(&target, dst)?;
     let mut state = state;
-    let mut resumable = None;
+    let resuming = token.is_some();
     if let Some(token) = token {
-        // A cut receive left resumable state (OpenZFS only). Continue it if the source can,
-        // else discard it; either way plan again from what the target then holds.
-        let can = features.send_accepts('t');
-        resumable = Some(true);
-        if can {
-            let stages = pipeline::stages(
-                pipeline::resume_send_argv(&token),
-                args.compress,
-                buffer(args)?.as_deref(),
-                &args.target,
-                pipeline::recv_argv(dst, true, false),
-            );
-            if args.dry_run {
-                commands.push(pipeline::shell_line(&stages));
-            } else {
-                let what = format!("resuming the cut receive into {}", summary.target);
-                summary.bytes += transfer::run(&stages, &args.target, &what, ProgressMode::new(args.progress))?;
-                summary.sent.push("(resumed)".into());
-            }
-        } else if args.dry_run {
-            commands.push(crate::plan::join(&target.location.argv(&words(&["zfs", "recv", "-A", dst]))));
+        let actions = resume_actions(args, &src, &token)?;
+        if args.dry_run {
+            commands.extend(actions.iter().map(|a| a.line(args)));
         } else {
-            target.abort_resume(dst)?;
-        }
-        if !args.dry_run {
+            execute(args, &source, &target, &actions, summary)?;
             state = target_state(&target, dst)?.0;
         }
     }
-    let decision = plan::decide(&snaps, &state, &args.opts);
+    let decision = plan::decide(&src.listing.snapshots, &state, &args.opts);
     let (common, steps, rollback_to, force_full) = match decision {
         Decision::NoSource => {
             let which =
@@ -436,66 +449,134 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
         Decision::Send { common, steps, rollback_to, force_full } => (common, steps, rollback_to, force_full),
     };
     summary.common = common_json(common.as_ref());
-    if resumable.is_none() && !steps.is_empty() {
-        // One probe of the target's zfs (see zfs::features): does it keep a cut receive?
-        resumable = Some(target.features()?.receive.contains(&'s'));
-    }
-    let resumable = resumable.unwrap_or(false);
-    if let Some(snap) = &rollback_to {
-        let argv = words(&["zfs", "rollback", "-r", &format!("{dst}@{snap}")]);
-        if args.dry_run {
-            commands.push(crate::plan::join(&target.location.argv(&argv)));
-        } else {
-            target.rollback(dst, snap)?;
-        }
-    }
-    let tag = format!("zsync-ssh-{}", std::process::id());
-    let buffer = buffer(args)?;
-    for (i, step) in steps.iter().enumerate() {
-        let force = i == 0 && (rollback_to.is_some() || force_full);
-        let stages = pipeline::stages(
-            pipeline::send_argv(&args.source, options, step),
-            args.compress,
-            buffer.as_deref(),
-            &args.target,
-            pipeline::recv_argv(dst, resumable, force),
-        );
-        if args.dry_run {
-            commands.push(pipeline::shell_line(&stages));
-            continue;
-        }
-        transfer::check_signal()?;
-        let snapshot = format!("{}@{}", args.source, step.hold());
-        let hold = Hold::take(&source, &tag, &snapshot)?;
-        let what = match step {
-            Step::Full { to, .. } => format!("full {}@{to} to {}", args.source, summary.target),
-            Step::Incremental { from, to, .. } => format!("{}@{from}..{to} to {}", args.source, summary.target),
-        };
-        summary.action = "sent".into();
-        let sent = transfer::run(&stages, &args.target, &what, ProgressMode::new(args.progress));
-        drop(hold);
-        summary.bytes += sent?;
-        summary.sent.push(step.to().to_string());
-        // The replica holds it now: a bookmark keeps it a valid base for the next send even
-        // after local rotation destroys the snapshot.
-        if features.bookmarks() && !listing.bookmarks.iter().any(|b| b.name == step.to()) {
-            let snapshot = format!("{}@{}", args.source, step.to());
-            if let Err(f) = source.bookmark(&snapshot, &format!("{}#{}", args.source, step.to())) {
-                eprintln!("zsync-ssh: warning: {f}");
-            }
-        }
-    }
+    // A target that had a resumable receive keeps them; else one probe of its zfs.
+    let resumable = resuming || (!steps.is_empty() && target.features()?.receive.contains(&'s'));
+    let actions = send_actions(args, &src, &steps, rollback_to, force_full, resumable)?;
     if args.dry_run {
+        commands.extend(actions.iter().map(|a| a.line(args)));
         for c in &commands {
             crate::cli::output::emit(&format!("{c}\n"))?;
         }
         summary.extra.push(("commands".into(), json!(commands)));
         summary.sent = steps.iter().map(|s| s.to().to_string()).collect();
         summary.action = "dry-run".into();
-    } else {
-        summary.action = if steps.is_empty() { "rolled-back".into() } else { "sent".into() };
+        return Ok(ExitCode::Ok);
     }
+    execute(args, &source, &target, &actions, summary)?;
+    summary.action = if steps.is_empty() { "rolled-back".into() } else { "sent".into() };
     Ok(ExitCode::Ok)
+}
+
+/// The source's features, snapshots and bookmarks, and the options it is sent with: an
+/// encrypted source goes raw unless --decrypt-send, so the replica never holds its
+/// plaintext and the key need not be loaded.
+fn read_source(source: &Side, args: &Args) -> Result<SourceState, Failure> {
+    let features = source.features()?;
+    let listing = source
+        .listing(&args.source, &features)?
+        .ok_or_else(|| Failure::new(ExitCode::NotFound, format!("source dataset {} does not exist", args.source)))?;
+    let options = crate::plan::backup::send_options(args.send_options, listing.encrypted(), args.decrypt_send)
+        .map_err(Failure::usage)?;
+    options.check(&features).map_err(|e| Failure::usage(format!("{}: {e}", args.source)))?;
+    Ok(SourceState { features, listing, options })
+}
+
+/// A cut receive left resumable state (OpenZFS only): continue it if the source can send
+/// -t, else discard it.
+fn resume_actions(args: &Args, src: &SourceState, token: &str) -> Result<Vec<Action>, Failure> {
+    if !src.features.send_accepts('t') {
+        return Ok(vec![Action::AbortResume]);
+    }
+    let stages = pipeline::stages(
+        pipeline::resume_send_argv(token),
+        args.compress,
+        buffer(args)?.as_deref(),
+        &args.target,
+        pipeline::recv_argv(&args.target_dataset, true, false),
+    );
+    Ok(vec![Action::Resume { stages }])
+}
+
+/// The rollback (if any), then per step its transfer and, where zfs has bookmarks, the
+/// bookmark of the snapshot sent.
+fn send_actions(
+    args: &Args,
+    src: &SourceState,
+    steps: &[Step],
+    rollback_to: Option<String>,
+    force_full: bool,
+    resumable: bool,
+) -> Result<Vec<Action>, Failure> {
+    let buffer = buffer(args)?;
+    let mut actions = Vec::new();
+    let forced = rollback_to.is_some() || force_full;
+    if let Some(snapshot) = rollback_to {
+        actions.push(Action::Rollback { snapshot });
+    }
+    for (i, step) in steps.iter().enumerate() {
+        let stages = pipeline::stages(
+            pipeline::send_argv(&args.source, src.options, step),
+            args.compress,
+            buffer.as_deref(),
+            &args.target,
+            pipeline::recv_argv(&args.target_dataset, resumable, i == 0 && forced),
+        );
+        let hold = format!("{}@{}", args.source, step.hold());
+        actions.push(Action::Transfer { step: step.clone(), stages, hold });
+        // The replica holds it now: a bookmark keeps it a valid base for the next send even
+        // after local rotation destroys the snapshot.
+        if src.features.bookmarks() && !src.listing.bookmarks.iter().any(|b| b.name == step.to()) {
+            actions.push(Action::Bookmark {
+                snapshot: format!("{}@{}", args.source, step.to()),
+                bookmark: format!("{}#{}", args.source, step.to()),
+            });
+        }
+    }
+    Ok(actions)
+}
+
+/// Run the actions in order; the first failure stops the run (later steps build on it).
+fn execute(
+    args: &Args,
+    source: &Side,
+    target: &Side,
+    actions: &[Action],
+    summary: &mut Summary,
+) -> Result<(), Failure> {
+    let tag = format!("zsync-ssh-{}", std::process::id());
+    for action in actions {
+        match action {
+            Action::Resume { stages } => {
+                let what = format!("resuming the cut receive into {}", summary.target);
+                summary.bytes += transfer::run(stages, &args.target, &what, ProgressMode::new(args.progress))?;
+                summary.sent.push("(resumed)".into());
+            }
+            Action::AbortResume => target.abort_resume(&args.target_dataset)?,
+            Action::Rollback { snapshot } => target.rollback(&args.target_dataset, snapshot)?,
+            Action::Transfer { step, stages, hold } => {
+                transfer::check_signal()?;
+                let held = Hold::take(source, &tag, hold)?;
+                let what = match step {
+                    Step::Full { to, .. } => format!("full {}@{to} to {}", args.source, summary.target),
+                    Step::Incremental { from, to, .. } => {
+                        format!("{}@{from}..{to} to {}", args.source, summary.target)
+                    }
+                };
+                summary.action = "sent".into();
+                let sent = transfer::run(stages, &args.target, &what, ProgressMode::new(args.progress));
+                drop(held);
+                summary.bytes += sent?;
+                summary.sent.push(step.to().to_string());
+            }
+            // Not fatal: the replica is whole; only the next send's base after rotation is.
+            Action::Bookmark { snapshot, bookmark } => {
+                if let Err(f) = source.bookmark(snapshot, bookmark) {
+                    eprintln!("zsync-ssh: warning: {f}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the target holds: its snapshots (or missing), whether it was written since, and a

@@ -194,7 +194,7 @@ where 'command' is one of the following:
     }
 
     #[test]
-    fn openzfs_has_everything() {
+    fn zfs_2_3_usage_has_everything() {
         let f = openzfs();
         assert_eq!(f.version.as_deref(), Some("zfs-2.3.9-0+deb13u1"));
         assert!(f.raw_send() && f.encryption() && f.bookmarks() && f.size_estimate() && f.resume());
