@@ -156,6 +156,13 @@ fn openzfs_zvol_round_trips() {
     site.guest.zfs(&["snapshot", &format!("{name}@v1")]).success();
     let out = site.run("zsnap-backup", &[]).success();
     assert_eq!(lines(&out).len(), 1, "{}", out.stderr);
+    // Overwrite part of the volume: the next backup is an incremental of the blocks changed.
+    g.sh(&format!("head -c 500000 /dev/urandom | dd of=/dev/zvol/{name} bs=64k seek=8 conv=fsync,notrunc status=none"))
+        .success();
+    site.guest.zfs(&["snapshot", &format!("{name}@v2")]).success();
+    let out = site.run("zsnap-backup", &[]).success();
+    let sent = lines(&out);
+    assert_eq!((sent.len(), sent[0]["stream"]["kind"].as_str()), (1, Some("incremental")), "{}", out.stderr);
     site.run("zsnap-health", &["--json", "--deep"]).success();
     let target = format!("{name}r");
     site.run("zsnap-restore", &["latest", "--target", &target]).success();
