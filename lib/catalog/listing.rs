@@ -1,6 +1,6 @@
 //! From a bucket listing to a [`Catalog`]. The decisions are pure functions over listing
 //! rows `(key, size, last_modified)`, in-progress uploads and zfs3backup metadata; the S3
-//! calls at the bottom only fetch those rows.
+//! requests themselves are lib/s3's (list, head, uploads), which hand back those rows.
 //!
 //! One ListObjectsV2 pass over `<prefix><dataset>` finds both layouts (`<dataset>/@…` and
 //! zfs3backup's `<dataset>@…`): 1,000 keys a page, so 10,000 backups cost 10 list requests,
@@ -10,21 +10,14 @@ use super::key::{self, ParsedKey};
 use super::{chain, BackupRecord, Catalog, Kind, Uncommitted};
 use crate::cli::Failure;
 use crate::s3::client::Client;
-use crate::s3::error::failure;
+use crate::s3::head::head_metadata;
+use crate::s3::list::list_objects;
+pub use crate::s3::list::ListedObject;
 use crate::s3::uploads::{self, PendingUpload};
 use crate::s3::S3Url;
 use futures_util::StreamExt;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-
-/// One row of a ListObjectsV2 answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListedObject {
-    pub key: String,
-    pub size: u64,
-    /// Unix seconds.
-    pub last_modified: Option<i64>,
-}
 
 /// A listing sorted into what it holds for one dataset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -225,46 +218,6 @@ pub fn backup_sizes(prefix: &str, rows: &[ListedObject]) -> Vec<(String, u64)> {
 /// [`backup_sizes`] of everything under `prefix` (one ListObjectsV2 pass over the prefix).
 pub async fn backups_under(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, Failure> {
     Ok(backup_sizes(prefix, &list_objects(client, bucket, prefix).await?))
-}
-
-/// Every object under `prefix`, all pages (1,000 keys each).
-pub async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<ListedObject>, Failure> {
-    let mut rows = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_continuation_token(token.take())
-            .send()
-            .await
-            .map_err(|e| failure(format!("listing s3://{bucket}/{prefix} failed"), &e))?;
-        for o in page.contents() {
-            if let Some(k) = o.key() {
-                rows.push(ListedObject {
-                    key: k.to_string(),
-                    size: o.size().unwrap_or(0).max(0) as u64,
-                    last_modified: o.last_modified().map(|d| d.secs()),
-                });
-            }
-        }
-        token = page.next_continuation_token().map(str::to_string);
-        if page.is_truncated() != Some(true) || token.is_none() {
-            return Ok(rows);
-        }
-    }
-}
-
-async fn head_metadata(client: &Client, bucket: &str, key: &str) -> Result<HashMap<String, String>, Failure> {
-    let head = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| failure(format!("reading metadata of s3://{bucket}/{key} failed"), &e))?;
-    Ok(head.metadata().cloned().unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect())
 }
 
 #[cfg(test)]

@@ -340,7 +340,7 @@ fn show(kind: Kind, n: u64) -> String {
 }
 
 /// A policy object larger than this is refused: it is a few hundred bytes of JSON.
-const MAX_OBJECT_BYTES: usize = 1 << 20;
+const MAX_OBJECT_BYTES: u64 = 1 << 20;
 
 /// Read `<prefix>policy.json` from the bucket: `None` when there is none. Any other failure
 /// (access denied, bucket missing) is an error: a central policy that cannot be read must
@@ -351,24 +351,17 @@ pub async fn read_central(
     prefix: &str,
     dataset: &str,
 ) -> Result<Option<CentralPolicy>, Failure> {
+    use crate::s3::small_object::{get_small_object, SmallObject};
     let key = format!("{prefix}{OBJECT_NAME}");
     let url = format!("s3://{bucket}/{key}");
-    let resp = match client.get_object().bucket(bucket).key(&key).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let f = crate::s3::error::failure(format!("reading policy object {url} failed"), &e);
-            return if f.code == ExitCode::NotFound { Ok(None) } else { Err(f) };
+    let what = format!("reading policy object {url} failed");
+    let body = match get_small_object(client, bucket, &key, MAX_OBJECT_BYTES, what).await? {
+        SmallObject::Missing => return Ok(None),
+        SmallObject::TooLarge { .. } => {
+            return Err(Failure::new(ExitCode::Data, format!("policy object {url} is larger than 1 MiB")));
         }
+        SmallObject::Body(b) => b,
     };
-    if resp.content_length().unwrap_or(0) > MAX_OBJECT_BYTES as i64 {
-        return Err(Failure::new(ExitCode::Data, format!("policy object {url} is larger than 1 MiB")));
-    }
-    let body = resp
-        .body
-        .collect()
-        .await
-        .map_err(|e| Failure::new(ExitCode::Unreachable, format!("reading policy object {url} failed: {e}")))?
-        .into_bytes();
     let text = std::str::from_utf8(&body)
         .map_err(|_| Failure::new(ExitCode::Data, format!("policy object {url}: not UTF-8 text")))?;
     parse_central(&url, text, dataset).map(Some)

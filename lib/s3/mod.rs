@@ -1,12 +1,16 @@
 //! S3 transport: client setup, streaming multipart upload, ordered ranged download,
-//! in-progress upload cleanup, deletes and Object Lock retention, and turning SDK errors
-//! into one line and an exit code.
+//! listing, HEAD and small reads as plain data, in-progress upload cleanup, deletes and
+//! Object Lock retention, and turning SDK errors into one line and an exit code. The only
+//! module that speaks the SDK: everyone else gets plain rows and [`crate::cli::Failure`]s.
 
 pub mod client;
 pub mod download;
 pub mod error;
+pub mod head;
+pub mod list;
 pub mod objects;
 pub mod part_size;
+pub mod small_object;
 pub mod upload;
 pub mod uploads;
 pub mod url;

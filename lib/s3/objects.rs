@@ -9,10 +9,7 @@ use super::error::{classify_service, failure};
 use crate::calendar::rfc3339;
 use crate::cli::{ExitCode, Failure};
 use aws_sdk_s3::error::ProvideErrorMetadata;
-use aws_sdk_s3::types::{
-    Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockRetention,
-    ObjectLockRetentionMode,
-};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockRetention, ObjectLockRetentionMode};
 use aws_smithy_types::DateTime;
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::HashMap;
@@ -61,19 +58,11 @@ impl LockState {
     }
 }
 
+/// One HEAD's Object Lock headers.
 pub async fn lock_state(client: &Client, bucket: &str, key: &str) -> Result<LockState, Failure> {
-    let head = client
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| failure(format!("reading the Object Lock state of s3://{bucket}/{key} failed"), &e))?;
-    Ok(LockState {
-        mode: head.object_lock_mode().map(|m| m.as_str().to_string()),
-        retain_until: head.object_lock_retain_until_date().map(|d| d.secs()),
-        legal_hold: head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On),
-    })
+    let what = format!("reading the Object Lock state of s3://{bucket}/{key} failed");
+    let head = super::head::head(client, bucket, key, what).await?;
+    Ok(LockState { mode: head.lock_mode, retain_until: head.retain_until, legal_hold: head.legal_hold })
 }
 
 /// Lock states of many keys, 16 HEADs at a time, in input order. The first failure (a
