@@ -304,6 +304,7 @@ pub fn plan(
         }
     }
     let health_of = |r: &BackupRecord| records.iter().position(|x| x == r).and_then(|i| health.get(i));
+    let sender = Sender { ctx, compressor, src, lock: req.lock };
 
     let mut steps = Vec::new();
     match &base {
@@ -356,7 +357,7 @@ pub fn plan(
                     if let Some((r, false)) = remote[i] {
                         reason.push_str(&format!(" (again: {})", broken_reason(r, health_of(r))));
                     }
-                    push_send(&mut steps, ctx, compressor, src, snap, Some(&prev), reason, req.lock)?;
+                    sender.push(&mut steps, snap, Some(&prev), reason)?;
                     prev = Origin::of(snap);
                 }
             }
@@ -397,7 +398,7 @@ pub fn plan(
             if !not_sent.is_empty() {
                 reason.push_str(&format!("; older snapshots not in S3 are not sent: {}", not_sent.join(", ")));
             }
-            push_send(&mut steps, ctx, compressor, src, snap, None, reason, req.lock)?;
+            sender.push(&mut steps, snap, None, reason)?;
         }
     }
     if let (Some(lock), Some(b)) = (req.lock, &base) {
@@ -412,26 +413,35 @@ pub fn plan(
     Ok(steps)
 }
 
-/// A send, and the bookmark that follows it where zfs has bookmarks and none of that
-/// snapshot (or of that name) exists yet.
-#[allow(clippy::too_many_arguments)]
-fn push_send(
-    steps: &mut Vec<Step>,
-    ctx: &Context,
-    compressor: &Compressor,
-    src: &Source,
-    snap: &Snapshot,
-    from: Option<&Origin>,
-    reason: String,
+/// How every send of one plan is made: where to, compressed how, from what source, locked
+/// how long.
+struct Sender<'a> {
+    ctx: &'a Context,
+    compressor: &'a Compressor,
+    src: &'a Source<'a>,
     lock: Option<LockUntil>,
-) -> Result<(), Failure> {
-    steps.push(Step::Send(Box::new(send(ctx, compressor, src, snap, from, reason, lock)?)));
-    let exists = src.bookmarks.iter().any(|b| b.guid == snap.guid || b.name == snap.name);
-    if src.bookmark_sent && !exists {
-        let words = ["zfs".into(), "bookmark".into(), format!("{}@{}", ctx.dataset, snap.name), bookmark_of(ctx, snap)];
-        steps.push(Step::Bookmark { snapshot: snap.name.clone(), command: join(&words) });
+}
+
+impl Sender<'_> {
+    /// A send, and the bookmark that follows it where zfs has bookmarks and none of that
+    /// snapshot (or of that name) exists yet.
+    fn push(
+        &self,
+        steps: &mut Vec<Step>,
+        snap: &Snapshot,
+        from: Option<&Origin>,
+        reason: String,
+    ) -> Result<(), Failure> {
+        steps.push(Step::Send(Box::new(self.send(snap, from, reason)?)));
+        let (ctx, src) = (self.ctx, self.src);
+        let exists = src.bookmarks.iter().any(|b| b.guid == snap.guid || b.name == snap.name);
+        if src.bookmark_sent && !exists {
+            let words =
+                ["zfs".into(), "bookmark".into(), format!("{}@{}", ctx.dataset, snap.name), bookmark_of(ctx, snap)];
+            steps.push(Step::Bookmark { snapshot: snap.name.clone(), command: join(&words) });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `DS#SNAP`: the bookmark zsnap makes of a committed snapshot.
@@ -453,69 +463,64 @@ fn skip(ctx: &Context, snap: &Snapshot, r: &BackupRecord, reason: String) -> Ste
     Step::Skip { snapshot: snap.clone(), url: Some(ctx.url(&r.key)), reason }
 }
 
-fn send(
-    ctx: &Context,
-    compressor: &Compressor,
-    src: &Source,
-    snap: &Snapshot,
-    from: Option<&Origin>,
-    reason: String,
-    lock: Option<LockUntil>,
-) -> Result<Send, Failure> {
-    let kind = if from.is_some() { Kind::Inc } else { Kind::Full };
-    let fields = KeyFields {
-        dataset: ctx.dataset.clone(),
-        snapshot: snap.name.clone(),
-        kind,
-        guid: snap.guid,
-        from: from.map(|f| (f.guid, f.name.clone())),
-        time: snap.creation,
-        compressor: compressor.recorded(),
-        send: src.options,
-    };
-    let key = key::encode(&ctx.prefix, &fields)
-        .map_err(|e| Failure::usage(format!("cannot name a backup of {}@{}: {e}", ctx.dataset, snap.name)))?;
-    let url = ctx.url(&key);
-    let zfs_send = zfs_send_argv(&ctx.dataset, src.options, from, &snap.name);
-    let estimated = src.estimates.and_then(|m| m.get(&(from.map_or(0, |f| f.guid), snap.guid))).copied();
-    // Part sizing needs an upper bound, or s3put runs out of parts mid-stream (exit 73).
-    // zfs send -nP says it; without it, an incremental never carries more than the
-    // snapshot's data, and a stream carries it uncompressed: the logical size, not
-    // `referenced` (which is after ZFS compression, 26x smaller for text). Without a ratio,
-    // s3put's default part size is the safe choice.
-    let call = S3putUpload {
-        url: url.clone(),
-        expect_guid: snap.guid,
-        // The gate checks the parent too: 0 means the stream must be a full.
-        expect_from: from.map_or(0, |f| f.guid),
-        // Also implied by the key's send=w; said here so the command shows it.
-        expect_raw: src.options.raw(),
-        // zfs send's own arguments are quoted inside the --exec string, which bash parses.
-        exec: zfs_send.clone(),
-        compress: compressor.s3put_arg(),
-        expected_size: estimated.or(snap.logical_referenced.filter(|&l| l > 0)),
-        lock,
-        connection: ctx.connection.clone(),
-    };
-    let bytes_estimate = estimated.or(match (from, local_parent(src, from)) {
-        (Some(_), Some(f)) => Some(inc_estimate(f, snap)),
-        (Some(_), None) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
-        (None, _) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
-    });
-    Ok(Send {
-        snapshot: snap.clone(),
-        kind,
-        from: from.cloned(),
-        options: src.options,
-        zfs_send,
-        compressor: compressor.recorded(),
-        key,
-        url,
-        bytes_estimate,
-        estimated: estimated.is_some(),
-        command: join(&call.argv()),
-        reason,
-    })
+impl Sender<'_> {
+    fn send(&self, snap: &Snapshot, from: Option<&Origin>, reason: String) -> Result<Send, Failure> {
+        let Sender { ctx, compressor, src, lock } = *self;
+        let kind = if from.is_some() { Kind::Inc } else { Kind::Full };
+        let fields = KeyFields {
+            dataset: ctx.dataset.clone(),
+            snapshot: snap.name.clone(),
+            kind,
+            guid: snap.guid,
+            from: from.map(|f| (f.guid, f.name.clone())),
+            time: snap.creation,
+            compressor: compressor.recorded(),
+            send: src.options,
+        };
+        let key = key::encode(&ctx.prefix, &fields)
+            .map_err(|e| Failure::usage(format!("cannot name a backup of {}@{}: {e}", ctx.dataset, snap.name)))?;
+        let url = ctx.url(&key);
+        let zfs_send = zfs_send_argv(&ctx.dataset, src.options, from, &snap.name);
+        let estimated = src.estimates.and_then(|m| m.get(&(from.map_or(0, |f| f.guid), snap.guid))).copied();
+        // Part sizing needs an upper bound, or s3put runs out of parts mid-stream (exit 73).
+        // zfs send -nP says it; without it, an incremental never carries more than the
+        // snapshot's data, and a stream carries it uncompressed: the logical size, not
+        // `referenced` (which is after ZFS compression, 26x smaller for text). Without a ratio,
+        // s3put's default part size is the safe choice.
+        let call = S3putUpload {
+            url: url.clone(),
+            expect_guid: snap.guid,
+            // The gate checks the parent too: 0 means the stream must be a full.
+            expect_from: from.map_or(0, |f| f.guid),
+            // Also implied by the key's send=w; said here so the command shows it.
+            expect_raw: src.options.raw(),
+            // zfs send's own arguments are quoted inside the --exec string, which bash parses.
+            exec: zfs_send.clone(),
+            compress: compressor.s3put_arg(),
+            expected_size: estimated.or(snap.logical_referenced.filter(|&l| l > 0)),
+            lock,
+            connection: ctx.connection.clone(),
+        };
+        let bytes_estimate = estimated.or(match (from, local_parent(src, from)) {
+            (Some(_), Some(f)) => Some(inc_estimate(f, snap)),
+            (Some(_), None) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
+            (None, _) => Some(snap.logical_referenced.unwrap_or(snap.referenced)),
+        });
+        Ok(Send {
+            snapshot: snap.clone(),
+            kind,
+            from: from.cloned(),
+            options: src.options,
+            zfs_send,
+            compressor: compressor.recorded(),
+            key,
+            url,
+            bytes_estimate,
+            estimated: estimated.is_some(),
+            command: join(&call.argv()),
+            reason,
+        })
+    }
 }
 
 /// The local snapshot an origin names (none for a bookmark).

@@ -30,35 +30,72 @@ fn health_reason(records: &[BackupRecord], h: &Health, root: Option<usize>) -> S
     }
 }
 
-/// One `list` line per committed record, numbered from 1 in list order.
-pub fn list(ctx: &Context, records: &[BackupRecord], health: &[Health]) -> Vec<Value> {
+/// One `list` entry: a committed record, numbered from 1 in list order, as restore and
+/// save take numbers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed<'a> {
+    pub n: usize,
+    pub record: &'a BackupRecord,
+    pub health: &'a Health,
+    pub reason: String,
+    /// A local bookmark with the record's guid (filled in when the dataset is local).
+    pub bookmark: Option<String>,
+}
+
+impl Listed<'_> {
+    pub fn to_json(&self, ctx: &Context) -> Value {
+        let r = self.record;
+        json!({
+            "n": self.n,
+            "dataset": r.dataset,
+            "snapshot": r.snapshot,
+            "guid": guid_json(r.guid),
+            "kind": r.kind.as_str(),
+            "from": r.from_snap,
+            "from_guid": guid_json(r.from_guid),
+            "time": r.time,
+            "bytes": r.bytes,
+            "compressor": r.compressor,
+            "send_options": r.send.letters(),
+            "raw": r.send.raw(),
+            "restorable": self.health.is_restorable(),
+            "broken": broken(self.health),
+            "legacy": r.legacy,
+            "bookmark": self.bookmark,
+            "key": ctx.url(&r.key),
+            "reason": self.reason,
+        })
+    }
+
+    /// Why it cannot be restored, when it cannot.
+    pub fn broken(&self) -> Option<String> {
+        broken(self.health)
+    }
+}
+
+/// Every committed record as a `list` entry, numbered from 1 in list order.
+pub fn list<'a>(records: &'a [BackupRecord], health: &'a [Health]) -> Vec<Listed<'a>> {
     let roots = crate::catalog::chain::roots(health);
     records
         .iter()
         .zip(health)
         .enumerate()
-        .map(|(i, (r, h))| {
-            json!({
-                "n": i + 1,
-                "dataset": r.dataset,
-                "snapshot": r.snapshot,
-                "guid": guid_json(r.guid),
-                "kind": r.kind.as_str(),
-                "from": r.from_snap,
-                "from_guid": guid_json(r.from_guid),
-                "time": r.time,
-                "bytes": r.bytes,
-                "compressor": r.compressor,
-                "send_options": r.send.letters(),
-                "raw": r.send.raw(),
-                "restorable": h.is_restorable(),
-                "broken": broken(h),
-                "legacy": r.legacy,
-                "key": ctx.url(&r.key),
-                "reason": health_reason(records, h, roots[i]),
-            })
+        .map(|(i, (r, h))| Listed {
+            n: i + 1,
+            record: r,
+            health: h,
+            reason: health_reason(records, h, roots[i]),
+            bookmark: None,
         })
         .collect()
+}
+
+/// Note on each entry the local bookmark that has its guid, if any.
+pub fn mark_listed(entries: &mut [Listed], bookmarks: &[crate::zfs::snapshots::Bookmark]) {
+    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+    for e in entries {
+        e.bookmark = e.record.guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string());
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -386,7 +423,9 @@ mod tests {
     #[test]
     fn list_numbers_from_one() {
         let records = vec![rec("s1", 1, None, 1), rec("s2", 2, Some((1, "s1")), 2)];
-        let v = list(&Context { bucket: "b".into(), ..Default::default() }, &records, &chain::health(&records));
+        let health = chain::health(&records);
+        let ctx = Context { bucket: "b".into(), ..Default::default() };
+        let v: Vec<Value> = list(&records, &health).iter().map(|e| e.to_json(&ctx)).collect();
         assert_eq!(v[0]["n"], 1);
         assert_eq!(v[1]["n"], 2);
         assert_eq!(v[1]["guid"], "2");

@@ -4,7 +4,7 @@
 
 use crate::cli::{ExitCode, Failure};
 use crate::config::Settings;
-use crate::plan::backup::{self, Step};
+use crate::plan::backup;
 use crate::zfs::features::Features;
 use crate::zfs::send::SendOptions;
 use crate::zfs::snapshots::{self, Listing};
@@ -56,16 +56,9 @@ impl Local {
         }
     }
 
-    /// Ask `zfs send -nP` the size of every send in `steps`. Where this zfs has no -nP,
+    /// Ask `zfs send -nP` the size of every send in `sends`. Where this zfs has no -nP,
     /// say so once and keep the guesses.
-    pub fn estimate(&mut self, steps: &[Step]) -> Result<(), Failure> {
-        let sends: Vec<&backup::Send> = steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Send(s) => Some(s.as_ref()),
-                _ => None,
-            })
-            .collect();
+    pub fn estimate(&mut self, sends: &super::inputs::Sizing) -> Result<(), Failure> {
         if sends.is_empty() {
             return Ok(());
         }
@@ -76,9 +69,8 @@ impl Local {
             );
             return Ok(());
         }
-        for s in sends {
-            let key = (s.from.as_ref().map_or(0, |f| f.guid), s.snapshot.guid);
-            self.estimates.insert(key, dry_run_size(&s.zfs_send)?);
+        for (key, argv) in sends {
+            self.estimates.insert(*key, dry_run_size(argv)?);
         }
         Ok(())
     }

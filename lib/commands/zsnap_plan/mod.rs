@@ -2,22 +2,29 @@
 //! bucket (one listing), decides with the pure planners in `plan`, and prints JSON lines,
 //! the exact shell commands, or a table. It never sends, receives or deletes anything.
 
+mod backup;
+mod config;
+mod inputs;
+mod list;
 mod local;
-mod retention;
+mod policy;
+mod prune;
+mod render;
+mod restore;
+mod snapshot;
+mod status;
 
 use crate::calendar::Period;
-use crate::catalog::{self, Catalog};
 use crate::cli::flags::{Flag, Page};
-use crate::cli::output::{emit, human_bytes};
+use crate::cli::output::emit;
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
-use crate::config::policy::{self, Effective};
-use crate::config::{self, Settings};
-use crate::plan::{backup, prune, restore, snapshot, status, Context};
-use crate::s3::client;
-use crate::zfs::snapshots;
+use crate::config::Settings;
+use crate::plan;
+use inputs::{Inputs, Needs};
 use lexopt::prelude::*;
-use serde_json::{json, Value};
+use render::Rendered;
+
 use std::ffi::OsString;
 
 const SETTINGS_FLAGS: &[Flag] = &[
@@ -236,15 +243,15 @@ pub enum Format {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Config,
-    Backup(backup::Request),
+    Backup(plan::backup::Request),
     Restore {
-        selector: restore::Selector,
+        selector: plan::restore::Selector,
         target: Option<String>,
         force: bool,
     },
     List,
     Save {
-        selector: restore::Selector,
+        selector: plan::restore::Selector,
         file: String,
     },
     Status,
@@ -259,7 +266,7 @@ pub struct Args {
     pub command: Command,
     pub format: Format,
     pub now: Option<i64>,
-    pub flags: config::Flags,
+    pub flags: crate::config::Flags,
     pub s3: S3Args,
 }
 
@@ -267,7 +274,7 @@ pub struct Args {
 pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, String>, Failure> {
     let mut p = lexopt::Parser::from_iter(argv);
     let mut s3 = S3Args::default();
-    let mut flags = config::Flags::default();
+    let mut flags = crate::config::Flags::default();
     let mut format = Format::Json;
     let (mut full, mut snapshot, mut target, mut force, mut now) = (false, None, None, false, None);
     let (mut send_options, mut decrypt_send): (Vec<String>, bool) = (Vec::new(), false);
@@ -341,14 +348,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             if let Some(s) = &snapshot {
                 crate::catalog::key::validate_snapshot(s).map_err(|e| Failure::usage(format!("--snapshot: {e}")))?;
             }
-            Command::Backup(backup::Request { full, snapshot: snapshot.take(), lock: None, decrypt_send })
+            Command::Backup(plan::backup::Request { full, snapshot: snapshot.take(), lock: None, decrypt_send })
         }
         "restore" => {
             arity(1, "restore SNAPSHOT|latest|N [--target DATASET] [--force]")?;
             if let Some(t) = &target {
                 crate::catalog::key::validate_dataset(t).map_err(|e| Failure::usage(format!("--target: {e}")))?;
             }
-            Command::Restore { selector: restore::Selector::parse(&rest[0])?, target: target.take(), force }
+            Command::Restore { selector: plan::restore::Selector::parse(&rest[0])?, target: target.take(), force }
         }
         "list" => {
             arity(0, "list")?;
@@ -356,7 +363,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         }
         "save" => {
             arity(2, "save SNAPSHOT|latest|N FILE")?;
-            Command::Save { selector: restore::Selector::parse(&rest[0])?, file: rest[1].clone() }
+            Command::Save { selector: plan::restore::Selector::parse(&rest[0])?, file: rest[1].clone() }
         }
         "status" => {
             arity(0, "status")?;
@@ -413,538 +420,63 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let args = match parse(argv)? {
         Ok(a) => a,
-        Err(text) => {
-            return crate::cli::output::emit(&text);
-        }
+        Err(text) => return emit(&text),
     };
-    let settings = config::load(&args.flags, &|k| std::env::var(k).ok())?;
-    if args.command == Command::Config {
-        return emit(&config_output(&settings, args.format));
+    let settings = crate::config::load(&args.flags, &|k| std::env::var(k).ok())?;
+    let f = args.format;
+    // The one dispatch: each command says what it needs, decides from what was read, and
+    // renders; see inputs.rs for the reading.
+    let out = match &args.command {
+        Command::Config => config::render(&settings, f),
+        Command::Backup(req) => run(&args, settings, backup::needs(req), |i| backup::decide(i, req), backup::render)?,
+        Command::Restore { selector, target, force } => {
+            let needs = restore::needs(target.as_deref(), settings.dataset.value.as_deref());
+            run(&args, settings, needs, |i| restore::decide(i, selector, *force), |d, i, f| restore::render(d, i, f))?
+        }
+        Command::Save { selector, file } => {
+            run(&args, settings, Needs::default(), |i| restore::decide_save(i, selector, file), restore::render_save)?
+        }
+        Command::List => run_list(&args, settings)?,
+        Command::Status => run(&args, settings, status::needs(), status::decide, status::render)?,
+        Command::Policy => run(&args, settings, policy::needs(), |i| Ok(i.effective.clone()), policy::render)?,
+        Command::Prune => run(&args, settings, prune::needs(), prune::decide, prune::render)?,
+        Command::Snapshot(period) => run(
+            &args,
+            settings,
+            snapshot::needs(),
+            |i| snapshot::decide(i, *period),
+            |d, i, f| snapshot::render(d, i, f),
+        )?,
+    };
+    for note in &out.notes {
+        eprintln!("zsnap-plan: {note}");
     }
-    let dataset = settings.dataset()?.to_string();
-    let bucket = settings.bucket()?.to_string();
-    let mut s3 = args.s3.clone();
-    s3.endpoint = settings.endpoint.value.clone();
-    s3.region = settings.region.value.clone();
-    s3.profile = settings.profile.value.clone();
-    let s3 = s3.with_env()?;
-    let ctx = Context {
-        bucket,
-        prefix: settings.s3_prefix().to_string(),
-        dataset: dataset.clone(),
-        connection: connection_flags(&settings, args.s3.path_style),
-        customs: settings.customs.clone(),
-    };
-    // Local state first: a missing dataset is reported before any S3 request.
-    let local = match &args.command {
-        Command::Backup(req) => Some(local::read(&dataset, &settings, Some(req))?),
-        // A dataset that does not exist is an error here too (a typo must not look like
-        // "nothing backed up"); `list` shows what S3 holds without a local dataset.
-        Command::Status | Command::Snapshot(_) => Some(local::read(&dataset, &settings, None)?),
-        // Only to show bookmarks beside the backups: list works on a host without the
-        // dataset (or without zfs) too.
-        Command::List => local::read(&dataset, &settings, None).ok(),
-        _ => None,
-    };
-    let target_snaps = match &args.command {
-        Command::Restore { target, .. } => {
-            let t = target.clone().unwrap_or_else(|| dataset.clone());
-            Some((t.clone(), snapshots::list_if_exists(&t)?))
-        }
-        _ => None,
-    };
-    let now = args.now.unwrap_or_else(crate::calendar::now);
-    let needs_policy = !matches!(args.command, Command::Restore { .. } | Command::List | Command::Save { .. });
-    let (catalog, effective, policy, others, locks) = crate::commands::runtime()?.block_on(async {
-        let client = client::connect(&s3).await;
-        let catalog = catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await?;
-        let central = match needs_policy {
-            true => policy::read_central(&client, &ctx.bucket, &ctx.prefix, &dataset).await?,
-            false => None,
-        };
-        let effective = policy::resolve(central.as_ref(), &settings.retention)?;
-        // A client quota counts the client's other datasets: one listing of the prefix.
-        let others = match (&args.command, effective.policy.client_quota) {
-            (Command::Prune | Command::Status, Some(_)) => {
-                Some(retention::others_bytes(&client, &ctx.bucket, &ctx.prefix, &dataset).await?)
-            }
-            _ => None,
-        };
-        let mut policy = effective.policy.clone();
-        policy.quota = prune::budget(&policy, others.unwrap_or(0));
-        let locks = match args.command {
-            Command::Prune => retention::read_locks(&client, &ctx.bucket, &catalog, &policy, now).await?,
-            _ => Default::default(),
-        };
-        Ok::<_, Failure>((catalog, effective, policy, others, locks))
-    })?;
-    let rules = Rules { effective: &effective, policy: &policy, others, locks: &locks, now };
-    let mut local = local;
-    if let (Some(l), Command::Backup(req)) = (local.as_mut(), &args.command) {
-        // zfs send -nP for the sends a first plan makes: the second plan sizes them.
-        let steps = backup_steps(&ctx, &settings, req, l, &catalog, &rules)?;
-        l.estimate(&steps)?;
-        if let Some(w) =
-            quota_warning(&dataset, &backup_steps(&ctx, &settings, req, l, &catalog, &rules)?, &catalog, &rules)
-        {
-            eprintln!("zsnap-plan: warning: {w}");
-        }
-    }
-    let (text, warning) = decide(&ctx, &settings, &args, &catalog, local.as_ref(), target_snaps, &rules)?;
-    emit(&text)?;
-    match warning {
+    emit(&out.text)?;
+    match out.warning {
         Some(w) => Err(Failure::new(ExitCode::Warning, w)),
         None => Ok(()),
     }
 }
 
-/// What retention decisions need besides the catalog: the policy in force, lock states
-/// read from S3, and the time to judge at.
-struct Rules<'a> {
-    effective: &'a Effective,
-    /// The effective policy with the quota this dataset may use (its share of a client
-    /// quota, see `prune::budget`).
-    policy: &'a crate::config::policy::RetentionPolicy,
-    /// Bytes of the client's other datasets, when a client quota needs them.
-    others: Option<u64>,
-    locks: &'a std::collections::HashMap<String, crate::s3::objects::LockState>,
-    now: i64,
-}
-
-/// The decision for one command, rendered, and a warning to exit 1 with (a quota that
-/// cannot be met). Pure given its inputs.
-fn decide(
-    ctx: &Context,
-    settings: &Settings,
+/// Read what a command needs, decide, render: the shape of every command but config.
+fn run<D>(
     args: &Args,
-    catalog: &Catalog,
-    local: Option<&local::Local>,
-    target: Option<(String, Option<Vec<snapshots::Snapshot>>)>,
-    rules: &Rules,
-) -> Result<(String, Option<String>), Failure> {
-    let health = catalog.health();
-    let records = &catalog.records;
-    let f = args.format;
-    let text = match &args.command {
-        Command::Policy => Ok(retention::policy_output(rules.effective, f)),
-        Command::Prune => {
-            let p = prune::plan(records, &health, rules.policy, rules.now, rules.locks);
-            let warning = p.quota_problem.clone().map(|w| retention::with_client_share(w, rules));
-            return Ok((retention::prune_output(ctx, &p, records, rules, f), warning));
-        }
-        Command::Snapshot(period) => {
-            let req = snapshot::Request {
-                dataset: &ctx.dataset,
-                prefix: settings.snapshot_prefix(),
-                period: *period,
-                now: rules.now,
-            };
-            let snaps = local.map(|l| l.listing.snapshots.as_slice()).unwrap_or_default();
-            let marks = local.map(|l| l.listing.bookmarks.as_slice()).unwrap_or_default();
-            let steps = snapshot::plan(req, snaps, marks, records, &health, &rules.effective.policy);
-            Ok(retention::snapshot_output(&ctx.dataset, &steps, f))
-        }
-        Command::Config => Ok(config_output(settings, f)),
-        Command::Backup(req) => {
-            let local = local.ok_or_else(|| Failure::new(ExitCode::Internal, "backup without local state"))?;
-            let steps = backup_steps(ctx, settings, req, local, catalog, rules)?;
-            Ok(match f {
-                Format::Json => lines(steps.iter().map(|s| s.to_json(&ctx.dataset))),
-                Format::Sh => commands(steps.iter().filter_map(|s| match s {
-                    backup::Step::Send(s) => Some(s.command.as_str()),
-                    backup::Step::Lock { command, .. } => Some(command.as_str()),
-                    backup::Step::Bookmark { command, .. } => Some(command.as_str()),
-                    _ => None,
-                })),
-                Format::Table => table(
-                    &["ACTION", "SNAPSHOT", "KIND", "FROM", "ESTIMATE", "REASON"],
-                    steps
-                        .iter()
-                        .map(|s| match s {
-                            backup::Step::Skip { snapshot, reason, .. } => {
-                                vec![
-                                    "skip".into(),
-                                    snapshot.name.clone(),
-                                    "".into(),
-                                    "".into(),
-                                    "".into(),
-                                    reason.clone(),
-                                ]
-                            }
-                            backup::Step::Send(s) => vec![
-                                "send".into(),
-                                s.snapshot.name.clone(),
-                                match s.options.is_empty() {
-                                    true => s.kind.as_str().into(),
-                                    false => format!("{} -{}", s.kind.as_str(), s.options.letters()),
-                                },
-                                s.from
-                                    .as_ref()
-                                    .map(|f| format!("{}{}", if f.bookmark { "#" } else { "@" }, f.name))
-                                    .unwrap_or_default(),
-                                s.bytes_estimate
-                                    .map(|b| format!("{}{}", human_bytes(b), if s.estimated { "" } else { "?" }))
-                                    .unwrap_or_default(),
-                                s.reason.clone(),
-                            ],
-                            backup::Step::Bookmark { snapshot, .. } => vec![
-                                "bookmark".into(),
-                                snapshot.clone(),
-                                "".into(),
-                                "".into(),
-                                "".into(),
-                                "keeps the chain's base after the snapshot is destroyed".into(),
-                            ],
-                            backup::Step::Lock { urls, until, .. } => vec![
-                                "lock".into(),
-                                format!("{} objects", urls.len()),
-                                "".into(),
-                                "".into(),
-                                "".into(),
-                                format!(
-                                    "extend to {}: the chain under the new backups",
-                                    crate::calendar::rfc3339(*until)
-                                ),
-                            ],
-                            backup::Step::Nothing { reason } => {
-                                vec!["none".into(), "".into(), "".into(), "".into(), "".into(), reason.clone()]
-                            }
-                        })
-                        .collect(),
-                ),
-            })
-        }
-        Command::Restore { selector, force, .. } => {
-            let (target, have) = target.ok_or_else(|| Failure::new(ExitCode::Internal, "restore without target"))?;
-            let req = restore::Request { selector: selector.clone(), target, force: *force };
-            let steps = restore::plan(ctx, records, &health, &req, have.as_deref())?;
-            Ok(match f {
-                Format::Json => lines(steps.iter().map(|s| s.to_json(ctx))),
-                Format::Sh => commands(steps.iter().filter_map(|s| s.command())),
-                Format::Table => table(
-                    &["STEP", "SNAPSHOT", "KIND", "SIZE", "REASON"],
-                    steps
-                        .iter()
-                        .map(|s| match s {
-                            restore::Step::Recv(r) => vec![
-                                format!("{}/{}", r.step, r.of),
-                                r.record.snapshot.clone(),
-                                r.record.kind.as_str().into(),
-                                human_bytes(r.record.bytes),
-                                r.reason.clone(),
-                            ],
-                            restore::Step::Nothing { reason } => {
-                                vec!["-".into(), "".into(), "".into(), "".into(), reason.clone()]
-                            }
-                        })
-                        .collect(),
-                ),
-            })
-        }
-        Command::Save { selector, file } => {
-            let s = restore::save(ctx, records, &health, selector, file)?;
-            Ok(match f {
-                Format::Json => lines(std::iter::once(s.to_json(ctx))),
-                Format::Sh => commands(std::iter::once(s.command.as_str())),
-                Format::Table => table(
-                    &["SNAPSHOT", "KIND", "FILE", "REASON"],
-                    vec![vec![
-                        s.record.snapshot.clone(),
-                        s.record.kind.as_str().into(),
-                        s.file.clone(),
-                        s.reason.clone(),
-                    ]],
-                ),
-            })
-        }
-        Command::List => {
-            let mut entries = status::list(ctx, records, &health);
-            if let Some(l) = local {
-                for e in &mut entries {
-                    let mark = l.listing.bookmarks.iter().find(|b| e["guid"] == b.guid.to_string().as_str());
-                    e["bookmark"] = mark.map(|b| Value::from(b.name.as_str())).unwrap_or(Value::Null);
-                }
-            }
-            Ok(match f {
-                Format::Table => table(
-                    &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
-                    entries
-                        .iter()
-                        .map(|e| {
-                            vec![
-                                e["n"].to_string(),
-                                match e["bookmark"].as_str() {
-                                    Some(b) => format!("{} (#{b})", str_of(&e["snapshot"])),
-                                    None => str_of(&e["snapshot"]),
-                                },
-                                match e["raw"].as_bool() {
-                                    Some(true) => format!("{} raw", str_of(&e["kind"])),
-                                    _ => str_of(&e["kind"]),
-                                },
-                                str_of(&e["from"]),
-                                crate::calendar::minutes(e["time"].as_i64().unwrap_or(0)),
-                                human_bytes(e["bytes"].as_u64().unwrap_or(0)),
-                                str_of(&e["compressor"]),
-                                match e["broken"].as_str() {
-                                    Some(b) => format!("no: {b}"),
-                                    None => "yes".into(),
-                                },
-                            ]
-                        })
-                        .collect(),
-                ),
-                _ => lines(entries.into_iter()),
-            })
-        }
-        Command::Status => {
-            let (mut rows, summary) = status::status(
-                local.map(|l| l.listing.snapshots.as_slice()).unwrap_or_default(),
-                settings.snapshot_prefix(),
-                records,
-                &health,
-                &catalog.uncommitted,
-                catalog.foreign.len(),
-            );
-            status::mark_bookmarks(&mut rows, local.map(|l| l.listing.bookmarks.as_slice()).unwrap_or_default());
-            Ok(match f {
-                Format::Table => {
-                    let mut t = table(
-                        &["SNAPSHOT", "LOCAL", "REMOTE", "KIND", "SIZE", "RESTORABLE"],
-                        rows.iter()
-                            .map(|r| {
-                                vec![
-                                    match &r.remote_name {
-                                        Some(n) => format!("{} (in S3 as @{n})", r.snapshot),
-                                        None => r.snapshot.clone(),
-                                    },
-                                    match (r.local, &r.bookmark) {
-                                        (true, _) => "yes".into(),
-                                        (false, Some(b)) => format!("#{b}"),
-                                        (false, None) => "no".into(),
-                                    },
-                                    r.remote.as_str().into(),
-                                    r.record
-                                        .as_ref()
-                                        .map(|x| match x.send.raw() {
-                                            true => format!("{} raw", x.kind.as_str()),
-                                            false => x.kind.as_str().to_string(),
-                                        })
-                                        .unwrap_or_default(),
-                                    r.record.as_ref().map(|x| human_bytes(x.bytes)).unwrap_or_default(),
-                                    match &r.health {
-                                        Some(crate::catalog::Health::Broken { missing }) => format!("no: {missing}"),
-                                        Some(_) => "yes".into(),
-                                        None => "".into(),
-                                    },
-                                ]
-                            })
-                            .collect(),
-                    );
-                    t.push_str(&format!(
-                        "{} local, {} committed ({} restorable, {} broken), {} local only, {} remote only, \
-                         {} uncommitted uploads, {} foreign objects\n",
-                        summary.local,
-                        summary.backups,
-                        summary.restorable,
-                        summary.broken,
-                        summary.local_only,
-                        summary.remote_only,
-                        summary.uncommitted,
-                        summary.foreign
-                    ));
-                    t.push_str(&retention::usage_line(records, rules));
-                    t
-                }
-                _ => {
-                    let mut sum = summary.to_json(ctx);
-                    retention::add_usage(&mut sum, records, rules);
-                    lines(rows.iter().map(|r| r.to_json(ctx)).chain(std::iter::once(sum)))
-                }
-            })
-        }
-    };
-    text.map(|t| (t, None))
+    settings: Settings,
+    needs: Needs,
+    decide: impl FnOnce(&Inputs) -> Result<D, Failure>,
+    render: impl FnOnce(&D, &Inputs, Format) -> Rendered,
+) -> Result<Rendered, Failure> {
+    let inputs = inputs::read(args, settings, needs)?;
+    let decided = decide(&inputs)?;
+    Ok(render(&decided, &inputs, args.format))
 }
 
-/// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
-/// printed commands must repeat them; what came from the environment is inherited.
-fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
-        if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {
-            out.extend([flag.to_string(), v.clone()]);
-        }
-    }
-    match path_style_flag {
-        Some(true) => out.push("--path-style".into()),
-        Some(false) => out.push("--virtual-host".into()),
-        None => {}
-    }
-    out
-}
-
-/// The backup plan for the request, with the lock the policy asks for. Pure.
-fn backup_steps(
-    ctx: &Context,
-    settings: &Settings,
-    req: &backup::Request,
-    local: &local::Local,
-    catalog: &Catalog,
-    rules: &Rules,
-) -> Result<Vec<backup::Step>, Failure> {
-    let mut req = req.clone();
-    req.lock = rules.effective.policy.lock.map(|l| backup::LockUntil {
-        mode: l.mode.as_str(),
-        until: rules.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX).saturating_mul(86_400)),
-    });
-    let health = catalog.health();
-    backup::plan(
-        ctx,
-        &settings.compressor,
-        settings.snapshot_prefix(),
-        &local.source(),
-        &catalog.records,
-        &health,
-        &req,
-    )
-}
-
-/// Said before the upload, not refused: a backup is never skipped for space. The
-/// estimate is of the uncompressed stream, so this errs on the side of warning.
-fn quota_warning(dataset: &str, steps: &[backup::Step], catalog: &Catalog, rules: &Rules) -> Option<String> {
-    let quota = rules.policy.quota?;
-    let stored: u64 = catalog.records.iter().map(|r| r.bytes).sum();
-    let coming: u64 = steps
-        .iter()
-        .filter_map(|s| match s {
-            backup::Step::Send(s) => s.bytes_estimate,
-            _ => None,
-        })
-        .sum();
-    (stored.saturating_add(coming) > quota).then(|| {
-        format!(
-            "{dataset}: {} stored and up to {} to send (zfs send's estimate, before compression) exceed its quota of \
-             {}; zsnap-prune will have to make room",
-            human_bytes(stored),
-            human_bytes(coming),
-            human_bytes(quota)
-        )
-    })
-}
-
-fn config_output(s: &Settings, f: Format) -> String {
-    let v = |x: &config::Setting| x.value.clone().unwrap_or_default();
-    match f {
-        Format::Sh => {
-            // Always single-quoted: scripts eval this.
-            let q = |x: &str| format!("'{}'", x.replace('\'', "'\\''"));
-            let mut out = String::new();
-            for (name, value) in [
-                ("ZSNAP_DATASET", v(&s.dataset)),
-                ("ZSNAP_BUCKET", v(&s.bucket)),
-                ("ZSNAP_S3_PREFIX", s.s3_prefix().to_string()),
-                ("ZSNAP_SNAPSHOT_PREFIX", s.snapshot_prefix().to_string()),
-                ("ZSNAP_COMPRESSOR", s.compressor.spec()),
-                ("ZSNAP_S3_URL", s.s3_url().unwrap_or_default()),
-            ] {
-                out.push_str(&format!("{name}={}\n", q(&value)));
-            }
-            if let Some(e) = &s.endpoint.value {
-                out.push_str(&format!("ZSNAP_S3_ENDPOINT={}\n", q(e)));
-            }
-            out
-        }
-        Format::Json => lines(std::iter::once(json!({
-            "dataset": s.dataset.value,
-            "bucket": s.bucket.value,
-            "s3_prefix": s.s3_prefix(),
-            "snapshot_prefix": s.snapshot_prefix(),
-            "compressor": s.compressor.spec(),
-            "compressor_recorded": s.compressor.recorded(),
-            "send_options": s.send_options.letters(),
-            "s3_url": s.s3_url(),
-            "endpoint": s.endpoint.value,
-            "region": s.region.value,
-            "profile": s.profile.value,
-            "config_file": s.config_file,
-            "sources": {
-                "dataset": s.dataset.source.to_string(),
-                "bucket": s.bucket.source.to_string(),
-                "s3_prefix": s.s3_prefix.source.to_string(),
-                "snapshot_prefix": s.snapshot_prefix.source.to_string(),
-                "compressor": s.compressor_setting.source.to_string(),
-                "send_options": s.send_options_setting.source.to_string(),
-                "endpoint": s.endpoint.source.to_string(),
-                "region": s.region.source.to_string(),
-                "profile": s.profile.source.to_string(),
-            },
-        }))),
-        Format::Table => table(
-            &["SETTING", "VALUE", "FROM"],
-            [
-                ("dataset", v(&s.dataset), &s.dataset.source),
-                ("bucket", v(&s.bucket), &s.bucket.source),
-                ("s3-prefix", s.s3_prefix().to_string(), &s.s3_prefix.source),
-                ("snapshot-prefix", s.snapshot_prefix().to_string(), &s.snapshot_prefix.source),
-                ("compressor", s.compressor.spec(), &s.compressor_setting.source),
-                ("endpoint", v(&s.endpoint), &s.endpoint.source),
-                ("region", v(&s.region), &s.region.source),
-                ("profile", v(&s.profile), &s.profile.source),
-            ]
-            .into_iter()
-            .map(|(k, val, src)| vec![k.to_string(), val, src.to_string()])
-            .collect(),
-        ),
-    }
-}
-
-fn str_of(v: &Value) -> String {
-    v.as_str().map(str::to_string).unwrap_or_default()
-}
-
-fn lines(values: impl Iterator<Item = Value>) -> String {
-    let mut s = String::new();
-    for v in values {
-        s.push_str(&v.to_string());
-        s.push('\n');
-    }
-    s
-}
-
-fn commands<'a>(cmds: impl Iterator<Item = &'a str>) -> String {
-    let mut s = String::new();
-    for c in cmds {
-        s.push_str(c);
-        s.push('\n');
-    }
-    s
-}
-
-/// Columns padded to their widest cell; the last column is not padded.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let render = |cells: Vec<String>| {
-        let n = cells.len();
-        let mut line = String::new();
-        for (i, c) in cells.into_iter().enumerate() {
-            if i + 1 == n {
-                line.push_str(&c);
-            } else {
-                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            }
-        }
-        line.trim_end().to_string() + "\n"
-    };
-    let mut out = render(headers.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&render(r));
-    }
-    out
+/// `list` borrows its entries from the inputs, so it cannot go through [`run`]'s generic
+/// decision type; the same three steps.
+fn run_list(args: &Args, settings: Settings) -> Result<Rendered, Failure> {
+    let inputs = inputs::read(args, settings, list::needs())?;
+    let entries = list::decide(&inputs)?;
+    Ok(list::render(&entries, &inputs, args.format))
 }
 
 #[cfg(test)]
@@ -964,18 +496,22 @@ mod tests {
         let a = parse_ok(&["-d", "tank/data", "--bucket", "b", "backup", "--full", "--snapshot", "s1"]);
         assert_eq!(
             a.command,
-            Command::Backup(backup::Request { full: true, snapshot: Some("s1".into()), ..Default::default() })
+            Command::Backup(plan::backup::Request { full: true, snapshot: Some("s1".into()), ..Default::default() })
         );
         assert_eq!(a.flags.dataset.as_deref(), Some("tank/data"));
         let a = parse_ok(&["restore", "3", "--target", "tank/r", "--force", "--endpoint", "http://h:1"]);
         assert_eq!(
             a.command,
-            Command::Restore { selector: restore::Selector::Number(3), target: Some("tank/r".into()), force: true }
+            Command::Restore {
+                selector: plan::restore::Selector::Number(3),
+                target: Some("tank/r".into()),
+                force: true
+            }
         );
         assert_eq!(a.flags.endpoint.as_deref(), Some("http://h:1"));
         let a = parse_ok(&["--format", "sh", "save", "latest", "/tmp/f"]);
         assert_eq!(a.format, Format::Sh);
-        assert_eq!(a.command, Command::Save { selector: restore::Selector::Latest, file: "/tmp/f".into() });
+        assert_eq!(a.command, Command::Save { selector: plan::restore::Selector::Latest, file: "/tmp/f".into() });
     }
 
     #[test]
@@ -1018,43 +554,5 @@ mod tests {
             assert_eq!(e.code, ExitCode::Usage, "{args:?}");
             assert!(e.message.contains(needle), "{args:?}: {}", e.message);
         }
-    }
-
-    #[test]
-    fn config_as_shell() {
-        let flags = config::Flags {
-            dataset: Some("tank/data".into()),
-            bucket: Some("bkt".into()),
-            s3_prefix: Some("it's".into()),
-            ..Default::default()
-        };
-        let s = config::resolve(&flags, &|_| None, None).unwrap();
-        let out = config_output(&s, Format::Sh);
-        assert_eq!(
-            out,
-            "ZSNAP_DATASET='tank/data'\nZSNAP_BUCKET='bkt'\nZSNAP_S3_PREFIX='it'\\''s/'\nZSNAP_SNAPSHOT_PREFIX=''\n\
-             ZSNAP_COMPRESSOR='zstd'\nZSNAP_S3_URL='s3://bkt/it'\\''s/'\n"
-        );
-        let j: Value = serde_json::from_str(config_output(&s, Format::Json).trim()).unwrap();
-        assert_eq!(j["sources"]["bucket"], "flag --bucket");
-        assert_eq!(j["sources"]["compressor"], "default");
-    }
-
-    #[test]
-    fn connection_flags_repeat_flags_and_file_not_env() {
-        let flags = config::Flags { region: Some("eu-1".into()), ..Default::default() };
-        let env = |k: &str| (k == "ZSNAP_S3_ENDPOINT").then(|| "http://env:1".to_string());
-        let file = config::ConfigFile::parse("f.conf", "[main]\nPROFILE=backup\n").unwrap();
-        let s = config::resolve(&flags, &env, Some(&file)).unwrap();
-        assert_eq!(
-            connection_flags(&s, Some(false)),
-            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
-        );
-    }
-
-    #[test]
-    fn tables_align() {
-        let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
-        assert_eq!(t, "A    LONGER\nxyz  1\n");
     }
 }

@@ -1,0 +1,211 @@
+//! All of zsnap-plan's reading, in one place and one order: a command says what it needs
+//! ([`Needs`]), [`read`] fetches exactly that, and the command decides from the
+//! [`Inputs`] without further I/O. Local zfs comes first, so a missing dataset is reported
+//! before any S3 request; then one listing of the dataset's prefix, the central policy,
+//! the client's other datasets, lock states, and `zfs send -nP` sizes, each only when
+//! needed.
+
+use super::local::{self, Local};
+use super::Args;
+use crate::catalog::{self, Catalog, Health};
+use crate::cli::{ExitCode, Failure};
+use crate::config::policy::{self, Effective, RetentionPolicy};
+use crate::config::Settings;
+use crate::plan::{backup, prune, Context};
+use crate::s3::client::{self, Client};
+use crate::s3::objects::LockState;
+use crate::zfs::snapshots::{self, Snapshot};
+use std::collections::HashMap;
+
+/// Whether the command reads the local dataset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LocalNeed {
+    #[default]
+    None,
+    /// It must exist (a typo must not look like "nothing backed up").
+    Required,
+    /// Read it if it is there (e.g. to show bookmarks); a host without it is fine.
+    Optional,
+}
+
+/// The `zfs send` argv whose size `zfs send -nP` should give, by (from guid, to guid).
+pub type Sizing = Vec<((u64, u64), Vec<String>)>;
+
+/// Decides, from the inputs read so far, which sends to size.
+pub type Sizer = Box<dyn Fn(&Inputs) -> Result<Sizing, Failure>>;
+
+/// What a command must read.
+#[derive(Default)]
+pub struct Needs {
+    pub local: LocalNeed,
+    /// A backup: the snapshots matching the prefix, and the send options for this request.
+    pub backup: Option<backup::Request>,
+    /// A restore's target dataset (which need not exist).
+    pub target: Option<String>,
+    /// The central policy object (else local settings and defaults only).
+    pub policy: bool,
+    /// The client's other datasets' bytes, when a client quota is in force.
+    pub others: bool,
+    /// The lock state of every object a prune would delete.
+    pub locks: bool,
+    /// Which sends to size with `zfs send -nP`, decided from what was read so far.
+    pub sizing: Option<Sizer>,
+}
+
+/// Everything a command decides from.
+pub struct Inputs {
+    pub settings: Settings,
+    pub ctx: Context,
+    pub now: i64,
+    pub catalog: Catalog,
+    /// Index for index with `catalog.records`.
+    pub health: Vec<Health>,
+    pub effective: Effective,
+    /// The effective policy with the quota this dataset may use (its share of a client
+    /// quota, see `prune::budget`).
+    pub policy: RetentionPolicy,
+    /// Bytes of the client's other datasets, when a client quota needed them.
+    pub others: Option<u64>,
+    pub locks: HashMap<String, LockState>,
+    pub local: Option<Local>,
+    /// A restore's target and its snapshots (`None` when it does not exist).
+    pub target: Option<(String, Option<Vec<Snapshot>>)>,
+}
+
+impl Inputs {
+    /// The local snapshots read (none when the command did not need them).
+    pub fn snapshots(&self) -> &[Snapshot] {
+        self.local.as_ref().map(|l| l.listing.snapshots.as_slice()).unwrap_or_default()
+    }
+
+    pub fn bookmarks(&self) -> &[snapshots::Bookmark] {
+        self.local.as_ref().map(|l| l.listing.bookmarks.as_slice()).unwrap_or_default()
+    }
+}
+
+/// Read what `needs` asks for.
+pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Failure> {
+    let dataset = settings.dataset()?.to_string();
+    let bucket = settings.bucket()?.to_string();
+    let mut s3 = args.s3.clone();
+    s3.endpoint = settings.endpoint.value.clone();
+    s3.region = settings.region.value.clone();
+    s3.profile = settings.profile.value.clone();
+    let s3 = s3.with_env()?;
+    let ctx = Context {
+        bucket,
+        prefix: settings.s3_prefix().to_string(),
+        dataset: dataset.clone(),
+        connection: connection_flags(&settings, args.s3.path_style),
+        customs: settings.customs.clone(),
+    };
+    let local = match needs.local {
+        LocalNeed::Required => Some(local::read(&dataset, &settings, needs.backup.as_ref())?),
+        LocalNeed::Optional => local::read(&dataset, &settings, needs.backup.as_ref()).ok(),
+        LocalNeed::None => None,
+    };
+    let target = match &needs.target {
+        Some(t) => Some((t.clone(), snapshots::list_if_exists(t)?)),
+        None => None,
+    };
+    let now = args.now.unwrap_or_else(crate::calendar::now);
+    let (catalog, effective, policy, others, locks) = crate::commands::runtime()?.block_on(async {
+        let client = client::connect(&s3).await;
+        let catalog = catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await?;
+        let central = match needs.policy {
+            true => policy::read_central(&client, &ctx.bucket, &ctx.prefix, &dataset).await?,
+            false => None,
+        };
+        let effective = policy::resolve(central.as_ref(), &settings.retention)?;
+        // A client quota counts the client's other datasets: one listing of the prefix.
+        let others = match (needs.others, effective.policy.client_quota) {
+            (true, Some(_)) => Some(others_bytes(&client, &ctx.bucket, &ctx.prefix, &dataset).await?),
+            _ => None,
+        };
+        let mut policy = effective.policy.clone();
+        policy.quota = prune::budget(&policy, others.unwrap_or(0));
+        let locks = match needs.locks {
+            true => read_locks(&client, &ctx.bucket, &catalog, &policy, now).await?,
+            false => HashMap::new(),
+        };
+        Ok::<_, Failure>((catalog, effective, policy, others, locks))
+    })?;
+    let health = catalog.health();
+    let mut inputs = Inputs { settings, ctx, now, catalog, health, effective, policy, others, locks, local, target };
+    if let Some(sizing) = needs.sizing {
+        let sends = sizing(&inputs)?;
+        if let Some(l) = inputs.local.as_mut() {
+            l.estimate(&sends)?;
+        }
+    }
+    Ok(inputs)
+}
+
+/// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
+/// printed commands must repeat them; what came from the environment is inherited.
+fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
+        if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {
+            out.extend([flag.to_string(), v.clone()]);
+        }
+    }
+    match path_style_flag {
+        Some(true) => out.push("--path-style".into()),
+        Some(false) => out.push("--virtual-host".into()),
+        None => {}
+    }
+    out
+}
+
+/// Plan a prune, read the locks of what it would delete (one HEAD each), and plan again
+/// until every object it would delete has a known lock state. Each round only adds
+/// objects, so it ends; usually after one round.
+async fn read_locks(
+    client: &Client,
+    bucket: &str,
+    catalog: &Catalog,
+    policy: &RetentionPolicy,
+    now: i64,
+) -> Result<HashMap<String, LockState>, Failure> {
+    let records = &catalog.records;
+    let health = catalog.health();
+    let mut locks: HashMap<String, LockState> = HashMap::new();
+    loop {
+        let p = prune::plan(records, &health, policy, now, &locks);
+        if p.unknown_locks.is_empty() {
+            return Ok(locks);
+        }
+        let keys: Vec<String> = p.unknown_locks.iter().map(|&i| records[i].key.clone()).collect();
+        let states = crate::s3::objects::lock_states(client, bucket, &keys).await?;
+        locks.extend(keys.into_iter().zip(states));
+    }
+}
+
+/// Bytes the client's other datasets under `prefix` store.
+async fn others_bytes(client: &Client, bucket: &str, prefix: &str, dataset: &str) -> Result<u64, Failure> {
+    let all = catalog::listing::backups_under(client, bucket, prefix).await?;
+    Ok(all.into_iter().filter(|(d, _)| d != dataset).map(|(_, size)| size).sum())
+}
+
+/// For commands that must not be asked for without their inputs.
+pub fn missing(what: &str) -> Failure {
+    Failure::new(ExitCode::Internal, format!("zsnap-plan read no {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_flags_repeat_flags_and_file_not_env() {
+        let flags = crate::config::Flags { region: Some("eu-1".into()), ..Default::default() };
+        let env = |k: &str| (k == "ZSNAP_S3_ENDPOINT").then(|| "http://env:1".to_string());
+        let file = crate::config::ConfigFile::parse("f.conf", "[main]\nPROFILE=backup\n").unwrap();
+        let s = crate::config::resolve(&flags, &env, Some(&file)).unwrap();
+        assert_eq!(
+            connection_flags(&s, Some(false)),
+            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
+        );
+    }
+}

@@ -1,0 +1,51 @@
+//! `zsnap-plan list`: the dataset's committed backups, numbered as restore and save take
+//! them, with the local bookmark of each where the dataset is on this host.
+
+use super::inputs::{Inputs, LocalNeed, Needs};
+use super::render::{lines, table, Rendered};
+use super::Format;
+use crate::cli::output::human_bytes;
+use crate::cli::Failure;
+use crate::plan::status::{self, Listed};
+
+/// Only S3 is needed; the local dataset, where there is one, adds its bookmarks.
+pub fn needs() -> Needs {
+    Needs { local: LocalNeed::Optional, ..Needs::default() }
+}
+
+pub fn decide(i: &Inputs) -> Result<Vec<Listed<'_>>, Failure> {
+    let mut entries = status::list(&i.catalog.records, &i.health);
+    status::mark_listed(&mut entries, i.bookmarks());
+    Ok(entries)
+}
+
+pub fn render(entries: &[Listed], i: &Inputs, f: Format) -> Rendered {
+    Rendered::text(match f {
+        Format::Table => table(
+            &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
+            entries
+                .iter()
+                .map(|e| {
+                    let r = e.record;
+                    vec![
+                        e.n.to_string(),
+                        match &e.bookmark {
+                            Some(b) => format!("{} (#{b})", r.snapshot),
+                            None => r.snapshot.clone(),
+                        },
+                        super::render::kind_cell(r),
+                        r.from_snap.clone().unwrap_or_default(),
+                        crate::calendar::minutes(r.time),
+                        human_bytes(r.bytes),
+                        r.compressor.clone(),
+                        match e.broken() {
+                            Some(b) => format!("no: {b}"),
+                            None => "yes".into(),
+                        },
+                    ]
+                })
+                .collect(),
+        ),
+        _ => lines(entries.iter().map(|e| e.to_json(&i.ctx))),
+    })
+}

@@ -1,0 +1,73 @@
+//! `zsnap-plan prune`: keep or delete for every committed object, and why (see
+//! `plan::prune`); a quota it cannot meet is the exit-1 warning.
+
+use super::inputs::{Inputs, Needs};
+use super::render::{commands, lines, table, Rendered};
+use super::Format;
+use crate::calendar;
+use crate::cli::output::human_bytes;
+use crate::cli::Failure;
+use crate::plan::prune::{self, Prune};
+
+pub fn needs() -> Needs {
+    Needs { policy: true, others: true, locks: true, ..Needs::default() }
+}
+
+pub fn decide(i: &Inputs) -> Result<Prune, Failure> {
+    Ok(prune::plan(&i.catalog.records, &i.health, &i.policy, i.now, &i.locks))
+}
+
+pub fn render(p: &Prune, i: &Inputs, f: Format) -> Rendered {
+    let (ctx, records) = (&i.ctx, &i.catalog.records);
+    let text = match f {
+        Format::Json => lines(
+            (0..records.len())
+                .map(|n| p.record_json(ctx, records, &i.locks, n))
+                .chain(std::iter::once(p.summary_json(ctx, i.effective.to_json()))),
+        ),
+        Format::Sh => commands(p.commands(ctx, records).iter().map(String::as_str)),
+        Format::Table => {
+            let rows = (0..records.len())
+                .map(|n| {
+                    let (r, v) = (&records[n], &p.verdicts[n]);
+                    vec![
+                        if v.keep { "keep" } else { "delete" }.into(),
+                        r.snapshot.clone(),
+                        r.kind.as_str().into(),
+                        calendar::minutes(r.time),
+                        human_bytes(r.bytes),
+                        v.reason.clone(),
+                    ]
+                })
+                .collect();
+            let mut t = table(&["ACTION", "SNAPSHOT", "KIND", "CREATED (UTC)", "SIZE", "REASON"], rows);
+            t.push_str(&format!(
+                "{} backups: keep {}, delete {} ({} of {} freed); {}\n",
+                records.len(),
+                records.len() - p.delete_order.len(),
+                p.delete_order.len(),
+                human_bytes(p.bytes_before - p.bytes_after),
+                human_bytes(p.bytes_before),
+                i.effective.summary()
+            ));
+            if let Some(q) = &p.quota_problem {
+                t.push_str(&format!("warning: {q}\n"));
+            }
+            t
+        }
+    };
+    Rendered { text, notes: Vec::new(), warning: p.quota_problem.clone().map(|w| with_client_share(w, i)) }
+}
+
+/// A quota warning, with where the quota came from when the client quota set it.
+fn with_client_share(warning: String, i: &Inputs) -> String {
+    match (i.others, i.effective.policy.client_quota) {
+        (Some(o), Some(c)) => format!(
+            "{warning} (the quota is this dataset's share of the client quota {}: the client's other datasets \
+             store {})",
+            human_bytes(c),
+            human_bytes(o)
+        ),
+        _ => warning,
+    }
+}

@@ -1,0 +1,87 @@
+//! How zsnap-plan prints: JSON lines, shell commands one per line, or a table for people.
+//! Every command's `render` builds a [`Rendered`] from these; nothing else formats output.
+
+use serde_json::Value;
+
+/// What a command prints, and what it says besides.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    /// stdout.
+    pub text: String,
+    /// Lines for stderr, said whatever the exit status (e.g. a quota the backup will pass).
+    pub notes: Vec<String>,
+    /// A problem to exit 1 with after printing (a quota prune cannot meet).
+    pub warning: Option<String>,
+}
+
+impl Rendered {
+    pub fn text(text: String) -> Rendered {
+        Rendered { text, ..Rendered::default() }
+    }
+}
+
+/// One JSON value per line.
+pub fn lines(values: impl Iterator<Item = Value>) -> String {
+    let mut s = String::new();
+    for v in values {
+        s.push_str(&v.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// One command per line, as scripts run them.
+pub fn commands<'a>(cmds: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for c in cmds {
+        s.push_str(c);
+        s.push('\n');
+    }
+    s
+}
+
+/// Columns padded to their widest cell; the last column is not padded.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let render = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut line = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                line.push_str(&c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        line.trim_end().to_string() + "\n"
+    };
+    let mut out = render(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&render(r));
+    }
+    out
+}
+
+/// A backup's kind as tables show it: `full`, `inc`, with ` raw` for a raw stream.
+pub fn kind_cell(r: &crate::catalog::BackupRecord) -> String {
+    match r.send.raw() {
+        true => format!("{} raw", r.kind.as_str()),
+        false => r.kind.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
+        assert_eq!(t, "A    LONGER\nxyz  1\n");
+    }
+}
