@@ -58,22 +58,43 @@ lock_dataset() {
     flock -n 9 || die 72 "another zsnap run holds the lock on $1 ($file)"
 }
 
-# Run each line of a plan with bash -o pipefail, in order, stopping at the first failure
-# (later snapshots depend on earlier ones). Each command runs in its own process group so
-# a signal to this script reaches the whole pipeline (s3put then aborts its upload).
+# Run each line of a plan in order, stopping at the first failure (later snapshots depend
+# on earlier ones). Each command runs in its own process group so a signal to this script
+# reaches the whole pipeline (s3put then aborts its upload). A failed pipeline reports the
+# stage that failed on its own: the leftmost non-zero status that is not a broken pipe (141
+# SIGPIPE, 80 closed stdout: those died because a later stage had), so a corrupt object is
+# s3get's 65, not the 1 of the zfs recv it starved; a zfs recv that ran out of space is 74.
+# A caller may define on_failure (called with the status before the message) to undo what
+# the run did, and set undone to what it says instead of "nothing of it was kept".
 child=""
+undone="nothing of it was kept"
 forward() {
     local sig=$1 code=$2
     if [[ -n "$child" ]]; then
         kill -s "$sig" -- "-$child" 2>/dev/null || true
         wait "$child" 2>/dev/null || true
     fi
-    say "stopped by SIG$sig; nothing partial was committed"
+    if declare -F on_failure >/dev/null; then on_failure "$code"; fi
+    say "stopped by SIG$sig; $undone"
     exit "$code"
 }
+# The status a failed pipeline stands for (see above), from its stages' statuses.
+blame() {
+    local s first=0
+    for s in "$@"; do
+        ((s == 0)) && continue
+        ((first)) || first=$s
+        if ((s != 141 && s != 80)); then
+            echo "$s"
+            return
+        fi
+    done
+    echo "$first"
+}
 run_plan() {
-    local plan=$1 line n=0 total rc
+    local plan=$1 line n=0 total rc errs
     total=$(grep -c . <<<"$plan")
+    errs=$(mktemp "${TMPDIR:-/tmp}/zsnap-stderr.XXXXXX")
     trap 'forward INT 130' INT
     trap 'forward TERM 143' TERM
     trap 'forward HUP 129' HUP
@@ -82,13 +103,26 @@ run_plan() {
         n=$((n + 1))
         say "[$n/$total] $line"
         rc=0
-        setsid bash -o pipefail -c "$line" &
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        setsid bash -c "$line"'
+            s=("${PIPESTATUS[@]}")
+            printf "%s\n" "${s[*]}" >&3' 3>"$errs.status" 2> >(tee "$errs" >&2) &
         child=$!
         wait "$child" || rc=$?
         child=""
+        if ((rc == 0)) && [[ -s "$errs.status" ]]; then
+            # shellcheck disable=SC2046 # the statuses, one word each
+            rc=$(blame $(<"$errs.status"))
+        fi
+        if ((rc == 1)) && grep -qiE 'out of space|no space left on device' "$errs"; then
+            rc=74
+        fi
         if ((rc != 0)); then
-            die "$rc" "step $n of $total failed (exit $rc); steps before it are complete, nothing of it was kept"
+            rm -f "$errs" "$errs.status"
+            if declare -F on_failure >/dev/null; then on_failure "$rc"; fi
+            die "$rc" "step $n of $total failed (exit $rc); steps before it are complete, $undone"
         fi
     done <<<"$plan"
+    rm -f "$errs" "$errs.status"
     trap - INT TERM HUP
 }

@@ -322,6 +322,17 @@ async fn check(
         Some(d) => vec![d.to_string()],
         None => discover(client, bucket, prefix).await?,
     };
+    if datasets.is_empty() {
+        // Nothing backed up anywhere is the worst verdict, not "all 0 datasets are fine": an
+        // empty or mistyped prefix must not look healthy to monitoring.
+        out.findings.push(Finding::new(
+            Severity::Critical,
+            "",
+            "empty",
+            None,
+            format!("no committed backup of any dataset under s3://{bucket}/{prefix} (is --s3-prefix right?)"),
+        ));
+    }
     for ds in &datasets {
         let cat = catalog::listing::read(client, bucket, prefix, ds).await?;
         let (found, summary) = health::check_catalog(&cat, now, &args.thresholds);

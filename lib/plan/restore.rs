@@ -327,7 +327,7 @@ impl Save {
 }
 
 /// Plan `save`: the stream goes to FILE.part and is renamed only when s3get succeeded,
-/// so FILE never holds a cut stream.
+/// so FILE never holds a cut stream; on any failure FILE.part is removed.
 pub fn save(
     ctx: &Context,
     records: &[BackupRecord],
@@ -341,7 +341,9 @@ pub fn save(
         .s3get(&r.key, &r.compressor, r.stream_guids())
         .map_err(|e| Failure::usage(format!("cannot save {}: object {} was {e}", r.describe(), ctx.url(&r.key))))?;
     let part = format!("{file}.part");
-    let command = format!("{get} > {} && mv {} {}", quote(&part), quote(&part), quote(file));
+    // FILE.part never outlives a failure (a full disk stays full otherwise).
+    let (p, f) = (quote(&part), quote(file));
+    let command = format!("{get} > {p} && mv {p} {f} || {{ rc=$?; rm -f {p}; exit $rc; }}");
     let mut reason = match r.kind {
         Kind::Full => format!("full stream of @{}", r.snapshot),
         Kind::Inc => format!("incremental stream from @{} to @{}", r.from_snap.as_deref().unwrap_or("?"), r.snapshot),
@@ -511,7 +513,8 @@ mod tests {
         assert_eq!(
             s.command,
             "s3get --decompress zstd --zfs-stream --expect-guid 2 --expect-from 1 s3://bkt/tank/data/@s2/zsnap1,guid=2 \
-             > '/tmp/my file.part' && mv '/tmp/my file.part' '/tmp/my file'"
+             > '/tmp/my file.part' && mv '/tmp/my file.part' '/tmp/my file' || { rc=$?; rm -f '/tmp/my file.part'; \
+             exit $rc; }"
         );
     }
 }
