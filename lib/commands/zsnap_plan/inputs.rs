@@ -96,7 +96,7 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         bucket,
         prefix: settings.s3_prefix().to_string(),
         dataset: dataset.clone(),
-        connection: connection_flags(&settings, args.s3.path_style),
+        connection: connection_flags(&settings, &args.s3),
         customs: settings.customs.clone(),
     };
     let local = match needs.local {
@@ -141,19 +141,28 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
     Ok(inputs)
 }
 
-/// `--endpoint`, `--region`, `--profile` (and an addressing flag given to us) as the
-/// printed commands must repeat them; what came from the environment is inherited.
-fn connection_flags(s: &Settings, path_style_flag: Option<bool>) -> Vec<String> {
+/// `--endpoint`, `--region`, `--profile` (and the addressing, timeout and retry flags given
+/// to us) as the printed commands must repeat them, so the s3put and s3get that move the
+/// data wait and retry as the user said; what came from the environment is inherited.
+fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Args) -> Vec<String> {
     let mut out = Vec::new();
     for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
         if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {
             out.extend([flag.to_string(), v.clone()]);
         }
     }
-    match path_style_flag {
+    match flags.path_style {
         Some(true) => out.push("--path-style".into()),
         Some(false) => out.push("--virtual-host".into()),
         None => {}
+    }
+    for (flag, t) in [("--connect-timeout", flags.connect_timeout), ("--read-timeout", flags.read_timeout)] {
+        if let Some(t) = t {
+            out.extend([flag.to_string(), format!("{}s", t.as_secs())]);
+        }
+    }
+    if let Some(n) = flags.retries {
+        out.extend(["--retries".to_string(), n.to_string()]);
     }
     out
 }
@@ -203,9 +212,15 @@ mod tests {
         let env = |k: &str| (k == "ZSNAP_S3_ENDPOINT").then(|| "http://env:1".to_string());
         let file = crate::config::ConfigFile::parse("f.conf", "[main]\nPROFILE=backup\n").unwrap();
         let s = crate::config::resolve(&flags, &env, Some(&file)).unwrap();
+        let given = crate::cli::s3_flags::S3Args {
+            path_style: Some(false),
+            read_timeout: Some(std::time::Duration::from_secs(7)),
+            retries: Some(1),
+            ..Default::default()
+        };
         assert_eq!(
-            connection_flags(&s, Some(false)),
-            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host"]
+            connection_flags(&s, &given),
+            vec!["--region", "eu-1", "--profile", "backup", "--virtual-host", "--read-timeout", "7s", "--retries", "1"]
         );
     }
 }
