@@ -1,7 +1,10 @@
 //! One exit-code table for all zsnap binaries. Codes follow sysexits(3) where one fits,
 //! so cron mail and shell scripts can tell a bad flag from a dead endpoint from a cut stream.
-//! Low codes (1, 2) are verdicts (health warning/critical), never counts.
+//! Low codes (1, 2) are verdicts (health warning/critical), never counts. The library
+//! areas that do not speak in exit codes (lib/zfs) have their error kinds mapped here.
 
+use crate::zfs::error::{ZfsError, ZfsErrorKind};
+use crate::zfs::stream::{StreamError, StreamErrorKind};
 use std::fmt;
 
 /// An exit status with a stable meaning across every binary.
@@ -163,6 +166,34 @@ impl From<lexopt::Error> for Failure {
     }
 }
 
+/// A refused send stream: one that is empty or cut means the producer failed (67,
+/// nothing committed); anything else is bytes that do not verify (65).
+impl From<StreamError> for Failure {
+    fn from(e: StreamError) -> Failure {
+        let code = match e.kind {
+            StreamErrorKind::Empty | StreamErrorKind::Cut => ExitCode::StreamCut,
+            StreamErrorKind::Corrupt
+            | StreamErrorKind::Unsupported
+            | StreamErrorKind::WrongSnapshot
+            | StreamErrorKind::NotRaw => ExitCode::Data,
+        };
+        Failure::new(code, e.message)
+    }
+}
+
+/// Running zfs here: a missing dataset is 66; output we cannot read is the tool
+/// answering unexpectedly (76), like a server would.
+impl From<ZfsError> for Failure {
+    fn from(e: ZfsError) -> Failure {
+        let code = match e.kind {
+            ZfsErrorKind::NotFound => ExitCode::NotFound,
+            ZfsErrorKind::Failed => ExitCode::Failure,
+            ZfsErrorKind::Unreadable => ExitCode::Protocol,
+        };
+        Failure::new(code, e.message)
+    }
+}
+
 /// Render the exit-code table as plain text for `--help`.
 pub fn table_text() -> String {
     let mut s = String::from("EXIT CODES:\n");
@@ -200,5 +231,27 @@ mod tests {
             assert_eq!(n, 1, "{c:?} ({}) must appear once in TABLE", c.code());
         }
         assert_eq!(TABLE.len(), all.len());
+    }
+
+    #[test]
+    fn library_errors_map_to_codes() {
+        let stream = |kind| Failure::from(StreamError { kind, message: "m".into() }).code;
+        let cases = [
+            (StreamErrorKind::Empty, ExitCode::StreamCut),
+            (StreamErrorKind::Cut, ExitCode::StreamCut),
+            (StreamErrorKind::Corrupt, ExitCode::Data),
+            (StreamErrorKind::Unsupported, ExitCode::Data),
+            (StreamErrorKind::WrongSnapshot, ExitCode::Data),
+            (StreamErrorKind::NotRaw, ExitCode::Data),
+        ];
+        for (kind, want) in cases {
+            assert_eq!(stream(kind), want, "{kind:?}");
+        }
+        let f: Failure = crate::zfs::stream::verify(b"").unwrap_err().into();
+        assert_eq!((f.code, f.message.as_str()), (ExitCode::StreamCut, "empty stream (no bytes at all)"));
+        let zfs = |kind| Failure::from(ZfsError::new(kind, "m")).code;
+        assert_eq!(zfs(ZfsErrorKind::NotFound), ExitCode::NotFound);
+        assert_eq!(zfs(ZfsErrorKind::Failed), ExitCode::Failure);
+        assert_eq!(zfs(ZfsErrorKind::Unreadable), ExitCode::Protocol);
     }
 }

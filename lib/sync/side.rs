@@ -91,7 +91,7 @@ impl Side {
         });
         match ssh_failed {
             Some(f) => Err(f),
-            None => f,
+            None => Ok(f?),
         }
     }
 

@@ -7,7 +7,8 @@
 //! `load-key` and `version`; zfs-fuse 0.7 lists `send [-RDp]` and none of those commands.
 //! When `version` is listed, `zfs version` gives the name shown in status output.
 
-use crate::cli::{ExitCode, Failure};
+use super::error::{ZfsError, ZfsErrorKind};
+use crate::cli::Failure;
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 
@@ -61,9 +62,10 @@ impl Features {
         f
     }
 
-    /// Run the probe against the `zfs` on PATH.
+    /// Run the probe against the `zfs` on PATH; a [`Failure`] because its callers only
+    /// pass the error on to `main`.
     pub fn detect() -> Result<Features, Failure> {
-        Features::detect_with("this host", &mut |args| run(args))
+        Ok(Features::detect_with("this host", &mut |args| run(args))?)
     }
 
     /// Run the probe with `run` (which runs `zfs ARGS` somewhere, e.g. over ssh, and
@@ -71,11 +73,12 @@ impl Features {
     pub fn detect_with(
         place: &str,
         run: &mut dyn FnMut(&[&str]) -> std::io::Result<String>,
-    ) -> Result<Features, Failure> {
-        let usage = run(&[]).map_err(|e| Failure::new(ExitCode::Failure, format!("cannot run zfs on {place}: {e}")))?;
+    ) -> Result<Features, ZfsError> {
+        let failed = |m: String| ZfsError::new(ZfsErrorKind::Failed, m);
+        let usage = run(&[]).map_err(|e| failed(format!("cannot run zfs on {place}: {e}")))?;
         if !usage.contains("send") {
             let line = usage.split_whitespace().collect::<Vec<_>>().join(" ");
-            return Err(Failure::new(ExitCode::Failure, format!("zfs on {place} printed no usage to probe: {line}")));
+            return Err(failed(format!("zfs on {place} printed no usage to probe: {line}")));
         }
         let mut f = Features::parse(&usage, None);
         if f.commands.contains("version") {

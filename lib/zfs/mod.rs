@@ -2,6 +2,7 @@
 //! `zfs` to list snapshots (parsing its output into plain data), and the one probe of what
 //! the local `zfs` supports.
 
+pub mod error;
 pub mod features;
 pub mod send;
 pub mod snapshots;

@@ -7,8 +7,9 @@
 //! guid is that of the snapshot they mark) and, where the `zfs` has encryption, the
 //! dataset's `encryption` property: one `zfs get` says all a backup plan needs locally.
 
+use super::error::{ZfsError, ZfsErrorKind};
 use super::features::Features;
-use crate::cli::{ExitCode, Failure};
+use crate::cli::Failure;
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -180,42 +181,49 @@ pub fn matching(snapshots: Vec<Snapshot>, prefix: &str) -> Vec<Snapshot> {
     snapshots.into_iter().filter(|s| s.name.starts_with(prefix)).collect()
 }
 
-/// What a failed `zfs get` said, as a failure: a missing dataset is exit 66.
-pub fn failure(dataset: &str, stderr: &str) -> Failure {
+/// What a failed `zfs get` said: a missing dataset is [`ZfsErrorKind::NotFound`].
+pub fn get_error(dataset: &str, stderr: &str) -> ZfsError {
     if stderr.contains("does not exist") {
-        Failure::new(ExitCode::NotFound, format!("dataset {dataset} does not exist"))
+        ZfsError::new(ZfsErrorKind::NotFound, format!("dataset {dataset} does not exist"))
     } else {
         let line = stderr.split_whitespace().collect::<Vec<_>>().join(" ");
-        Failure::new(ExitCode::Failure, format!("zfs get on {dataset} failed: {line}"))
+        ZfsError::new(ZfsErrorKind::Failed, format!("zfs get on {dataset} failed: {line}"))
     }
 }
 
 /// Run zfs. `Ok(None)` when the dataset does not exist (restore's target may not).
+/// A [`Failure`] because its callers only pass the error on to `main`.
 pub fn list_if_exists(dataset: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
     match list(dataset) {
         Ok(v) => Ok(Some(v)),
-        Err(f) if f.code == ExitCode::NotFound => Ok(None),
-        Err(f) => Err(f),
+        Err(e) if e.kind == ZfsErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Every snapshot of exactly `dataset`, ordered by createtxg.
-pub fn list(dataset: &str) -> Result<Vec<Snapshot>, Failure> {
-    Ok(read(dataset, &Features::default())?.snapshots)
+pub fn list(dataset: &str) -> Result<Vec<Snapshot>, ZfsError> {
+    Ok(zfs_get(dataset, &Features::default())?.snapshots)
 }
 
-/// Snapshots, bookmarks and encryption of `dataset`, as far as `features` has them.
+/// [`zfs_get`] with its error as a [`Failure`], for callers that only pass it on to `main`.
 pub fn read(dataset: &str, features: &Features) -> Result<Listing, Failure> {
+    Ok(zfs_get(dataset, features)?)
+}
+
+/// Snapshots, bookmarks and encryption of `dataset`, as far as `features` has them: one
+/// `zfs get` here.
+pub fn zfs_get(dataset: &str, features: &Features) -> Result<Listing, ZfsError> {
     let out = Command::new("zfs")
         .args(command_args(dataset, features))
         .output()
-        .map_err(|e| Failure::new(ExitCode::Failure, format!("cannot run zfs: {e}")))?;
+        .map_err(|e| ZfsError::new(ZfsErrorKind::Failed, format!("cannot run zfs: {e}")))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        return Err(failure(dataset, &stderr));
+        return Err(get_error(dataset, &stderr));
     }
     parse_listing(dataset, &String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| Failure::new(ExitCode::Protocol, format!("cannot read zfs get output: {e}")))
+        .map_err(|e| ZfsError::new(ZfsErrorKind::Unreadable, format!("cannot read zfs get output: {e}")))
 }
 
 #[cfg(test)]
@@ -285,8 +293,8 @@ p/d/child@c\tcreatetxg\t24
         let v = matching(parse("p/d", OUT).unwrap(), "with");
         assert_eq!(v.len(), 1);
         assert_eq!(matching(parse("p/d", OUT).unwrap(), "").len(), 3);
-        let f = failure("tank/x", "cannot open 'tank/x': dataset does not exist\n");
-        assert_eq!((f.code, f.message.as_str()), (ExitCode::NotFound, "dataset tank/x does not exist"));
-        assert_eq!(failure("tank/x", "boom").code, ExitCode::Failure);
+        let e = get_error("tank/x", "cannot open 'tank/x': dataset does not exist\n");
+        assert_eq!((e.kind, e.message.as_str()), (ZfsErrorKind::NotFound, "dataset tank/x does not exist"));
+        assert_eq!(get_error("tank/x", "boom").kind, ZfsErrorKind::Failed);
     }
 }

@@ -12,7 +12,6 @@
 //! streams are refused. OpenZFS 2.x also puts a running fletcher-4 in the last 32 bytes of
 //! every record but BEGIN; it is checked where non-zero (zfs-fuse leaves it zero).
 
-use crate::cli::{ExitCode, Failure};
 use std::fmt;
 
 /// Size of one `dmu_replay_record_t`.
@@ -199,7 +198,8 @@ impl StreamSum {
 // ---------------------------------------------------------------------------------------
 // Errors and results
 
-/// Why a stream was refused; decides the exit code.
+/// Why a stream was refused. The exit code in parentheses is the one `lib/cli` maps the
+/// kind to (`From<StreamError> for Failure`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamErrorKind {
     /// No bytes at all (67: nothing committed; the producer most likely failed).
@@ -232,13 +232,6 @@ impl StreamError {
     fn corrupt(message: impl Into<String>) -> Self {
         StreamError::new(StreamErrorKind::Corrupt, message)
     }
-
-    pub fn exit_code(&self) -> ExitCode {
-        match self.kind {
-            StreamErrorKind::Empty | StreamErrorKind::Cut => ExitCode::StreamCut,
-            _ => ExitCode::Data,
-        }
-    }
 }
 
 impl fmt::Display for StreamError {
@@ -248,12 +241,6 @@ impl fmt::Display for StreamError {
 }
 
 impl std::error::Error for StreamError {}
-
-impl From<StreamError> for Failure {
-    fn from(e: StreamError) -> Failure {
-        Failure::new(e.exit_code(), e.message)
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
@@ -975,10 +962,8 @@ mod tests {
             let e = g.clone().finish().expect_err(&format!("{name} cut at {at} passed"));
             if at == 0 {
                 assert_eq!(e.kind, StreamErrorKind::Empty);
-                assert_eq!(e.exit_code(), ExitCode::StreamCut);
             } else {
                 assert_eq!(e.kind, StreamErrorKind::Cut, "{name} at {at}: {e}");
-                assert_eq!(e.exit_code(), ExitCode::StreamCut);
                 assert!(e.message.starts_with(&format!("stream cut after {at} bytes (no ")), "{e}");
             }
             // A clone says what a gate fed only the prefix says.
@@ -1036,7 +1021,6 @@ mod tests {
         data[2_000_000] ^= 0x10;
         let e = verify(&data).unwrap_err();
         assert_eq!(e.kind, StreamErrorKind::Corrupt);
-        assert_eq!(e.exit_code(), ExitCode::Data);
         let end_at = data.len() - RECORD_LEN;
         assert_eq!(e.message, format!("END checksum mismatch for srcpool/data@s1 at byte {end_at}"));
         // OpenZFS streams: the next record's own checksum catches it early.
@@ -1057,7 +1041,7 @@ mod tests {
     fn garbage_empty_and_trailing_bytes() {
         let e = verify(&noise(5000, 3)).unwrap_err();
         assert_eq!(e.message, "not a zfs send stream (bad magic at byte 0)");
-        assert_eq!(e.exit_code(), ExitCode::Data);
+        assert_eq!(e.kind, StreamErrorKind::Corrupt);
         // Said after 16 bytes, not only once a whole record came.
         let mut g = StreamGate::new();
         assert!(g.feed(b"hello, this is not zfs").is_err());
@@ -1070,7 +1054,7 @@ mod tests {
             data.push(0);
             let e = verify(&data).unwrap_err();
             assert_eq!(e.message, format!("data after the final END record (at byte {len})"), "{name}");
-            assert_eq!(e.exit_code(), ExitCode::Data);
+            assert_eq!(e.kind, StreamErrorKind::Corrupt);
             // Two streams back to back are not one stream either.
             data.pop();
             let twice = [data.clone(), data].concat();
@@ -1126,13 +1110,10 @@ mod tests {
     }
 
     #[test]
-    fn failures_map_to_exit_codes() {
-        let f: Failure = verify(b"").unwrap_err().into();
-        assert_eq!(f.code, ExitCode::StreamCut);
-        let f: Failure = verify(&fixture("inc-s1-s2")[..5000]).unwrap_err().into();
-        assert_eq!(f.code, ExitCode::StreamCut);
-        let f: Failure = verify(&noise(400, 1)).unwrap_err().into();
-        assert_eq!(f.code, ExitCode::Data);
+    fn a_cut_real_stream_is_cut_and_noise_is_corrupt() {
+        assert_eq!(verify(b"").unwrap_err().kind, StreamErrorKind::Empty);
+        assert_eq!(verify(&fixture("inc-s1-s2")[..5000]).unwrap_err().kind, StreamErrorKind::Cut);
+        assert_eq!(verify(&noise(400, 1)).unwrap_err().kind, StreamErrorKind::Corrupt);
     }
 
     /// `cargo test --release --lib fletcher_speed -- --ignored --nocapture`
