@@ -12,5 +12,6 @@ pub mod config;
 pub mod health;
 pub mod plan;
 pub mod s3;
+pub mod stream_in;
 pub mod sync;
 pub mod zfs;

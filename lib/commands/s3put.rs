@@ -12,8 +12,9 @@ use crate::cli::{early_exit, first_signal, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
 use crate::s3::objects;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
-use crate::s3::upload::{self, GateSpec, Source, UploadSpec};
+use crate::s3::upload::{self, UploadSpec};
 use crate::s3::{client, uploads, S3Url};
+use crate::stream_in::{self, GateSpec, InputSpec, Source};
 use lexopt::prelude::*;
 use std::ffi::OsString;
 use std::time::{Duration, SystemTime};
@@ -298,7 +299,8 @@ pub struct Args {
 pub enum Action {
     Upload {
         spec: Box<UploadSpec>,
-        source: Source,
+        /// What is read and how: source, gate, codec or filter.
+        input: Box<InputSpec>,
         progress: bool,
         /// `--expected-size`: what the progress line measures the stream against.
         expected: Option<u64>,
@@ -521,16 +523,26 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         lock_until,
         allow_empty,
         checksums,
-        gate,
-        codec,
-        threads,
-        filter,
+        compressor: (codec != Codec::None && filter.is_none()).then(|| codec.name().to_string()),
     };
     let source = match exec {
         Some(cmd) => Source::Exec(cmd),
         None => Source::Stdin,
     };
-    Ok(Ok(Args { url, s3, action: Action::Upload { spec: Box::new(spec), source, progress, expected } }))
+    let input = InputSpec { source, gate, codec, threads, filter, allow_empty };
+    Ok(Ok(Args {
+        url,
+        s3,
+        action: Action::Upload { spec: Box::new(spec), input: Box::new(input), progress, expected },
+    }))
+}
+
+/// The input pipeline writes into the uploader's parts; plain input is read straight into
+/// part buffers.
+impl stream_in::PartSink for upload::PartWriter {
+    fn read_from(&mut self, src: &mut dyn std::io::Read) -> Result<u64, Failure> {
+        self.fill_from(src)
+    }
 }
 
 fn check_lock_mode(mode: &str) -> Result<(), Failure> {
@@ -568,7 +580,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
 async fn run(args: Args) -> Result<(), Failure> {
     let client = client::connect(&args.s3).await;
     match args.action {
-        Action::Upload { spec, source, progress, expected } => {
+        Action::Upload { spec, input, progress, expected } => {
             // A lock the server would silently drop (Garage) must fail before anything is
             // stored, not leave an unlocked backup that looks locked.
             if spec.lock_mode.is_some() {
@@ -576,9 +588,12 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
             let progress = Progress::new(progress).with_total(expected);
             let ticker = progress.spawn_ticker("s3put", "uploaded");
-            let result = upload::upload(&client, &spec, source, &progress, first_signal()).await;
+            // The producer starts only now, after the checks above.
+            let opened = stream_in::open(&input, progress.input.clone())?;
+            let result =
+                upload::upload(&client, &spec, &progress, first_signal(), move |parts| opened.read_into(parts)).await;
             progress.finish(ticker);
-            let r = result?;
+            let (r, read) = result?;
             let mut line = serde_json::json!({
                 "key": spec.url.to_string(),
                 "bytes": r.bytes,
@@ -588,13 +603,13 @@ async fn run(args: Args) -> Result<(), Failure> {
                 "seconds": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
                 "mb_per_s": mb_per_s(r.bytes, r.elapsed),
                 "multipart": r.multipart,
-                "compressor": if spec.filter.is_some() { "filter" } else { spec.codec.name() },
-                "input_bytes": r.input_bytes,
+                "compressor": if input.filter.is_some() { "filter" } else { input.codec.name() },
+                "input_bytes": read.input_bytes,
             });
-            if let Some(f) = &spec.filter {
+            if let Some(f) = &input.filter {
                 line["filter"] = f.as_str().into();
             }
-            if let Some(s) = &r.stream {
+            if let Some(s) = &read.stream {
                 line["stream"] = s.to_json();
             }
             json_line(&line)
@@ -697,12 +712,13 @@ mod tests {
     fn stream_flags() {
         let a =
             parse_ok(&["--zfs-stream", "--expect-guid", "18446744073709551615", "--expect-from", "0", "s3://bkt/k"]);
-        let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(u64::MAX), expect_from: Some(0), expect_raw: false }));
-        assert_eq!(spec.codec, Codec::None);
+        let Action::Upload { input, .. } = a.action else { panic!() };
+        assert_eq!(input.gate, Some(GateSpec { expect_guid: Some(u64::MAX), expect_from: Some(0), expect_raw: false }));
+        assert_eq!(input.codec, Codec::None);
         let a = parse_ok(&["-z", "zstd:9", "-T", "3", "s3://bkt/k"]);
-        let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!((spec.codec, spec.threads, spec.gate), (Codec::Zstd { level: 9 }, 3, None));
+        let Action::Upload { spec, input, .. } = a.action else { panic!() };
+        assert_eq!((input.codec, input.threads, input.gate), (Codec::Zstd { level: 9 }, 3, None));
+        assert_eq!(spec.compressor.as_deref(), Some("zstd"), "recorded as zsnap-compressor");
         for (args, needle) in [
             (&["--expect-guid", "1", "s3://bkt/k"][..], "need --zfs-stream"),
             (&["--zfs-stream", "--expect-guid", "-1", "s3://bkt/k"][..], "--expect-guid"),
@@ -724,15 +740,15 @@ mod tests {
         assert!(e.message.starts_with("refusing to store a zsnap backup key from a bare pipe"), "{}", e.message);
         // With the gate, the key's guids become what the stream must be.
         let a = parse_ok(&["--zfs-stream", key]);
-        let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0), expect_raw: false }));
+        let Action::Upload { input, .. } = a.action else { panic!() };
+        assert_eq!(input.gate, Some(GateSpec { expect_guid: Some(1), expect_from: Some(0), expect_raw: false }));
         let inc = "s3://bkt/tank/data/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd";
         let a = parse_ok(&["--zfs-stream", "--expect-guid", "22", inc]);
-        let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: false }));
+        let Action::Upload { input, .. } = a.action else { panic!() };
+        assert_eq!(input.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: false }));
         let raw = "s3://bkt/tank/enc/@s2/zsnap1,kind=inc,guid=22,from=11,fromsnap=s1,time=2,z=zstd,send=w";
-        let Action::Upload { spec, .. } = parse_ok(&["--zfs-stream", raw]).action else { panic!() };
-        assert_eq!(spec.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: true }));
+        let Action::Upload { input, .. } = parse_ok(&["--zfs-stream", raw]).action else { panic!() };
+        assert_eq!(input.gate, Some(GateSpec { expect_guid: Some(22), expect_from: Some(11), expect_raw: true }));
         // The catalog would not list a key without kind=: s3put does not store one.
         let e = parse_err(&["--zfs-stream", "s3://bkt/tank/data/@s1/zsnap1,guid=5"]);
         assert!(e.message.contains("is not a valid zsnap1 backup key (no kind)"), "{}", e.message);

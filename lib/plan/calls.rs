@@ -174,17 +174,17 @@ mod tests {
         ];
         for call in calls {
             let a = put(&call.argv());
-            let s3put::Action::Upload { spec, source, expected, .. } = a.action else { panic!("{call:?}") };
+            let s3put::Action::Upload { spec, input, expected, .. } = a.action else { panic!("{call:?}") };
             assert_eq!(spec.url.to_string(), call.url);
-            let gate = spec.gate.expect("--zfs-stream");
+            let gate = input.gate.expect("--zfs-stream");
             assert_eq!(
                 (gate.expect_guid, gate.expect_from, gate.expect_raw),
                 (Some(call.expect_guid), Some(call.expect_from), call.expect_raw)
             );
-            assert_eq!(source, crate::s3::upload::Source::Exec(join(&call.exec)));
+            assert_eq!(input.source, crate::stream_in::Source::Exec(join(&call.exec)));
             match &call.compress {
-                CompressArg::Compress(c) => assert_eq!(spec.codec, Codec::parse(c).unwrap()),
-                CompressArg::Filter(f) => assert_eq!(spec.filter.as_deref(), Some(f.as_str())),
+                CompressArg::Compress(c) => assert_eq!(input.codec, Codec::parse(c).unwrap()),
+                CompressArg::Filter(f) => assert_eq!(input.filter.as_deref(), Some(f.as_str())),
             }
             assert_eq!(expected, call.expected_size);
             assert_eq!(spec.lock_mode.as_deref(), call.lock.map(|l| l.mode));
