@@ -255,7 +255,14 @@ pub fn plan(
     let ds = &ctx.dataset;
     let local = src.snapshots;
     if local.is_empty() {
-        return Err(Failure::new(ExitCode::NotFound, format!("no snapshots of {ds} match prefix '{snapshot_prefix}'")));
+        // Backups send snapshots, they do not take them: say how to take one.
+        return Err(Failure::new(
+            ExitCode::NotFound,
+            format!(
+                "no snapshots of {ds} match prefix '{snapshot_prefix}': take one with `zsnap-snapshot --dataset {ds} \
+                 daily` (or zfs snapshot {ds}@NAME)"
+            ),
+        ));
     }
     let target = match &req.snapshot {
         Some(name) => local.iter().position(|s| &s.name == name).ok_or_else(|| {
@@ -749,7 +756,11 @@ mod tests {
             plan(&ctx(), &Compressor::None, "daily-", &Source::default(), &[], &[], &Request::default()).unwrap_err();
         assert_eq!(
             (e.code, e.message.as_str()),
-            (ExitCode::NotFound, "no snapshots of tank/data match prefix 'daily-'")
+            (
+                ExitCode::NotFound,
+                "no snapshots of tank/data match prefix 'daily-': take one with `zsnap-snapshot --dataset tank/data \
+                 daily` (or zfs snapshot tank/data@NAME)"
+            )
         );
         let e =
             run(&[snap("s1", 1, 1)], &[], Request { snapshot: Some("nope".into()), ..Request::default() }).unwrap_err();
