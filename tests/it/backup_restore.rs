@@ -3,8 +3,7 @@
 //! broken chain refused before the pool is touched, renamed and remote-only snapshots,
 //! foreign objects, a zfs3backup-format bucket, the lock, and --dry-run's promise.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;

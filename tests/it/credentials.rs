@@ -1,8 +1,7 @@
 //! The standard AWS credential chain, beyond environment variables: named profiles in
 //! the shared files and `credential_process` (how SSO helpers and vaults plug in).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Write AWS config files into a fresh dir and return (config, credentials) paths.
 fn aws_files(ctx: &Ctx, name: &str, config: &str, credentials: &str) -> (String, String) {

@@ -1,8 +1,7 @@
 //! The man pages in man/ are rendered from the same flag tables as `--help`; this keeps
 //! the committed files from drifting. Regenerate with `BIN --man > man/BIN.1`.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 fn output_of(bin: &str, flag: &str) -> String {

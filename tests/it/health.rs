@@ -1,8 +1,7 @@
 //! zsnap-health on real backups (zfs-fuse + Garage): a healthy chain, a deleted middle
 //! incremental, an old newest backup, a stale upload cleaned, pings, and S3 failures.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{Read, Write};
 use std::time::Duration;
 

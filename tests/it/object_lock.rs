@@ -2,8 +2,7 @@
 //! neither): a locked object survives `s3put --delete`, `--extend-lock` only ever raises
 //! a retention, and a backup host's put-only key uploads but cannot delete.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const FAR: &str = "2098-01-01T00:00:00Z";
 const FARTHER: &str = "2099-01-01T00:00:00Z";

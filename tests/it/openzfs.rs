@@ -5,8 +5,7 @@
 //! cut zsync-ssh transfer resumed from receive_resume_token. Every test's name starts with
 //! openzfs_ (plain `tests/run` skips them by that prefix).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 
 const KEY_FILE: &str = "/root/zsnap-test.key";

@@ -4,8 +4,7 @@
 //! `s3put --exec 'zfs send …'` under the keys zsnap-plan chose, and the restore chains it
 //! prints are received with plain `s3get | zfs recv`, so the plans are checked end to end.
 
-mod common;
-use common::*;
+use crate::common::{self, *};
 use serde_json::Value;
 use std::process::Command;
 

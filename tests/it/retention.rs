@@ -4,8 +4,7 @@
 //! cannot be met reported instead of forced, two clients with their own keys and buckets,
 //! and typed local snapshots rotated around the S3 base and holds.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 

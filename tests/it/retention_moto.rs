@@ -2,8 +2,7 @@
 //! docs/iam/backup-host.json backs up and restores but cannot prune, and Object Lock: new
 //! backups locked, the chain under an incremental extended, locked objects never pruned.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// A site whose scripts talk to moto in `bucket` with `keys`.

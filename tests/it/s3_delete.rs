@@ -1,8 +1,7 @@
 //! `s3put --delete` against Garage: batch DeleteObjects in the order given, one JSON line
 //! per key, a missing key counted as deleted, and more keys than one request takes.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn delete_three_one_of_them_missing() {

@@ -3,8 +3,7 @@
 //! with zfs recv; cut, killed, corrupt, garbage and empty streams commit nothing, even
 //! from a bare stdin pipe where end of input looks the same either way.
 
-mod common;
-use common::*;
+use crate::common::{self, *};
 use std::process::Command;
 
 /// `zfs send ARGS` into memory (zfs-fuse's streams are byte-identical on every run).

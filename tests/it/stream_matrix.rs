@@ -7,8 +7,7 @@
 //! zsnap1 keys that `zsnap-health --deep` finds whole. Damaged ones commit nothing.
 //! Needs only the Garage bench: the streams are files, no pool is used.
 
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

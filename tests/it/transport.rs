@@ -1,8 +1,7 @@
 //! s3put → Garage → s3get round trips at the sizes where part logic changes, metadata
 //! seen by a peer client, objects written by peers read back, and s3get's verification.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 /// Upload, check the JSON report, download, compare bytes.

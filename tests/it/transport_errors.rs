@@ -2,8 +2,7 @@
 //! leaves nothing behind: credentials, permissions, buckets, endpoints, DNS, TLS,
 //! throttling, part limits, closed or full stdout.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,8 +1,7 @@
 //! The central promise: a cut stream never becomes an object. Killed producers,
 //! signals, kill -9 of s3put, and a server that goes away mid-upload.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;

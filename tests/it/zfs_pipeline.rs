@@ -2,8 +2,7 @@
 //! and an incremental backup restored into a new dataset with identical files, and real
 //! `zfs send` failures (missing snapshot, cut stream) committing nothing.
 
-mod common;
-use common::*;
+use crate::common::{self, *};
 
 #[test]
 fn full_and_incremental_round_trip_through_s3() {

@@ -2,8 +2,7 @@
 //! zfs-fuse "host" (bench/host2: own namespaces, reached by ssh). Files are compared on both
 //! sides after every sync; failures must leave the target at its last good snapshot.
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -93,6 +93,8 @@ pub struct GuestSite {
     pub env: Vec<(String, String)>,
     /// Whether dropping the site destroys the dataset (not for a [`GuestSite::shadow`]).
     owns: bool,
+    /// The listing of its datasets in [`test_state`] (the owner's).
+    noted: Option<u64>,
 }
 
 impl GuestSite {
@@ -106,7 +108,17 @@ impl GuestSite {
         let config = ctx.bench.work.join(format!("{name}.conf"));
         std::fs::write(&config, "").expect("write config");
         let locks = ctx.bench.work.join(format!("{name}-locks"));
-        GuestSite { ctx, guest, data, config, locks, env: Vec::new(), owns: true }
+        // Both pools, but only this test's datasets: the site's, its restores (DATA…) and
+        // replicas named like it on the second pool.
+        let (zfs, pools) = (format!("{}/zfs", guest.bin), [guest.pool.clone(), guest.pool2.clone()]);
+        let mine = format!("/{}", data.rsplit('/').next().unwrap_or(&data));
+        let title = format!("zfs list -t all -r {} {} (in the guest), lines with {mine}", pools[0], pools[1]);
+        let noted = note(title, Some(mine), move || {
+            let mut c = Command::new(&zfs);
+            c.args(["list", "-t", "all", "-r"]).args(&pools);
+            c
+        });
+        GuestSite { ctx, guest, data, config, locks, env: Vec::new(), owns: true, noted: Some(noted) }
     }
 
     /// Another client of the same dataset: its own corner of the bucket (prefix), config
@@ -117,7 +129,7 @@ impl GuestSite {
         std::fs::write(&config, "").expect("write config");
         let locks = ctx.bench.work.join(format!("{name}-locks"));
         let env = other.env.clone();
-        GuestSite { ctx, guest: Guest::get(), data: other.data.clone(), config, locks, env, owns: false }
+        GuestSite { ctx, guest: Guest::get(), data: other.data.clone(), config, locks, env, owns: false, noted: None }
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
@@ -175,6 +187,9 @@ impl GuestSite {
 
 impl Drop for GuestSite {
     fn drop(&mut self) {
+        if let Some(id) = self.noted {
+            forget(id);
+        }
         if !self.owns {
             return;
         }

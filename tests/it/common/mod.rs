@@ -1,7 +1,9 @@
 //! Integration-test harness: runs the real binaries against the real bench that
 //! `tests/run` starts (Garage on 127.0.0.1, zfs-fuse). A missing bench is a failure,
 //! never a skip. Every command has a bounded timeout; a failed assertion prints the
-//! command, its exit status, stdout and stderr.
+//! command, its exit status, stdout and stderr, and then the test's state: `zfs list` of
+//! its pools and the objects under its prefixes (see [`test_state`]). A test's prefix is
+//! emptied when its [`Ctx`] is dropped.
 #![allow(dead_code)]
 
 pub mod guest;
@@ -12,16 +14,19 @@ pub use guest::*;
 #[allow(unused_imports)]
 pub use site::*;
 
+use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Default bound on any one command.
 pub const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// What `tests/run` exported about the bench.
+#[derive(Clone)]
 pub struct Bench {
     pub endpoint: String,
     pub bucket: String,
@@ -61,18 +66,33 @@ pub fn garage_bin() -> String {
     std::env::var("ZSNAP_GARAGE").unwrap_or_else(|_| "garage".into())
 }
 
-/// A test's own corner of the bucket: `t/<name>-<pid>-<n>/`.
+/// A test's own corner of the bucket: `t/<name>-<pid>-<n>/`, listed in the test's failure
+/// reports and emptied when dropped.
 pub struct Ctx {
     pub bench: Bench,
     pub prefix: String,
+    /// Its listing in [`test_state`].
+    noted: u64,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Flags that keep one rclone call short when the server is slow or gone.
+const RCLONE_BOUNDS: [&str; 8] =
+    ["--contimeout", "5s", "--timeout", "15s", "--retries", "1", "--low-level-retries", "2"];
+
 impl Ctx {
     pub fn new(name: &str) -> Ctx {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        Ctx { bench: Bench::get(), prefix: format!("t/{name}-{}-{n}/", std::process::id()) }
+        let bench = Bench::get();
+        let prefix = format!("t/{name}-{}-{n}/", std::process::id());
+        let (b, at) = (bench.clone(), format!("t:{}/{prefix}", bench.bucket));
+        let noted = note(format!("rclone lsl {at}"), None, move || {
+            let mut c = rclone_on(&b);
+            c.args(RCLONE_BOUNDS).args(["lsl", &at]);
+            c
+        });
+        Ctx { bench, prefix, noted }
     }
 
     pub fn url(&self, key: &str) -> String {
@@ -124,6 +144,21 @@ impl Ctx {
     }
 }
 
+impl Drop for Ctx {
+    /// Delete every object under this prefix of the bench's bucket (only that: a test
+    /// playing another client on another bucket or server cleans up after itself), in one
+    /// bounded rclone call whose failure is ignored.
+    fn drop(&mut self) {
+        forget(self.noted);
+        if !self.prefix.starts_with("t/") || self.prefix.len() <= 2 || !self.prefix.ends_with('/') {
+            return;
+        }
+        let mut c = rclone_on(&self.bench);
+        c.args(RCLONE_BOUNDS).args(["purge", &format!("t:{}/{}", self.bench.bucket, self.prefix)]);
+        let _ = bounded(c, Duration::from_secs(60));
+    }
+}
+
 pub fn bin_path(bin: &str) -> PathBuf {
     match bin {
         "s3put" => PathBuf::from(env!("CARGO_BIN_EXE_s3put")),
@@ -151,12 +186,13 @@ impl Output {
 
     fn report(&self) -> String {
         format!(
-            "command: {}\nexit: {}\nstdout ({} bytes): {}\nstderr: {}",
+            "command: {}\nexit: {}\nstdout ({} bytes): {}\nstderr: {}{}",
             self.cmd,
             self.code(),
             self.stdout.len(),
             String::from_utf8_lossy(&self.stdout[..self.stdout.len().min(2000)]),
-            self.stderr
+            self.stderr,
+            test_state()
         )
     }
 
@@ -294,11 +330,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// A throwaway pool on a sparse file, destroyed (with busy-retries) on drop.
+/// A throwaway pool on a sparse file, listed in the test's failure reports and destroyed
+/// (with busy-retries) on drop.
 pub struct Pool {
     pub name: String,
     pub file: PathBuf,
     pub mount: PathBuf,
+    /// Its listing in [`test_state`].
+    noted: u64,
 }
 
 impl Pool {
@@ -309,7 +348,13 @@ impl Pool {
         let mut c = Command::new(repo_path("bench/zfs"));
         c.args(["pool", &name]).arg(&file).arg(&mount);
         run(c, None, TIMEOUT).success();
-        Pool { name, file, mount }
+        let pool = name.clone();
+        let noted = note(format!("zfs list -t all -r {name}"), None, move || {
+            let mut c = Command::new("zfs");
+            c.args(["list", "-t", "all", "-r", &pool]);
+            c
+        });
+        Pool { name, file, mount, noted }
     }
 
     pub fn zfs(&self, args: &[&str]) -> Output {
@@ -331,6 +376,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        forget(self.noted);
         let mut c = Command::new(repo_path("bench/zfs"));
         c.args(["destroy-pool", &self.name]).arg(&self.file);
         let _ = c.status();
@@ -371,7 +417,11 @@ pub fn files_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
 
 /// rclone as a peer client on the bench (config from the environment only).
 pub fn rclone(ctx: &Ctx) -> Command {
-    let b = &ctx.bench;
+    rclone_on(&ctx.bench)
+}
+
+/// [`rclone`], for the bench's remote `t:`.
+fn rclone_on(b: &Bench) -> Command {
     let mut c = Command::new("rclone");
     c.env_remove("AWS_CA_BUNDLE")
         .env("RCLONE_CONFIG_T_TYPE", "s3")
@@ -487,4 +537,160 @@ impl Moto {
         c.arg(url);
         run(c, None, TIMEOUT)
     }
+}
+
+// What a failed test had: listings of its pools and objects, registered by whoever makes
+// them (Ctx, Pool, GuestSite) for as long as they live. Each test runs on its own thread,
+// so a thread-local list is that test's; threads a test spawns report without it.
+
+/// One listing of the running test's state.
+struct Probe {
+    id: u64,
+    title: String,
+    command: Box<dyn Fn() -> Command>,
+    /// Keep only the header and the lines containing this.
+    only: Option<String>,
+}
+
+thread_local! {
+    static PROBES: RefCell<Vec<Probe>> = const { RefCell::new(Vec::new()) };
+    /// Whether the state was already put into this thread's panic message.
+    static SHOWN: Cell<bool> = const { Cell::new(false) };
+}
+
+static PROBE_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// Bound on one listing's time, and on the lines and width it shows.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+const PROBE_LINES: usize = 40;
+const PROBE_WIDTH: usize = 200;
+
+/// Add a listing to this test's failure reports until [`forget`] (the owner's drop).
+/// `only` keeps the header and the lines containing it (a shared pool's other datasets).
+pub(crate) fn note(title: String, only: Option<String>, command: impl Fn() -> Command + 'static) -> u64 {
+    install_panic_hook();
+    let id = PROBE_IDS.fetch_add(1, Ordering::SeqCst);
+    let probe = Probe { id, title, command: Box::new(command), only };
+    let _ = PROBES.try_with(|p| p.try_borrow_mut().map(|mut v| v.push(probe)));
+    id
+}
+
+pub(crate) fn forget(id: u64) {
+    let _ = PROBES.try_with(|p| p.try_borrow_mut().map(|mut v| v.retain(|x| x.id != id)));
+}
+
+/// The running test's state for a failure report: each listing bounded in time and lines;
+/// one that cannot be made says why in a line. Empty when the test registered nothing.
+pub fn test_state() -> String {
+    let probes: Vec<(String, Command, Option<String>)> = PROBES
+        .try_with(|p| {
+            p.try_borrow()
+                .map(|v| v.iter().map(|x| (x.title.clone(), (x.command)(), x.only.clone())).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    if probes.is_empty() {
+        return String::new();
+    }
+    let _ = SHOWN.try_with(|s| s.set(true));
+    let mut out = String::from("\nthe test's state:");
+    for (title, c, only) in probes {
+        out.push_str(&format!("\n--- {title}"));
+        let body = match bounded(c, PROBE_TIMEOUT) {
+            Ok((0, stdout, _)) => {
+                let text = String::from_utf8_lossy(&stdout).into_owned();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .enumerate()
+                    .filter(|(i, l)| only.as_deref().is_none_or(|o| *i == 0 || l.contains(o)))
+                    .map(|(_, l)| l)
+                    .collect();
+                if lines.is_empty() {
+                    vec!["(nothing)".to_string()]
+                } else {
+                    let mut v: Vec<String> = lines.iter().take(PROBE_LINES).map(|l| clip(l)).collect();
+                    if lines.len() > PROBE_LINES {
+                        v.push(format!("… {} more lines", lines.len() - PROBE_LINES));
+                    }
+                    v
+                }
+            }
+            Ok((code, _, stderr)) => {
+                let first = String::from_utf8_lossy(&stderr).lines().find(|l| !l.trim().is_empty()).map(clip);
+                vec![format!("(cannot list: exit {code}: {})", first.unwrap_or_default())]
+            }
+            Err(e) => vec![format!("(cannot list: {e})")],
+        };
+        for line in body {
+            out.push('\n');
+            out.push_str(&line);
+        }
+    }
+    out
+}
+
+fn clip(line: &str) -> String {
+    match line.char_indices().nth(PROBE_WIDTH) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    }
+}
+
+/// A failed assertion that did not come through an [`Output`] (whose report has the state
+/// already) still shows the test's state, after the panic message.
+fn install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if !SHOWN.try_with(|s| s.replace(false)).unwrap_or(true) {
+                let state = test_state();
+                if !state.is_empty() {
+                    eprintln!("{}", state.trim_start());
+                }
+                let _ = SHOWN.try_with(|s| s.set(false));
+            }
+        }));
+    });
+}
+
+/// Run `c` for at most `limit`, never panicking: (exit code, stdout, stderr), or why not.
+/// A child left holding the pipes after the kill (ssh under a wrapper) is not waited for.
+fn bounded(mut c: Command, limit: Duration) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+    use std::os::unix::process::ExitStatusExt;
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|e| format!("cannot run {}: {e}", describe(&c)))?;
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            let _ = tx.send(v);
+        });
+        rx
+    };
+    let out = child.stdout.take().map(|p| reader(Box::new(p)));
+    let err = child.stderr.take().map(|p| reader(Box::new(p)));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no answer within {limit:?}; killed"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("waiting: {e}")),
+        }
+    };
+    let collect = |rx: Option<mpsc::Receiver<Vec<u8>>>| {
+        rx.and_then(|rx| {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1)).ok()
+        })
+        .unwrap_or_default()
+    };
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok((code, collect(out), collect(err)))
 }

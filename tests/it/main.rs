@@ -1,0 +1,24 @@
+//! The integration tests, one target (`cargo test --test it`) with one module per area, all
+//! on the real bench that `tests/run` starts. A test's full name is `MODULE::TEST`, so
+//! `bash tests/run transport::` runs one module; the `openzfs` module needs the OpenZFS
+//! guest (`bash tests/run --openzfs`) and plain `tests/run` skips it by `openzfs::`.
+
+mod common;
+
+mod backup_restore;
+mod credentials;
+mod docs;
+mod health;
+mod object_lock;
+mod openzfs;
+mod plan;
+mod retention;
+mod retention_moto;
+mod s3_delete;
+mod stream_gate;
+mod stream_matrix;
+mod transport;
+mod transport_errors;
+mod transport_interrupts;
+mod zfs_pipeline;
+mod zsync_ssh;
