@@ -37,6 +37,17 @@ take_global() {
     fi
 }
 
+# Run "$@" (a zfs command) until it succeeds, retrying about 10 s while its error says the
+# dataset is busy (a just-received dataset can be, for a moment). Any other error fails at once.
+zfs_retry_busy() {
+    local out tries=0
+    while ! out=$("$@" 2>&1); do
+        [[ "$out" == *busy* ]] && ((tries < 40)) || return 1
+        tries=$((tries + 1))
+        sleep 0.25
+    done
+}
+
 need_value() { (($# >= 2)) || die 64 "$1 needs a value"; }
 
 # Resolve the settings once, through zsnap-plan (flags > environment > config file >

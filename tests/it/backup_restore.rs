@@ -341,3 +341,131 @@ fn what_this_zfs_lacks_is_detected_and_said() {
     assert_eq!(lines(&out).len(), 1);
     assert!(site.keys()[0].ends_with(",send=p"), "{:?}", site.keys());
 }
+
+/// Flip one byte in the middle of the stored object holding `@snap` (re-uploaded whole, so
+/// S3's checksums match the bad bytes): only the stream's own checks can catch it.
+fn corrupt(site: &Site, snap: &str) {
+    let key = site.keys().into_iter().find(|k| k.contains(&format!("/@{snap}/"))).expect("the object");
+    let mut c = rclone(&site.ctx);
+    c.args(["cat", &format!("t:{}/{}{key}", site.ctx.bench.bucket, site.ctx.prefix)]);
+    let mut bytes = run(c, None, TIMEOUT).success().stdout;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let bad = site.ctx.bench.work.join(format!("{}-bad-{snap}", site.pool.name));
+    std::fs::write(&bad, &bytes).expect("write corrupt copy");
+    let mut c = site.ctx.cmd("s3put");
+    c.args(["--exec", &format!("cat {}", bad.display())]).arg(site.ctx.url(&key));
+    run(c, None, TIMEOUT).success();
+}
+
+/// A restore is all or nothing, and fails with the code of the stage that failed on its
+/// own: a corrupt last object is s3get's 65 (not the 1 of the zfs recv it starved), a new
+/// target is destroyed again, an existing one rolled back to where the run started; a save
+/// that fails leaves no FILE.part.
+#[test]
+fn a_failed_restore_leaves_the_pool_as_it_was_and_says_why() {
+    let site = Site::new("br-atomic", "ba");
+    site.write("a.bin", &data(MIB, 61));
+    site.snapshot("s1");
+    site.run("zsnap-backup", &[]).success();
+    site.write("b.bin", &data(MIB, 62));
+    site.snapshot("s2");
+    let t2 = tree(&site.dir());
+    site.write("c.bin", &data(MIB, 63));
+    site.snapshot("s3");
+    site.run("zsnap-backup", &[]).success();
+    corrupt(&site, "s3");
+
+    let fresh = site.pool.ds("fresh");
+    let out = site.run("zsnap-restore", &["latest", "--target", &fresh]);
+    out.fails_last(65, "zsnap-restore", "is destroyed again");
+    assert!(!site.exists(&fresh), "a half-restored {fresh} was left behind");
+
+    // An existing target with @s1 and @s2 gets only @s3, which fails: back to @s2.
+    let kept = site.pool.ds("kept");
+    site.run("zsnap-restore", &["2", "--target", &kept]).success();
+    let out = site.run("zsnap-restore", &["latest", "--target", &kept]);
+    out.fails_last(65, "zsnap-restore", "is rolled back to @s2");
+    assert_eq!(site.snapshots_of(&kept), ["s1", "s2"]);
+    assert_same(&tree(&site.mountpoint(&kept)), &t2, "the existing target as it was");
+
+    let file = site.ctx.bench.work.join(format!("{}-save", site.pool.name));
+    let out = site.run("zsnap-restore", &["save", "3", &file.display().to_string()]);
+    assert_eq!(out.code(), 65, "{}", out.stderr);
+    assert!(!file.exists(), "no FILE");
+    assert!(!file.with_extension("part").exists() && !PathBuf::from(format!("{}.part", file.display())).exists());
+}
+
+/// Timeouts and retries given to the scripts reach the s3put and s3get that move the data,
+/// not only zsnap-plan.
+#[test]
+fn timeouts_and_retries_reach_the_commands_that_move_data() {
+    let site = Site::new("br-timeouts", "bt");
+    site.write("a.bin", &data(MIB, 71));
+    site.snapshot("s1");
+    let flags = ["--connect-timeout", "4s", "--read-timeout", "9s", "--retries", "1"];
+    let mut args = vec!["--dry-run"];
+    args.extend(flags);
+    let out = site.run("zsnap-backup", &args).success();
+    assert!(
+        out.text().starts_with("s3put ") && out.text().contains(" --connect-timeout 4s --read-timeout 9s --retries 1 "),
+        "{}",
+        out.text()
+    );
+    site.run("zsnap-backup", &[]).success();
+    let mut args = vec!["--dry-run", "latest", "--target"];
+    let target = site.pool.ds("t");
+    args.push(&target);
+    args.extend(flags);
+    let out = site.run("zsnap-restore", &args).success();
+    assert!(
+        out.text().starts_with("s3get ") && out.text().contains(" --connect-timeout 4s --read-timeout 9s --retries 1 "),
+        "{}",
+        out.text()
+    );
+}
+
+/// `kill -9` of the script cannot be caught: the upload it started goes on, and holds the
+/// dataset's lock (its fd is inherited) until it ends, so no second run can race it; what
+/// it commits is whole. The stand-in compressor kills the script after 1 MB, then waits
+/// for a file before passing the rest on.
+#[test]
+fn a_kill_9_of_the_script_leaves_its_upload_holding_the_lock() {
+    let site = Site::new("br-kill9", "bn");
+    site.write("big.bin", &data(8 * MIB, 81));
+    site.snapshot("s1");
+    let go = site.ctx.bench.work.join(format!("{}-go", site.pool.name));
+    let hold = site.ctx.bench.work.join(format!("{}-hold.sh", site.pool.name));
+    std::fs::write(
+        &hold,
+        format!(
+            "#!/bin/bash\nhead -c 1000000\npkill -KILL -f 'zsnap-backup.*{tag}' || true\n\
+             for _ in $(seq 1200); do [[ -e {go} ]] && break; sleep 0.05; done\ncat\n",
+            tag = site.pool.name,
+            go = go.display()
+        ),
+    )
+    .expect("write hold");
+    std::fs::write(&site.config, format!("[compressor:hold]\nCOMPRESS=bash {}\nDECOMPRESS=cat\n", hold.display()))
+        .expect("config");
+    // Output to files: the orphan keeps the script's stdout and stderr open.
+    let out = site.ctx.bench.work.join(format!("{}-kill9.out", site.pool.name));
+    // --dataset on the command line: the stand-in finds the script by it.
+    let mut c = site.cmd("zsnap-backup", &["--compressor", "hold", "--dataset", &site.data]);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("out"))
+        .stderr(std::fs::File::create(out.with_extension("err")).expect("err"));
+    let mut child = c.spawn().expect("spawn zsnap-backup");
+    let status = wait_bounded(&mut child, "zsnap-backup", TIMEOUT);
+    assert_eq!(status.code(), None, "killed by a signal");
+    // The orphan upload runs and holds the lock: a second run refuses at once.
+    site.run("zsnap-backup", &[]).fails(72, "another zsnap run holds the lock");
+    assert!(site.keys().iter().all(|k| !k.contains("zsnap1,")), "nothing committed yet");
+    std::fs::write(&go, b"").expect("go");
+    site.ctx.wait_until("the orphan upload to commit", TIMEOUT, || site.keys().iter().any(|k| k.contains("zsnap1,")));
+    site.ctx.wait_until("the lock to be free", TIMEOUT, || site.run("zsnap-backup", &[]).code() == 0);
+    let r = site.pool.ds("r");
+    let t = tree(&site.dir());
+    site.run("zsnap-restore", &["latest", "--target", &r]).success();
+    assert_same(&tree(&site.pool.mount.join("r")), &t, "what the orphan committed is whole");
+}

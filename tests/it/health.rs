@@ -186,3 +186,18 @@ fn pings_and_s3_failures() {
     assert!(summary(&out)["error"].is_string());
     out.fails(2, "zsnap-health");
 }
+
+/// No committed backup anywhere under the prefix (empty or mistyped) is critical, not an
+/// "ok" over zero datasets.
+#[test]
+fn a_prefix_without_any_backup_is_critical() {
+    let mut site = Site::new("hl-empty", "he");
+    site.set("ZSNAP_DATASET", "");
+    site.set("ZSNAP_S3_PREFIX", &format!("{}typo/", site.ctx.prefix));
+    let out = site.run("zsnap-health", &["--json"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr);
+    let lines = out.json_lines();
+    let empty = lines.iter().find(|l| l["check"] == "empty").expect("an empty finding");
+    assert_eq!(empty["severity"], "critical", "{empty}");
+    assert!(empty["message"].as_str().unwrap_or("").contains("typo/"), "{empty}");
+}
