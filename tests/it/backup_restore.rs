@@ -342,22 +342,6 @@ fn what_this_zfs_lacks_is_detected_and_said() {
     assert!(site.keys()[0].ends_with(",send=p"), "{:?}", site.keys());
 }
 
-/// Flip one byte in the middle of the stored object holding `@snap` (re-uploaded whole, so
-/// S3's checksums match the bad bytes): only the stream's own checks can catch it.
-fn corrupt(site: &Site, snap: &str) {
-    let key = site.keys().into_iter().find(|k| k.contains(&format!("/@{snap}/"))).expect("the object");
-    let mut c = rclone(&site.ctx);
-    c.args(["cat", &format!("t:{}/{}{key}", site.ctx.bench.bucket, site.ctx.prefix)]);
-    let mut bytes = run(c, None, TIMEOUT).success().stdout;
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    let bad = site.ctx.bench.work.join(format!("{}-bad-{snap}", site.pool.name));
-    std::fs::write(&bad, &bytes).expect("write corrupt copy");
-    let mut c = site.ctx.cmd("s3put");
-    c.args(["--exec", &format!("cat {}", bad.display())]).arg(site.ctx.url(&key));
-    run(c, None, TIMEOUT).success();
-}
-
 /// A restore is all or nothing, and fails with the code of the stage that failed on its
 /// own: a corrupt last object is s3get's 65 (not the 1 of the zfs recv it starved), a new
 /// target is destroyed again, an existing one rolled back to where the run started; a save
@@ -374,7 +358,7 @@ fn a_failed_restore_leaves_the_pool_as_it_was_and_says_why() {
     site.write("c.bin", &data(MIB, 63));
     site.snapshot("s3");
     site.run("zsnap-backup", &[]).success();
-    corrupt(&site, "s3");
+    site.corrupt("s3");
 
     let fresh = site.pool.ds("fresh");
     let out = site.run("zsnap-restore", &["latest", "--target", &fresh]);

@@ -70,17 +70,7 @@ fn healthy_then_broken_then_old() {
     // whole, so S3's CRC32 matches the bad bytes): the plain check only lists and passes,
     // --deep names the object and the check that failed.
     health(&site, &["--deep"]).success();
-    let newest = site.keys().into_iter().find(|k| k.contains("/@s3/")).expect("s3 key");
-    let mut c = rclone(&site.ctx);
-    c.args(["cat", &format!("t:{}/{}{newest}", site.ctx.bench.bucket, site.ctx.prefix)]);
-    let mut bytes = run(c, None, TIMEOUT).success().stdout;
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x40;
-    let bad = site.ctx.bench.work.join(format!("{}-bad", site.pool.name));
-    std::fs::write(&bad, &bytes).expect("write corrupt copy");
-    let mut c = site.ctx.cmd("s3put");
-    c.args(["--exec", &format!("cat {}", bad.display())]).arg(site.ctx.url(&newest));
-    run(c, None, TIMEOUT).success();
+    let newest = site.corrupt("s3");
     health(&site, &[]).success();
     let deep = health(&site, &["--deep"]);
     assert_eq!(deep.code(), 2, "{}", deep.stderr);

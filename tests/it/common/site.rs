@@ -123,6 +123,24 @@ impl Site {
         run(c, None, TIMEOUT).success();
     }
 
+    /// Flip one byte in the middle of the stored object holding `@snap` (re-uploaded whole,
+    /// so S3's checksums match the bad bytes): only the stream's own checks can catch it.
+    /// Returns the object's key under the prefix.
+    pub fn corrupt(&self, snap: &str) -> String {
+        let key = self.keys().into_iter().find(|k| k.contains(&format!("/@{snap}/"))).expect("the object");
+        let mut c = rclone(&self.ctx);
+        c.args(["cat", &format!("t:{}/{}{key}", self.ctx.bench.bucket, self.ctx.prefix)]);
+        let mut bytes = run(c, None, TIMEOUT).success().stdout;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        let bad = self.ctx.bench.work.join(format!("{}-bad-{snap}", self.pool.name));
+        std::fs::write(&bad, &bytes).expect("write corrupt copy");
+        let mut c = self.ctx.cmd("s3put");
+        c.args(["--exec", &format!("cat {}", bad.display())]).arg(self.ctx.url(&key));
+        run(c, None, TIMEOUT).success();
+        key
+    }
+
     /// Where a dataset of this pool is mounted.
     pub fn mountpoint(&self, ds: &str) -> PathBuf {
         let rel = ds.strip_prefix(&format!("{}/", self.pool.name)).unwrap_or(ds);
