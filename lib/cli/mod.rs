@@ -6,6 +6,7 @@ pub mod exit;
 pub mod flags;
 pub mod output;
 pub mod s3_flags;
+pub mod settings_flags;
 pub mod values;
 
 pub use exit::{ExitCode, Failure};

@@ -6,6 +6,7 @@ use crate::catalog::{self, key};
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::emit;
 use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::settings_flags;
 use crate::cli::values::parse_duration;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config;
@@ -21,14 +22,6 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 const FLAGS: &[Flag] = &[
-    Flag { short: None, long: "config", value: Some("FILE"), doc: "Configuration file, as for zsnap-plan(1)." },
-    Flag { short: Some('b'), long: "bucket", value: Some("NAME"), doc: "Bucket. Default $ZSNAP_BUCKET, then BUCKET." },
-    Flag {
-        short: None,
-        long: "s3-prefix",
-        value: Some("PREFIX"),
-        doc: "Key prefix. Default $ZSNAP_S3_PREFIX, then S3_PREFIX, else empty.",
-    },
     Flag {
         short: Some('d'),
         long: "dataset",
@@ -123,7 +116,12 @@ zsnap_health_status.
 
 Exit status is the verdict: 0 ok, 1 warning, 2 critical. An S3 failure (missing bucket, bad credentials, \
 unreachable endpoint) is critical: exit 2 with one line naming it; a bad flag is 64.",
-    groups: &[("Checks and output", FLAGS), ("S3 connection", s3_flags::FLAGS), ("General", COMMON_FLAGS)],
+    groups: &[
+        ("Settings", settings_flags::WHERE),
+        ("Checks and output", FLAGS),
+        ("S3 connection", s3_flags::FLAGS),
+        ("General", COMMON_FLAGS),
+    ],
     environment: &[
         ("ZSNAP_CONFIG", "configuration file (instead of /etc/zsnap/zsnap.conf)"),
         ("ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_DATASET", "defaults for --bucket, --s3-prefix, --dataset"),
@@ -181,11 +179,11 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }
+        if let Some(name) = settings_flags::name_of(&arg) {
+            settings_flags::take(name, &mut p, &mut a.flags)?;
+            continue;
+        }
         match arg {
-            Long("config") => a.flags.config = Some(p.value()?.string()?),
-            Short('b') | Long("bucket") => a.flags.bucket = Some(p.value()?.string()?),
-            Long("s3-prefix") => a.flags.s3_prefix = Some(p.value()?.string()?),
-            Short('d') | Long("dataset") => a.flags.dataset = Some(p.value()?.string()?),
             Long("warn-age") => a.thresholds.warn_age = secs("warn-age", p.value()?.string()?)?,
             Long("crit-age") => a.thresholds.crit_age = secs("crit-age", p.value()?.string()?)?,
             Long("stale-uploads") => a.thresholds.stale_uploads = secs("stale-uploads", p.value()?.string()?)?,

@@ -105,7 +105,7 @@ fn the_scripts_pass_through_exactly_zsnap_plans_settings_flags() {
             group = line.trim_end_matches(':');
             continue;
         }
-        if !matches!(group, "Settings" | "S3 connection") {
+        if !matches!(group, "Settings" | "Dataset settings" | "S3 connection") {
             continue;
         }
         let words: Vec<&str> = line.split_whitespace().collect();

@@ -18,6 +18,7 @@ use crate::calendar::Period;
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::emit;
 use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::settings_flags;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config::Settings;
 use crate::plan;
@@ -28,21 +29,6 @@ use render::Rendered;
 use std::ffi::OsString;
 
 const SETTINGS_FLAGS: &[Flag] = &[
-    Flag {
-        short: None,
-        long: "config",
-        value: Some("FILE"),
-        doc: "Configuration file (default $ZSNAP_CONFIG, else /etc/zsnap/zsnap.conf, which may be missing). \
-              A file named here or in $ZSNAP_CONFIG must exist.",
-    },
-    Flag { short: Some('b'), long: "bucket", value: Some("NAME"), doc: "Bucket. Default $ZSNAP_BUCKET, then BUCKET." },
-    Flag {
-        short: None,
-        long: "s3-prefix",
-        value: Some("PREFIX"),
-        doc: "Key prefix, e.g. zsnap/web1/ ('/' is added when missing). Default $ZSNAP_S3_PREFIX, then S3_PREFIX, \
-              else empty.",
-    },
     Flag {
         short: Some('d'),
         long: "dataset",
@@ -204,7 +190,8 @@ with COMPRESS=COMMAND and DECOMPRESS=COMMAND for a custom compressor. An unknown
 naming FILE:LINE. Precedence: flags, then the environment, then the dataset's [fs:…] section, then [main], \
 then defaults.",
     groups: &[
-        ("Settings", SETTINGS_FLAGS),
+        ("Settings", settings_flags::WHERE),
+        ("Dataset settings", SETTINGS_FLAGS),
         ("Command options", COMMAND_FLAGS),
         ("S3 connection", s3_flags::FLAGS),
         ("General", COMMON_FLAGS),
@@ -283,11 +270,11 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }
+        if let Some(name) = settings_flags::name_of(&arg) {
+            settings_flags::take(name, &mut p, &mut flags)?;
+            continue;
+        }
         match arg {
-            Long("config") => flags.config = Some(p.value()?.string()?),
-            Short('b') | Long("bucket") => flags.bucket = Some(p.value()?.string()?),
-            Long("s3-prefix") => flags.s3_prefix = Some(p.value()?.string()?),
-            Short('d') | Long("dataset") => flags.dataset = Some(p.value()?.string()?),
             Long("snapshot-prefix") => flags.snapshot_prefix = Some(p.value()?.string()?),
             Long("compressor") => flags.compressor = Some(p.value()?.string()?),
             Short('f') | Long("format") => {
