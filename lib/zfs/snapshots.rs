@@ -121,49 +121,41 @@ pub fn parse_listing(dataset: &str, output: &str) -> Result<Listing, String> {
     }
     let mut bookmarks = Vec::with_capacity(marks.len());
     for (name, p) in marks {
-        let num = |k: &str| -> Result<i64, String> {
-            let v = p.get(k).ok_or_else(|| format!("{dataset}#{name}: zfs printed no {k}"))?;
-            v.parse().map_err(|_| format!("{dataset}#{name}: {k} '{v}' is not a number"))
-        };
-        let guid = p.get("guid").and_then(|g| g.parse::<u64>().ok());
-        let Some(guid) = guid else { return Err(format!("{dataset}#{name}: guid missing or not a number")) };
+        let what = format!("{dataset}#{name}");
         bookmarks.push(Bookmark {
             dataset: dataset.to_string(),
-            guid,
-            createtxg: u64::try_from(num("createtxg")?).map_err(|_| format!("{dataset}#{name}: negative createtxg"))?,
-            creation: num("creation")?,
+            guid: number(&p, &what, "guid")?,
+            createtxg: number(&p, &what, "createtxg")?,
+            creation: number(&p, &what, "creation")?,
             name,
         });
     }
     bookmarks.sort_by_key(|b| b.createtxg);
     let mut out = Vec::with_capacity(props.len());
     for (name, p) in props {
-        let get = |k: &str| -> Result<&str, String> {
-            p.get(k).map(String::as_str).ok_or_else(|| format!("{dataset}@{name}: zfs printed no {k}"))
-        };
-        let num = |k: &str| -> Result<u64, String> {
-            let v = get(k)?;
-            v.parse().map_err(|_| format!("{dataset}@{name}: {k} '{v}' is not a number"))
-        };
-        let creation = get("creation")?;
-        let referenced = num("referenced")?;
+        let what = format!("{dataset}@{name}");
+        let referenced = number(&p, &what, "referenced")?;
         out.push(Snapshot {
             logical_referenced: p.get("compressratio").and_then(|r| logical(referenced, r)),
             // `-` on datasets and on zfs versions without holds: none.
             holds: p.get("userrefs").and_then(|v| v.parse().ok()).unwrap_or(0),
             dataset: dataset.to_string(),
-            guid: num("guid")?,
-            createtxg: num("createtxg")?,
-            creation: creation
-                .parse()
-                .map_err(|_| format!("{dataset}@{name}: creation '{creation}' is not a number"))?,
-            used: num("used")?,
+            guid: number(&p, &what, "guid")?,
+            createtxg: number(&p, &what, "createtxg")?,
+            creation: number(&p, &what, "creation")?,
+            used: number(&p, &what, "used")?,
             referenced,
             name,
         });
     }
     out.sort_by_key(|s| s.createtxg);
     Ok(Listing { snapshots: out, bookmarks, encryption })
+}
+
+/// Property `k` of snapshot or bookmark `what` as a number, or why not.
+fn number<T: std::str::FromStr>(p: &BTreeMap<String, String>, what: &str, k: &str) -> Result<T, String> {
+    let v = p.get(k).ok_or_else(|| format!("{what}: zfs printed no {k}"))?;
+    v.parse().map_err(|_| format!("{what}: {k} '{v}' is not a number"))
 }
 
 /// `referenced` scaled by a `compressratio` as zfs prints it (`26.68x` on zfs-fuse,
