@@ -450,7 +450,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     };
     summary.common = common_json(common.as_ref());
     // A target that had a resumable receive keeps them; else one probe of its zfs.
-    let resumable = resuming || (!steps.is_empty() && target.features()?.receive.contains(&'s'));
+    let resumable = resuming || (!steps.is_empty() && target.features()?.resumable_receive());
     let actions = send_actions(args, &src, &steps, rollback_to, force_full, resumable)?;
     if args.dry_run {
         commands.extend(actions.iter().map(|a| a.line(args)));
@@ -484,7 +484,7 @@ fn read_source(source: &Side, args: &Args) -> Result<SourceState, Failure> {
 /// A cut receive left resumable state (OpenZFS only): continue it if the source can send
 /// -t, else discard it.
 fn resume_actions(args: &Args, src: &SourceState, token: &str) -> Result<Vec<Action>, Failure> {
-    if !src.features.send_accepts('t') {
+    if !src.features.resume_send() {
         return Ok(vec![Action::AbortResume]);
     }
     let stages = pipeline::stages(

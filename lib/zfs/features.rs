@@ -87,11 +87,6 @@ impl Features {
         Ok(f)
     }
 
-    /// `zfs send -w`: raw sends of encrypted datasets.
-    pub fn raw_send(&self) -> bool {
-        self.send.contains(&'w')
-    }
-
     /// Native encryption: datasets may have an `encryption` property other than off.
     pub fn encryption(&self) -> bool {
         self.commands.contains("load-key")
@@ -107,9 +102,14 @@ impl Features {
         self.send.contains(&'n') && self.send.contains(&'P')
     }
 
-    /// `zfs recv -s` and `zfs send -t`: a cut receive can be resumed.
-    pub fn resume(&self) -> bool {
-        self.receive.contains(&'s') && self.send.contains(&'t')
+    /// `zfs recv -s`: a cut receive here keeps its state for resuming.
+    pub fn resumable_receive(&self) -> bool {
+        self.receive.contains(&'s')
+    }
+
+    /// `zfs send -t`: this side can send the rest of a cut stream.
+    pub fn resume_send(&self) -> bool {
+        self.send.contains(&'t')
     }
 
     /// Whether `zfs send` accepts option letter `c`.
@@ -120,19 +120,6 @@ impl Features {
     /// What this zfs is called in messages.
     pub fn name(&self) -> String {
         self.version.clone().unwrap_or_else(|| "a zfs without 'zfs version' (zfs-fuse or older)".into())
-    }
-
-    /// For JSON output (`zsnap-plan config`, status).
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "version": self.version,
-            "raw_send": self.raw_send(),
-            "encryption": self.encryption(),
-            "bookmarks": self.bookmarks(),
-            "size_estimate": self.size_estimate(),
-            "resume": self.resume(),
-            "send_options": self.send.iter().collect::<String>(),
-        })
     }
 }
 
@@ -200,7 +187,8 @@ where 'command' is one of the following:
     fn zfs_2_3_usage_has_everything() {
         let f = openzfs();
         assert_eq!(f.version.as_deref(), Some("zfs-2.3.9-0+deb13u1"));
-        assert!(f.raw_send() && f.encryption() && f.bookmarks() && f.size_estimate() && f.resume());
+        assert!(f.send_accepts('w') && f.encryption() && f.bookmarks() && f.size_estimate());
+        assert!(f.resumable_receive() && f.resume_send());
         for c in ['c', 'L', 'e', 'p', 'w', 'R', 'i', 'I', 't', 'X'] {
             assert!(f.send_accepts(c), "send -{c}");
         }
@@ -211,7 +199,8 @@ where 'command' is one of the following:
     fn zfs_fuse_has_little() {
         let f = zfs_fuse();
         assert_eq!(f.version, None);
-        assert!(!f.raw_send() && !f.encryption() && !f.bookmarks() && !f.size_estimate() && !f.resume());
+        assert!(!f.send_accepts('w') && !f.encryption() && !f.bookmarks() && !f.size_estimate());
+        assert!(!f.resumable_receive() && !f.resume_send());
         assert_eq!(f.send.iter().collect::<String>(), "DIRip");
         assert_eq!(f.receive.iter().collect::<String>(), "Fdnv");
         assert!(f.name().contains("zfs-fuse"));

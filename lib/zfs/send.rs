@@ -9,13 +9,8 @@
 use super::features::Features;
 
 /// The allowed options, in the order of their letters in a key (`L c e p w`).
-const OPTIONS: &[(char, &str, &str)] = &[
-    ('L', "large-block", "records larger than 128 KiB stay large"),
-    ('c', "compressed", "blocks compressed on disk are sent compressed"),
-    ('e', "embed", "blocks embedded in block pointers stay embedded"),
-    ('p', "props", "the dataset's properties travel with the stream"),
-    ('w', "raw", "encrypted blocks are sent as stored; no key needed to send or receive"),
-];
+const OPTIONS: &[(char, &str)] =
+    &[('L', "large-block"), ('c', "compressed"), ('e', "embed"), ('p', "props"), ('w', "raw")];
 
 /// A set of `zfs send` options.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -27,7 +22,7 @@ impl SendOptions {
     pub const RAW: SendOptions = SendOptions { bits: 1 << 4 };
 
     fn bit(letter: char) -> Option<u8> {
-        OPTIONS.iter().position(|(c, _, _)| *c == letter).map(|i| 1 << i)
+        OPTIONS.iter().position(|(c, _)| *c == letter).map(|i| 1 << i)
     }
 
     /// From option words as a user writes them (`-c`, `--compressed`, `-Lce`, or several
@@ -36,7 +31,7 @@ impl SendOptions {
         let mut o = SendOptions::default();
         for word in text.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty()) {
             if let Some(long) = word.strip_prefix("--") {
-                let Some((c, _, _)) = OPTIONS.iter().find(|(_, l, _)| *l == long) else {
+                let Some((c, _)) = OPTIONS.iter().find(|(_, l)| *l == long) else {
                     return Err(unsupported(word));
                 };
                 o.bits |= SendOptions::bit(*c).unwrap_or(0);
@@ -62,7 +57,7 @@ impl SendOptions {
 
     /// The letters in key order, e.g. `Lcw`; empty for none.
     pub fn letters(self) -> String {
-        OPTIONS.iter().filter(|(c, _, _)| self.has(*c)).map(|(c, _, _)| *c).collect()
+        OPTIONS.iter().filter(|(c, _)| self.has(*c)).map(|(c, _)| *c).collect()
     }
 
     fn has(self, c: char) -> bool {
@@ -81,10 +76,6 @@ impl SendOptions {
         SendOptions { bits: self.bits | other.bits }
     }
 
-    pub fn without(self, other: SendOptions) -> SendOptions {
-        SendOptions { bits: self.bits & !other.bits }
-    }
-
     /// `zfs send`'s arguments for these options, e.g. `["-L", "-c"]`.
     pub fn args(self) -> Vec<String> {
         self.letters().chars().map(|c| format!("-{c}")).collect()
@@ -95,7 +86,7 @@ impl SendOptions {
         match self.letters().chars().find(|&c| !features.send_accepts(c)) {
             None => Ok(()),
             Some(c) => {
-                let long = OPTIONS.iter().find(|(l, _, _)| *l == c).map_or("", |(_, l, _)| l);
+                let long = OPTIONS.iter().find(|(l, _)| *l == c).map_or("", |(_, l)| l);
                 Err(format!("zfs send -{c} (--{long}) is not supported by {}", features.name()))
             }
         }
@@ -121,13 +112,8 @@ impl SendOptions {
 }
 
 fn unsupported(word: &str) -> String {
-    let allowed: Vec<String> = OPTIONS.iter().map(|(c, l, _)| format!("-{c} (--{l})")).collect();
+    let allowed: Vec<String> = OPTIONS.iter().map(|(c, l)| format!("-{c} (--{l})")).collect();
     format!("send option '{word}' is not allowed; allowed: {}", allowed.join(", "))
-}
-
-/// One line per allowed option, for `--help`.
-pub fn help_lines() -> String {
-    OPTIONS.iter().map(|(c, l, what)| format!("-{c} (--{l}): {what}")).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -157,7 +143,7 @@ mod tests {
         assert_eq!(o.args(), ["-L", "-w"]);
         assert_eq!(SendOptions::from_letters(&o.letters()), Some(o));
         assert_eq!(SendOptions::from_letters("Z"), None);
-        assert!(o.raw() && !o.without(SendOptions::RAW).raw());
+        assert!(o.raw() && !SendOptions::parse("-L").unwrap().raw());
     }
 
     #[test]
