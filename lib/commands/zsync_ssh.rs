@@ -378,8 +378,8 @@ enum Action {
     Rollback { snapshot: String },
     /// One `zfs send | … | zfs recv`, holding the source snapshot `hold` while it runs.
     Transfer { step: Step, stages: Vec<Stage>, hold: String },
-    /// Bookmark a source snapshot the replica now holds (`zfs bookmark SNAP BOOKMARK`).
-    Bookmark { snapshot: String, bookmark: String },
+    /// Bookmark a source snapshot (the name after `@`) the replica now holds.
+    Bookmark { snapshot: String },
 }
 
 impl Action {
@@ -391,8 +391,8 @@ impl Action {
             Action::Resume { stages } | Action::Transfer { stages, .. } => pipeline::shell_line(stages),
             Action::AbortResume => at_target(&["zfs", "recv", "-A", dst]),
             Action::Rollback { snapshot } => at_target(&["zfs", "rollback", "-r", &format!("{dst}@{snapshot}")]),
-            Action::Bookmark { snapshot, bookmark } => {
-                crate::plan::join(&words(&["zfs", "bookmark", snapshot, bookmark]))
+            Action::Bookmark { snapshot } => {
+                crate::plan::join(&crate::zfs::snapshots::bookmark_argv(&args.source, snapshot))
             }
         }
     }
@@ -526,10 +526,7 @@ fn send_actions(
         // The replica holds it now: a bookmark keeps it a valid base for the next send even
         // after local rotation destroys the snapshot.
         if src.features.bookmarks() && !src.listing.bookmarks.iter().any(|b| b.name == step.to()) {
-            actions.push(Action::Bookmark {
-                snapshot: format!("{}@{}", args.source, step.to()),
-                bookmark: format!("{}#{}", args.source, step.to()),
-            });
+            actions.push(Action::Bookmark { snapshot: step.to().to_string() });
         }
     }
     Ok(actions)
@@ -569,8 +566,8 @@ fn execute(
                 summary.sent.push(step.to().to_string());
             }
             // Not fatal: the replica is whole; only the next send's base after rotation is.
-            Action::Bookmark { snapshot, bookmark } => {
-                if let Err(f) = source.bookmark(snapshot, bookmark) {
+            Action::Bookmark { snapshot } => {
+                if let Err(f) = source.bookmark(&args.source, snapshot) {
                     eprintln!("zsync-ssh: warning: {f}");
                 }
             }

@@ -14,7 +14,7 @@ use crate::catalog::{BackupRecord, Health, Kind};
 use crate::cli::{ExitCode, Failure};
 use crate::config::Compressor;
 use crate::zfs::send::SendOptions;
-use crate::zfs::snapshots::{Bookmark, Snapshot};
+use crate::zfs::snapshots::{bookmark_argv, Bookmark, Snapshot};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -440,20 +440,14 @@ impl Sender<'_> {
         reason: String,
     ) -> Result<(), Failure> {
         steps.push(Step::Send(Box::new(self.send(snap, from, reason)?)));
-        let (ctx, src) = (self.ctx, self.src);
+        let src = self.src;
         let exists = src.bookmarks.iter().any(|b| b.guid == snap.guid || b.name == snap.name);
         if src.bookmark_sent && !exists {
-            let words =
-                ["zfs".into(), "bookmark".into(), format!("{}@{}", ctx.dataset, snap.name), bookmark_of(ctx, snap)];
-            steps.push(Step::Bookmark { snapshot: snap.name.clone(), command: join(&words) });
+            let command = join(&bookmark_argv(&self.ctx.dataset, &snap.name));
+            steps.push(Step::Bookmark { snapshot: snap.name.clone(), command });
         }
         Ok(())
     }
-}
-
-/// `DS#SNAP`: the bookmark zsnap makes of a committed snapshot.
-pub fn bookmark_of(ctx: &Context, snap: &Snapshot) -> String {
-    format!("{}#{}", ctx.dataset, snap.name)
 }
 
 /// `s3put --extend-lock` over `urls`, at most [`super::prune::COMMAND_BATCH`] a command.

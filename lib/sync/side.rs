@@ -115,9 +115,10 @@ impl Side {
         self.check(&format!("rolling back to {target}"), &words(&["zfs", "rollback", "-r", &target])).map(|_| ())
     }
 
-    /// `zfs bookmark SNAPSHOT BOOKMARK`.
-    pub fn bookmark(&self, snapshot: &str, bookmark: &str) -> Result<(), Failure> {
-        self.check(&format!("bookmarking {snapshot}"), &words(&["zfs", "bookmark", snapshot, bookmark])).map(|_| ())
+    /// Bookmark `dataset@snapshot` as zsnap does (see `snapshots::bookmark_argv`).
+    pub fn bookmark(&self, dataset: &str, snapshot: &str) -> Result<(), Failure> {
+        let what = format!("bookmarking {dataset}@{snapshot}");
+        self.check(&what, &snapshots::bookmark_argv(dataset, snapshot)).map(|_| ())
     }
 
     pub fn hold(&self, tag: &str, snapshot: &str) -> Result<(), Failure> {

@@ -152,6 +152,12 @@ pub fn parse_listing(dataset: &str, output: &str) -> Result<Listing, String> {
     Ok(Listing { snapshots: out, bookmarks, encryption })
 }
 
+/// `zfs bookmark DS@SNAP DS#SNAP`: the bookmark zsnap makes of a sent snapshot, named
+/// like it (rotation knows zsnap's bookmarks by that name and the snapshot's guid).
+pub fn bookmark_argv(dataset: &str, snapshot: &str) -> Vec<String> {
+    vec!["zfs".into(), "bookmark".into(), format!("{dataset}@{snapshot}"), format!("{dataset}#{snapshot}")]
+}
+
 /// Property `k` of snapshot or bookmark `what` as a number, or why not.
 fn number<T: std::str::FromStr>(p: &BTreeMap<String, String>, what: &str, k: &str) -> Result<T, String> {
     let v = p.get(k).ok_or_else(|| format!("{what}: zfs printed no {k}"))?;
