@@ -275,7 +275,9 @@ pub fn plan(
     };
     let remote: Vec<Option<(&BackupRecord, bool)>> =
         local[..=target].iter().map(|s| in_s3(s, records, health)).collect();
-    let index_of = |r: &BackupRecord| records.iter().position(|x| x == r).unwrap_or(0);
+    let position = |r: &BackupRecord| records.iter().position(|x| x == r);
+    // Every record a base is chosen from comes from `records`, so it has a position.
+    let index_of = |r: &BackupRecord| position(r).unwrap_or(0);
     // A base whose stream was made with options an incremental cannot follow (raw vs not,
     // -L vs not) is passed over, and said so.
     let refused = |r: &BackupRecord| src.options.incremental_refused(r.send);
@@ -310,7 +312,7 @@ pub fn plan(
             base = Some(Base { origin, createtxg: b.createtxg, index: None, record: index_of(r) });
         }
     }
-    let health_of = |r: &BackupRecord| records.iter().position(|x| x == r).and_then(|i| health.get(i));
+    let health_of = |r: &BackupRecord| position(r).and_then(|i| health.get(i));
     let sender = Sender { ctx, compressor, src, lock: req.lock };
 
     let mut steps = Vec::new();

@@ -4,7 +4,7 @@
 
 use super::Context;
 use crate::catalog::{BackupRecord, Health, Uncommitted};
-use crate::zfs::snapshots::Snapshot;
+use crate::zfs::snapshots::{Bookmark, Snapshot};
 use serde_json::{json, Value};
 
 fn guid_json(g: Option<u64>) -> Value {
@@ -91,11 +91,17 @@ pub fn list<'a>(records: &'a [BackupRecord], health: &'a [Health]) -> Vec<Listed
 }
 
 /// Note on each entry the local bookmark that has its guid, if any.
-pub fn mark_listed(entries: &mut [Listed], bookmarks: &[crate::zfs::snapshots::Bookmark]) {
-    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+pub fn mark_listed(entries: &mut [Listed], bookmarks: &[Bookmark]) {
+    let name_of = bookmark_names(bookmarks);
     for e in entries {
-        e.bookmark = e.record.guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string());
+        e.bookmark = name_of(e.record.guid);
     }
+}
+
+/// The name of a bookmark with a given guid, looked up in one hash map.
+fn bookmark_names(bookmarks: &[Bookmark]) -> impl Fn(Option<u64>) -> Option<String> + '_ {
+    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+    move |guid| guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,10 +197,10 @@ impl Summary {
 }
 
 /// Note on each row the local bookmark that has its guid, if any.
-pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[crate::zfs::snapshots::Bookmark]) {
-    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[Bookmark]) {
+    let name_of = bookmark_names(bookmarks);
     for r in rows {
-        r.bookmark = r.guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string());
+        r.bookmark = name_of(r.guid);
     }
 }
 
