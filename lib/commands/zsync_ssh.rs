@@ -475,9 +475,13 @@ fn read_source(source: &Side, args: &Args) -> Result<SourceState, Failure> {
     let listing = source
         .listing(&args.source, &features)?
         .ok_or_else(|| Failure::new(ExitCode::NotFound, format!("source dataset {} does not exist", args.source)))?;
-    let options = crate::plan::backup::send_options(args.send_options, listing.encrypted(), args.decrypt_send)
-        .map_err(Failure::usage)?;
-    options.check(&features).map_err(|e| Failure::usage(format!("{}: {e}", args.source)))?;
+    let options = crate::plan::backup::checked_send_options(
+        args.send_options,
+        &args.source,
+        &listing,
+        args.decrypt_send,
+        &features,
+    )?;
     Ok(SourceState { features, listing, options })
 }
 

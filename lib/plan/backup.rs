@@ -63,6 +63,21 @@ pub fn send_options(user: SendOptions, encrypted: bool, decrypt: bool) -> Result
     }
 }
 
+/// [`send_options`] for `dataset` as `listing` shows it, checked against what the local
+/// `features` accept: a bad combination or an option this zfs lacks is a usage error
+/// before anything is sent.
+pub fn checked_send_options(
+    user: SendOptions,
+    dataset: &str,
+    listing: &crate::zfs::snapshots::Listing,
+    decrypt: bool,
+    features: &crate::zfs::features::Features,
+) -> Result<SendOptions, Failure> {
+    let options = send_options(user, listing.encrypted(), decrypt).map_err(Failure::usage)?;
+    options.check(features).map_err(|e| Failure::usage(format!("{dataset}: {e}")))?;
+    Ok(options)
+}
+
 /// Where an incremental starts: a snapshot, or a bookmark of one whose snapshot is gone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Origin {

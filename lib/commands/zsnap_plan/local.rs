@@ -31,9 +31,7 @@ pub fn read(dataset: &str, settings: &Settings, req: Option<&backup::Request>) -
     let mut options = SendOptions::default();
     if let Some(req) = req {
         listing.snapshots = snapshots::matching(std::mem::take(&mut listing.snapshots), settings.snapshot_prefix());
-        options = backup::send_options(settings.send_options, listing.encrypted(), req.decrypt_send)
-            .map_err(Failure::usage)?;
-        options.check(&features).map_err(|e| Failure::usage(format!("{dataset}: {e}")))?;
+        options = backup::checked_send_options(settings.send_options, dataset, &listing, req.decrypt_send, &features)?;
         if listing.encrypted() && req.decrypt_send {
             eprintln!(
                 "zsnap-plan: warning: {dataset} is encrypted ({}) and --decrypt-send sends it DECRYPTED: its \
