@@ -53,14 +53,17 @@ pub const FLAGS: &[Flag] = &[
         short: None,
         long: "read-timeout",
         value: Some("DURATION"),
-        doc: "Give up on a response that sends nothing for this long (per attempt). Default 120s.",
+        doc: "Give up on a request that gets no answer this long after it was sent (per attempt; \
+              for a part, from its last byte; a body that stops moving fails after 20s). Default 20s.",
     },
     Flag {
         short: None,
         long: "retries",
         value: Some("N"),
         doc: "Retry each request (each part or range) up to N times with exponential backoff and \
-              jitter on throttling, 5xx and connection errors. Default 5.",
+              jitter on throttling, 5xx and connection errors. Default 5. A server that takes \
+              requests and never answers fails each one within (N+1) x --read-timeout plus \
+              about 6s of backoff: about 2 minutes at the defaults.",
     },
 ];
 

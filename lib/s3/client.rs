@@ -12,6 +12,10 @@ use std::time::Duration;
 
 pub use aws_sdk_s3::Client;
 
+/// Long enough for a busy server's answer, short enough that a server that took the request
+/// and went silent fails the request (after retries) within about two minutes, not twelve.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 pub async fn connect(args: &S3Args) -> Client {
     let region = RegionProviderChain::first_try(args.region.clone().map(Region::new))
         .or_default_provider()
@@ -22,7 +26,7 @@ pub async fn connect(args: &S3Args) -> Client {
         .with_max_backoff(Duration::from_secs(20));
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(args.connect_timeout.unwrap_or(Duration::from_secs(10)))
-        .read_timeout(args.read_timeout.unwrap_or(Duration::from_secs(120)))
+        .read_timeout(args.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT))
         .build();
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(region).retry_config(retry).timeout_config(timeouts);
@@ -31,6 +35,7 @@ pub async fn connect(args: &S3Args) -> Client {
     }
     let shared = loader.load().await;
     let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+        .http_client(super::answer_timeout::http_client())
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     if let Some(e) = &args.endpoint {
