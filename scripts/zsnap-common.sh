@@ -102,8 +102,21 @@ blame() {
     done
     echo "$first"
 }
+# Wait for the tee of a step's stderr, 10 s at most: a process the step left behind (a kill
+# -9 orphan) may hold the fifo open for as long as it runs, and the step's status is known.
+wait_tee() {
+    local i
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        return 0
+    fi
+    wait "$1" 2>/dev/null || true
+}
 run_plan() {
-    local plan=$1 line n=0 total rc errs
+    local plan=$1 line n=0 total rc errs teed
     total=$(grep -c . <<<"$plan")
     errs=$(mktemp "${TMPDIR:-/tmp}/zsnap-stderr.XXXXXX")
     trap 'forward INT 130' INT
@@ -114,13 +127,20 @@ run_plan() {
         n=$((n + 1))
         say "[$n/$total] $line"
         rc=0
+        # stderr goes to the terminal and, through tee, to $errs; tee is waited for (it ends
+        # when the step's last writer closes the fifo), so $errs is whole when grepped below.
+        rm -f "$errs.fifo"
+        mkfifo "$errs.fifo"
+        tee "$errs" <"$errs.fifo" >&2 &
+        teed=$!
         # shellcheck disable=SC2016 # expanded by the inner bash
         setsid bash -c "$line"'
             s=("${PIPESTATUS[@]}")
-            printf "%s\n" "${s[*]}" >&3' 3>"$errs.status" 2> >(tee "$errs" >&2) &
+            printf "%s\n" "${s[*]}" >&3' 3>"$errs.status" 2>"$errs.fifo" &
         child=$!
         wait "$child" || rc=$?
         child=""
+        wait_tee "$teed"
         if ((rc == 0)) && [[ -s "$errs.status" ]]; then
             # shellcheck disable=SC2046 # the statuses, one word each
             rc=$(blame $(<"$errs.status"))
@@ -129,11 +149,11 @@ run_plan() {
             rc=74
         fi
         if ((rc != 0)); then
-            rm -f "$errs" "$errs.status"
+            rm -f "$errs" "$errs.status" "$errs.fifo"
             if declare -F on_failure >/dev/null; then on_failure "$rc"; fi
             die "$rc" "step $n of $total failed (exit $rc); steps before it are complete, $undone"
         fi
     done <<<"$plan"
-    rm -f "$errs" "$errs.status"
+    rm -f "$errs" "$errs.status" "$errs.fifo"
     trap - INT TERM HUP
 }

@@ -326,15 +326,48 @@ impl Save {
     }
 }
 
+/// What is at a save's FILE before anything is downloaded (read by the command layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileState {
+    /// Nothing there, and its directory exists.
+    Absent,
+    /// A file (or anything that is not a directory) is there.
+    Exists,
+    /// A directory is there: the stream cannot take its name.
+    IsDirectory,
+    /// Its directory does not exist (or is not a directory).
+    NoDirectory,
+}
+
 /// Plan `save`: the stream goes to FILE.part and is renamed only when s3get succeeded,
-/// so FILE never holds a cut stream; on any failure FILE.part is removed.
+/// so FILE never holds a cut stream; on any failure FILE.part is removed. An existing
+/// FILE is replaced only with `force`, and a missing directory is refused before a byte
+/// is downloaded (hours of download would otherwise end in a failed rename).
 pub fn save(
     ctx: &Context,
     records: &[BackupRecord],
     health: &[Health],
     sel: &Selector,
     file: &str,
+    state: FileState,
+    force: bool,
 ) -> Result<Save, Failure> {
+    match state {
+        FileState::Absent => {}
+        FileState::Exists if force => {}
+        FileState::Exists => {
+            return Err(Failure::usage(format!("save: {file} exists; give --force to overwrite it")));
+        }
+        FileState::IsDirectory => {
+            return Err(Failure::new(ExitCode::LocalIo, format!("save: {file} is a directory; name a file")));
+        }
+        FileState::NoDirectory => {
+            return Err(Failure::new(
+                ExitCode::LocalIo,
+                format!("save: the directory of {file} does not exist; nothing was downloaded"),
+            ));
+        }
+    }
     let i = select(ctx, records, health, sel)?;
     let r = &records[i];
     let get = ctx
@@ -343,7 +376,8 @@ pub fn save(
     let part = format!("{file}.part");
     // FILE.part never outlives a failure (a full disk stays full otherwise).
     let (p, f) = (quote(&part), quote(file));
-    let command = format!("{get} > {p} && mv {p} {f} || {{ rc=$?; rm -f {p}; exit $rc; }}");
+    // -T: FILE is the file itself, never a directory to move into (one may appear meanwhile).
+    let command = format!("{get} > {p} && mv -fT {p} {f} || {{ rc=$?; rm -f {p}; exit $rc; }}");
     let mut reason = match r.kind {
         Kind::Full => format!("full stream of @{}", r.snapshot),
         Kind::Inc => format!("incremental stream from @{} to @{}", r.from_snap.as_deref().unwrap_or("?"), r.snapshot),
@@ -509,12 +543,30 @@ mod tests {
     #[test]
     fn save_command() {
         let recs = healthy();
-        let s = save(&ctx(), &recs, &chain::health(&recs), &Selector::Number(2), "/tmp/my file").unwrap();
+        let s =
+            save(&ctx(), &recs, &chain::health(&recs), &Selector::Number(2), "/tmp/my file", FileState::Absent, false)
+                .unwrap();
         assert_eq!(
             s.command,
             "s3get --decompress zstd --zfs-stream --expect-guid 2 --expect-from 1 s3://bkt/tank/data/@s2/zsnap1,guid=2 \
-             > '/tmp/my file.part' && mv '/tmp/my file.part' '/tmp/my file' || { rc=$?; rm -f '/tmp/my file.part'; \
+             > '/tmp/my file.part' && mv -fT '/tmp/my file.part' '/tmp/my file' || { rc=$?; rm -f '/tmp/my file.part'; \
              exit $rc; }"
         );
+    }
+
+    #[test]
+    fn save_refuses_an_existing_file_without_force_and_a_missing_directory() {
+        let recs = healthy();
+        let h = chain::health(&recs);
+        let sel = Selector::Number(2);
+        let e = save(&ctx(), &recs, &h, &sel, "/tmp/f", FileState::Exists, false).unwrap_err();
+        assert_eq!(e.code, ExitCode::Usage);
+        assert_eq!(e.message, "save: /tmp/f exists; give --force to overwrite it");
+        assert!(save(&ctx(), &recs, &h, &sel, "/tmp/f", FileState::Exists, true).is_ok());
+        let e = save(&ctx(), &recs, &h, &sel, "/nope/f", FileState::NoDirectory, true).unwrap_err();
+        assert_eq!(e.code, ExitCode::LocalIo);
+        assert!(e.message.contains("/nope/f") && e.message.contains("does not exist"), "{}", e.message);
+        let e = save(&ctx(), &recs, &h, &sel, "/tmp", FileState::IsDirectory, true).unwrap_err();
+        assert_eq!(e.code, ExitCode::LocalIo);
     }
 }

@@ -131,7 +131,7 @@ base, or with --full, one full stream of the target is sent and older snapshots 
 {\"action\":\"skip\"} for snapshots in S3, {\"action\":\"send\",\"kind\",\"from\",\"from_guid\",\"from_bookmark\",\
 \"send_options\",\"raw\",\"key\",\"bytes_estimate\",\"estimate_source\",\"command\"} per object to write, \
 {\"action\":\"bookmark\"} after each (where zfs has bookmarks), or {\"action\":\"none\"} when up to date. Each send \
-command is s3put --zfs-stream --expect-guid G --expect-from FG (0 for a full) [--expect-raw] --exec 'zfs send \
+command is s3put --zfs-stream --resume --expect-guid G --expect-from FG (0 for a full) [--expect-raw] --exec 'zfs send \
 [OPTIONS] [-i @FROM | -i DS#FROM] DS@SNAP' --compress C (or --filter CMD) [--expected-size BYTES] s3://BUCKET/KEY. \
 An encrypted dataset (encryption not off) is sent raw (-w) unless --decrypt-send. A bookmark (same guid as its \
 destroyed snapshot) serves as the base like the snapshot would. BYTES is zfs send -nP's estimate where the local \
@@ -146,8 +146,9 @@ exists, only the part of the chain after its newest shared snapshot is received;
 nothing with the chain is refused.
 
 list: the dataset's committed backups, oldest first, numbered from 1, with whether each is restorable. \
-save SELECTOR FILE: the command that writes one object's decompressed, verified stream to FILE (through \
-FILE.part). status: local and remote side by side, one line per snapshot, then a summary line \
+save SELECTOR FILE [--force]: the command that writes one object's decompressed, verified stream to FILE \
+(through FILE.part, removed on any failure). An existing FILE is refused (exit 64) unless --force; a missing \
+directory or a FILE that is a directory is refused (exit 74) before anything is downloaded. status: local and remote side by side, one line per snapshot, then a summary line \
 {\"summary\":true} counting foreign objects and uncommitted uploads, with the policy in force and the bytes stored \
 against the quota; the dataset must exist locally (exit 66 otherwise), while list, restore, save and prune need \
 only S3.
@@ -240,6 +241,7 @@ pub enum Command {
     Save {
         selector: plan::restore::Selector,
         file: String,
+        force: bool,
     },
     Status,
     Policy,
@@ -350,7 +352,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         }
         "save" => {
             arity(2, "save SNAPSHOT|latest|N FILE")?;
-            Command::Save { selector: plan::restore::Selector::parse(&rest[0])?, file: rest[1].clone() }
+            Command::Save { selector: plan::restore::Selector::parse(&rest[0])?, file: rest[1].clone(), force }
         }
         "status" => {
             arity(0, "status")?;
@@ -387,13 +389,15 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         (full, "--full", "backup"),
         (snapshot.is_some(), "--snapshot", "backup"),
         (target.is_some(), "--target", "restore"),
-        (force, "--force", "restore"),
         (decrypt_send, "--decrypt-send", "backup"),
         (flags.send_options.is_some(), "--send-option", "backup"),
     ] {
         if given && !is(owner) {
             return Err(Failure::usage(format!("{flag} only applies to {owner}")));
         }
+    }
+    if force && !matches!(name.as_str(), "restore" | "save") {
+        return Err(Failure::usage("--force only applies to restore and save"));
     }
     if now.is_some() && !matches!(name.as_str(), "backup" | "prune" | "snapshot" | "rotate") {
         return Err(Failure::usage("--now only applies to backup, prune, snapshot and rotate"));
@@ -420,8 +424,10 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             let needs = restore::needs(target.as_deref(), settings.dataset.value.as_deref());
             run(&args, settings, needs, |i| restore::decide(i, selector, *force), |d, i, f| restore::render(d, i, f))?
         }
-        Command::Save { selector, file } => {
-            run(&args, settings, Needs::default(), |i| restore::decide_save(i, selector, file), restore::render_save)?
+        Command::Save { selector, file, force } => {
+            let state = restore::file_state(file);
+            let decide = |i: &Inputs| restore::decide_save(i, selector, file, state, *force);
+            run(&args, settings, Needs::default(), decide, restore::render_save)?
         }
         Command::List => run_list(&args, settings)?,
         Command::Status => run(&args, settings, status::needs(), status::decide, status::render)?,
@@ -498,7 +504,10 @@ mod tests {
         assert_eq!(a.flags.endpoint.as_deref(), Some("http://h:1"));
         let a = parse_ok(&["--format", "sh", "save", "latest", "/tmp/f"]);
         assert_eq!(a.format, Format::Sh);
-        assert_eq!(a.command, Command::Save { selector: plan::restore::Selector::Latest, file: "/tmp/f".into() });
+        assert_eq!(
+            a.command,
+            Command::Save { selector: plan::restore::Selector::Latest, file: "/tmp/f".into(), force: false }
+        );
     }
 
     #[test]
@@ -528,7 +537,7 @@ mod tests {
             (&[][..], "missing command"),
             (&["frobnicate"][..], "unknown command 'frobnicate'"),
             (&["list", "--full"][..], "--full only applies to backup"),
-            (&["backup", "--force"][..], "--force only applies to restore"),
+            (&["backup", "--force"][..], "--force only applies to restore and save"),
             (&["restore"][..], "usage: zsnap-plan [OPTIONS] restore"),
             (&["save", "1"][..], "save SNAPSHOT|latest|N FILE"),
             (&["--format", "xml", "list"][..], "--format: 'xml'"),

@@ -6,7 +6,8 @@ use super::render::{commands, lines, table, Rendered};
 use super::Format;
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
-use crate::plan::restore::{self, Save, Selector, Step};
+use crate::plan::restore::{self, FileState, Save, Selector, Step};
+use std::path::Path;
 
 /// The target's snapshots decide where the chain starts; the target defaults to the
 /// source dataset's name.
@@ -43,8 +44,36 @@ pub fn render(steps: &[Step], i: &Inputs, f: Format) -> Rendered {
     })
 }
 
-pub fn decide_save(i: &Inputs, selector: &Selector, file: &str) -> Result<Save, Failure> {
-    restore::save(&i.ctx, &i.catalog.records, &i.health, selector, file)
+/// What is at FILE now: read before anything is decided or downloaded.
+pub fn file_state(file: &str) -> FileState {
+    let path = Path::new(file);
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => FileState::IsDirectory,
+        // A symlink to a directory counts as the directory `mv -T` would refuse.
+        Ok(_) if path.is_dir() => FileState::IsDirectory,
+        Ok(_) => FileState::Exists,
+        Err(_) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if dir.is_dir() {
+                FileState::Absent
+            } else {
+                FileState::NoDirectory
+            }
+        }
+    }
+}
+
+pub fn decide_save(
+    i: &Inputs,
+    selector: &Selector,
+    file: &str,
+    state: FileState,
+    force: bool,
+) -> Result<Save, Failure> {
+    restore::save(&i.ctx, &i.catalog.records, &i.health, selector, file, state, force)
 }
 
 pub fn render_save(s: &Save, i: &Inputs, f: Format) -> Rendered {
