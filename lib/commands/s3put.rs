@@ -5,18 +5,20 @@
 use crate::calendar::rfc3339;
 use crate::catalog::KEY_TAG;
 use crate::cli::flags::{Flag, Page};
-use crate::cli::output::{json_line, mb_per_s, Progress};
+use crate::cli::output::{human_bytes, json_line, mb_per_s, Progress};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
 use crate::s3::objects;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
+use crate::s3::resume::{self, Choice, Resume};
 use crate::s3::upload::{self, UploadSpec};
 use crate::s3::{client, uploads, S3Url};
 use crate::stream_in::{self, GateSpec, InputSpec, Source};
 use lexopt::prelude::*;
 use std::ffi::OsString;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const FLAGS: &[Flag] = &[
@@ -91,6 +93,23 @@ const FLAGS: &[Flag] = &[
         doc: "Run COMMAND with `bash -o pipefail -c` and upload its stdout instead of stdin. The object is \
               committed only if COMMAND exits 0: a producer that fails or is killed mid-stream (exit 67) \
               leaves nothing behind. This is how a pipeline tells s3put that its stream was cut.",
+    },
+    Flag {
+        short: None,
+        long: "resume",
+        value: None,
+        doc: "Continue the newest multipart upload of this key that an earlier run left in progress: the \
+              stream is read again in full (the stream gate still sees every byte), each part is compared \
+              by size and CRC32 with the part the server holds under its number (ListParts), and a part \
+              that matches is not sent again; the JSON line's reused_parts and saved_bytes say how much \
+              was saved. A part that differs means the stream changed: that upload is aborted and the \
+              stream starts over as a new upload (with --exec, at once; from stdin, on the next run). An \
+              upload cut with different part sizes, or without CRC32s (--no-checksum), is aborted too. \
+              And with --resume, an upload that fails in a way the next run can continue (the server or \
+              network gone past --retries, a signal, a producer cut off) is kept instead of aborted, and \
+              the message says so. Needs a stream that is the same bytes every time (zfs send of one \
+              snapshot, with the same options and compressor), and one writer per key: zsnap-backup's \
+              lock gives that.",
     },
     Flag {
         short: None,
@@ -175,7 +194,8 @@ const CLEANUP_FLAGS: &[Flag] = &[
         long: "list-uploads",
         value: None,
         doc: "Instead of uploading, list multipart uploads in progress under the URL (a prefix), one JSON \
-              line each.",
+              line each: {\"action\": \"in-progress\", \"url\", \"upload_id\", \"initiated\", \"parts\", \
+              \"stored_bytes\"} (the parts it holds, which --resume would not send again).",
     },
     Flag {
         short: None,
@@ -248,8 +268,9 @@ given at completion. A single-PUT object records its CRC32 and length in metadat
 zsnap-bytes), a multipart object its part size (zsnap-part-size), so s3get can verify what it reads.
 
 On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\", \"crc32\", \
-\"seconds\", \"mb_per_s\", \"multipart\", \"compressor\", \"input_bytes\"}, where bytes is what was stored \
-and input_bytes what was read; with --filter also \"filter\", and with --zfs-stream also \"stream\": \
+\"seconds\", \"mb_per_s\", \"multipart\", \"compressor\", \"input_bytes\", \"resumed\", \"reused_parts\", \
+\"saved_bytes\"}, where bytes is what was stored, input_bytes what was read, resumed the id of the upload \
+--resume continued (else null) and saved_bytes the bytes of its reused_parts that were not sent again; with --filter also \"filter\", and with --zfs-stream also \"stream\": \
 {\"bytes\", \"kind\" (full, incremental or compound), \"toguid\", \"fromguid\", \"toname\", \"records\", \
 \"dedup\"} (guids as decimal strings; a compound stream adds \"substreams\"). Messages go to stderr, \
 prefixed with s3put:.
@@ -372,6 +393,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut metadata = Vec::new();
     let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
     let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
+    let mut resume = false;
     let mut older_than = None;
     let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
     let mut expect_raw = false;
@@ -396,6 +418,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("allow-empty") => allow_empty = true,
             Short('x') | Long("exec") => exec = Some(p.value()?.string()?),
             Long("no-checksum") => checksums = false,
+            Long("resume") => resume = true,
             Long("progress") => progress = true,
             Long("zfs-stream") => zfs_stream = true,
             Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
@@ -524,6 +547,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         allow_empty,
         checksums,
         compressor: (codec != Codec::None && filter.is_none()).then(|| codec.name().to_string()),
+        resume,
     };
     let source = match exec {
         Some(cmd) => Source::Exec(cmd),
@@ -586,14 +610,25 @@ async fn run(args: Args) -> Result<(), Failure> {
             if spec.lock_mode.is_some() {
                 objects::require_object_lock(&client, &spec.url.bucket).await?;
             }
+            let resume = if spec.resume { resumable(&client, &spec).await? } else { None };
             let progress = Progress::new(progress).with_total(expected);
             let ticker = progress.spawn_ticker("s3put", "uploaded");
-            // The producer starts only now, after the checks above.
-            let opened = stream_in::open(&input, progress.input.clone())?;
-            let result =
-                upload::upload(&client, &spec, &progress, first_signal(), move |parts| opened.read_into(parts)).await;
+            let mut result = upload_once(&client, &spec, &input, resume.clone(), &progress).await;
+            if let (Err(f), Some(r)) = (&result, &resume) {
+                if let (Some(part), Source::Exec(_)) = (r.mismatch(), &input.source) {
+                    // The producer can be run again: start over as a new upload.
+                    eprintln!("s3put: {}; starting over as a new upload", f.message);
+                    eprintln!("s3put: part {part} differed, so the stream is sent again in full");
+                    result = upload_once(&client, &spec, &input, None, &progress).await;
+                }
+            }
             progress.finish(ticker);
-            let (r, read) = result?;
+            let (r, read) = result.map_err(|f| match resume.as_ref().and_then(|r| r.mismatch()) {
+                Some(_) if matches!(input.source, Source::Stdin) => {
+                    Failure::new(f.code, format!("{}; run again to send the stream as a new upload", f.message))
+                }
+                _ => f,
+            })?;
             let mut line = serde_json::json!({
                 "key": spec.url.to_string(),
                 "bytes": r.bytes,
@@ -605,6 +640,9 @@ async fn run(args: Args) -> Result<(), Failure> {
                 "multipart": r.multipart,
                 "compressor": if input.filter.is_some() { "filter" } else { input.codec.name() },
                 "input_bytes": read.input_bytes,
+                "resumed": r.resumed,
+                "reused_parts": r.reused_parts,
+                "saved_bytes": r.saved_bytes,
             });
             if let Some(f) = &input.filter {
                 line["filter"] = f.as_str().into();
@@ -623,7 +661,15 @@ async fn run(args: Args) -> Result<(), Failure> {
                     uploads::abort(&client, &args.url.bucket, u).await?;
                 }
                 let action = if abort { "aborted" } else { "in-progress" };
-                json_line(&u.to_json(&args.url.bucket, action))?;
+                let mut line = u.to_json(&args.url.bucket, action);
+                if !abort {
+                    // What a --resume would not send again.
+                    let url = S3Url { bucket: args.url.bucket.clone(), key: u.key.clone() };
+                    let parts = resume::list_parts(&client, &url, &u.upload_id).await?;
+                    line["parts"] = parts.len().into();
+                    line["stored_bytes"] = parts.values().map(|p| p.size).sum::<u64>().into();
+                }
+                json_line(&line)?;
             }
             Ok(())
         }
@@ -661,6 +707,43 @@ async fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// With --resume: the in-progress upload of the key to continue, if one can be. One that
+/// cannot (cut another way) is aborted here, before the producer starts.
+async fn resumable(client: &client::Client, spec: &UploadSpec) -> Result<Option<Arc<Resume>>, Failure> {
+    match resume::find(client, &spec.url, spec.plan.part_size).await? {
+        Choice::Fresh => Ok(None),
+        Choice::Resume(r) => {
+            eprintln!(
+                "s3put: resuming upload {} of {}: {} part(s), {} stored; each is checked against the stream \
+                 (size and CRC32) and not sent again",
+                r.upload_id,
+                spec.url,
+                r.parts.len(),
+                human_bytes(r.stored_bytes())
+            );
+            Ok(Some(Arc::new(r)))
+        }
+        Choice::Discard { upload_id, why } => {
+            eprintln!("s3put: not resuming upload {upload_id} of {}: {why}; aborting it and starting over", spec.url);
+            let pending = uploads::PendingUpload { key: spec.url.key.clone(), upload_id, initiated: None };
+            uploads::abort(client, &spec.url.bucket, &pending).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Start the producer (only now, after every check) and upload what it gives.
+async fn upload_once(
+    client: &client::Client,
+    spec: &UploadSpec,
+    input: &InputSpec,
+    resume: Option<Arc<Resume>>,
+    progress: &Progress,
+) -> Result<(upload::UploadReport, stream_in::Consumed), Failure> {
+    let opened = stream_in::open(input, progress.input.clone())?;
+    upload::upload(client, spec, resume, progress, first_signal(), move |parts| opened.read_into(parts)).await
 }
 
 fn print_line(line: &serde_json::Value) -> Result<(), Failure> {

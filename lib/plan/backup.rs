@@ -725,7 +725,7 @@ mod tests {
         assert_eq!(s.key, "p/tank/data/@s2/zsnap1,kind=inc,guid=2,from=1,fromsnap=renamed,time=1002,z=zstd");
         assert_eq!(
             s.command,
-            "s3put --zfs-stream --expect-guid 2 --expect-from 1 --exec 'zfs send -i @renamed tank/data@s2' \
+            "s3put --zfs-stream --resume --expect-guid 2 --expect-from 1 --exec 'zfs send -i @renamed tank/data@s2' \
              --compress zstd --expected-size 1500 s3://bkt/p/tank/data/@s2/zsnap1,kind=inc,guid=2,from=1,fromsnap=renamed,time=1002,z=zstd"
         );
         let j = steps[1].to_json("tank/data");
@@ -755,7 +755,7 @@ mod tests {
         let Step::Send(s) = &steps[0] else { panic!() };
         assert_eq!(
             s.command,
-            "s3put --zfs-stream --expect-guid 7 --expect-from 0 --exec 'zfs send '\\''tank/data@with space'\\''' --filter 'xz -T0' \
+            "s3put --zfs-stream --resume --expect-guid 7 --expect-from 0 --exec 'zfs send '\\''tank/data@with space'\\''' --filter 'xz -T0' \
              --expected-size 1500 --endpoint http://h:1 --profile 'my prof' \
              's3://bkt/p/tank/data/@with space/zsnap1,kind=full,guid=7,time=1001,z=x-xz'"
         );

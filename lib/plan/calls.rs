@@ -27,7 +27,9 @@ pub struct S3putUpload {
 
 impl S3putUpload {
     pub fn argv(&self) -> Vec<String> {
-        let mut v: Vec<String> = vec!["s3put".into(), "--zfs-stream".into()];
+        // --resume: a backup cut off by an outage is continued by the next run (under the
+        // dataset's lock, so one writer per key), not sent again from its first byte.
+        let mut v: Vec<String> = vec!["s3put".into(), "--zfs-stream".into(), "--resume".into()];
         v.extend(["--expect-guid".into(), self.expect_guid.to_string()]);
         v.extend(["--expect-from".into(), self.expect_from.to_string()]);
         if self.expect_raw {
@@ -176,6 +178,7 @@ mod tests {
             let a = put(&call.argv());
             let s3put::Action::Upload { spec, input, expected, .. } = a.action else { panic!("{call:?}") };
             assert_eq!(spec.url.to_string(), call.url);
+            assert!(spec.resume, "backups resume what an earlier run left");
             let gate = input.gate.expect("--zfs-stream");
             assert_eq!(
                 (gate.expect_guid, gate.expect_from, gate.expect_raw),

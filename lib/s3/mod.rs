@@ -3,6 +3,7 @@
 //! Object Lock retention, and turning SDK errors into one line and an exit code. The only
 //! module that speaks the SDK: everyone else gets plain rows and [`crate::cli::Failure`]s.
 
+mod answer_timeout;
 pub mod client;
 pub mod download;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod head;
 pub mod list;
 pub mod objects;
 pub mod part_size;
+pub mod resume;
 pub mod small_object;
 pub mod upload;
 pub mod uploads;

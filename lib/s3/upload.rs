@@ -10,10 +10,16 @@
 //!   everything that decides the commit said yes) and every part was stored: on any error
 //!   or signal the multipart upload is aborted; a single PUT is only sent once the end is
 //!   handed over, and the end (with the last, short part) only after the filler's `Ok`.
+//! - Resuming (`--resume`, [`super::resume`]): the part writer compares each part it cuts
+//!   with the part the server already holds under that number; a match goes over as a
+//!   [`Chunk::Reused`] (not sent again), a difference fails the filler, which aborts the
+//!   upload. With `spec.resume`, an upload that fails in a way the next run can continue
+//!   (outage, signal, cut producer) is kept instead of aborted.
 
 use super::client::Client;
 use super::error::{cause_chain, failure};
 use super::part_size::PartPlan;
+use super::resume::{self, PartVerdict, Resume};
 use super::{meta, S3Url};
 use crate::cli::output::Progress;
 use crate::cli::{ExitCode, Failure};
@@ -48,6 +54,8 @@ pub struct UploadSpec {
     /// The in-process compressor of the stored bytes (`zstd`, `gzip`, `lz4`), recorded as
     /// `zsnap-compressor` metadata so a reader knows how to decode them.
     pub compressor: Option<String>,
+    /// `--resume`: keep a failed upload for the next run when it can be continued.
+    pub resume: bool,
 }
 
 /// What was stored, for the JSON line on stdout.
@@ -59,6 +67,11 @@ pub struct UploadReport {
     pub part_size: u64,
     pub elapsed: Duration,
     pub multipart: bool,
+    /// The in-progress upload this run continued, if it did.
+    pub resumed: Option<String>,
+    /// Parts the server already held and that were not sent again, and their bytes.
+    pub reused_parts: u32,
+    pub saved_bytes: u64,
 }
 
 /// The end of a stream that may be committed: its size and CRC32.
@@ -75,6 +88,13 @@ enum Chunk {
         data: Vec<u8>,
         crc: u32,
     },
+    /// A part the server already holds with exactly these bytes (resuming).
+    Reused {
+        number: u32,
+        size: u64,
+        crc: u32,
+        etag: String,
+    },
     /// Only sent once the filler said the stream may be committed.
     End(Ended),
     Failed(Failure),
@@ -83,10 +103,12 @@ enum Chunk {
 /// Upload what `fill` writes to `spec.url`. `fill` runs on a thread of its own and
 /// returns `Ok` only when the stream may be committed; its value comes back beside the
 /// report. `cancel` resolves to a signal number when the user interrupts; the upload is
-/// then aborted and a `Signal` failure returned.
+/// then aborted (or, with `spec.resume`, kept) and a `Signal` failure returned. With
+/// `resume`, the parts go into that in-progress upload, those the server holds unsent.
 pub async fn upload<T, F>(
     client: &Client,
     spec: &UploadSpec,
+    resume: Option<Arc<Resume>>,
     progress: &Progress,
     cancel: impl Future<Output = i32>,
     fill: F,
@@ -100,6 +122,7 @@ where
     let (tx, rx) = mpsc::channel::<Chunk>(1);
     let (filled_tx, filled_rx) = oneshot::channel::<T>();
     let mut parts = PartWriter::new(spec.plan.part_size as usize, spec.plan.max_parts, pool.clone(), tx.clone());
+    parts.resume = resume.clone();
     std::thread::Builder::new()
         .name("s3put-reader".into())
         .spawn(move || {
@@ -115,16 +138,18 @@ where
             let _ = tx.blocking_send(msg);
         })
         .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start reader thread: {e}")))?;
-    let report = store(client, spec, progress, cancel, pool, rx, start).await?;
+    let report = store(client, spec, resume, progress, cancel, pool, rx, start).await?;
     let filled = filled_rx.await.map_err(|_| reader_vanished())?;
     Ok((report, filled))
 }
 
 /// Take the chunks as they come: one PUT when the stream ends within one part, else a
 /// multipart upload.
+#[allow(clippy::too_many_arguments)]
 async fn store(
     client: &Client,
     spec: &UploadSpec,
+    resume: Option<Arc<Resume>>,
     progress: &Progress,
     cancel: impl Future<Output = i32>,
     pool: BufferPool,
@@ -135,11 +160,22 @@ async fn store(
     let interrupted =
         |n: i32| Failure::new(ExitCode::Signal(n), format!("interrupted by signal {n}; nothing was stored"));
 
-    // Read the first two chunks: a stream that ends within one part goes up as one PUT.
+    // Read the first two chunks: a stream that ends within one part goes up as one PUT,
+    // unless an upload is being continued (its parts are the object's).
     let first = tokio::select! { c = rx.recv() => c, n = &mut cancel => return Err(interrupted(n)) };
     let first = first.ok_or_else(reader_vanished)?;
+    match resume {
+        Some(r) if !matches!(first, Chunk::End(_)) => {
+            let ctx = PartsCtx { client, spec, pool, progress };
+            return multipart(ctx, Some(r), vec![first], rx, cancel, start).await;
+        }
+        _ => {}
+    }
     let (data, crc) = match first {
         Chunk::Failed(f) => return Err(f),
+        Chunk::Reused { .. } => {
+            return Err(Failure::new(ExitCode::Internal, "a part was reused with nothing to resume"))
+        }
         Chunk::End(_) => {
             if !spec.allow_empty {
                 return Err(Failure::new(
@@ -149,15 +185,15 @@ async fn store(
             }
             (Vec::new(), 0)
         }
-        Chunk::Part { data, crc, .. } => {
+        Chunk::Part { number, data, crc } => {
             let second = tokio::select! { c = rx.recv() => c, n = &mut cancel => return Err(interrupted(n)) };
             match second.ok_or_else(reader_vanished)? {
                 Chunk::Failed(f) => return Err(f),
                 Chunk::End(_) => (data, crc),
-                Chunk::Part { number, data: d2, crc: c2 } => {
-                    let held = vec![(1, data, crc), (number, d2, c2)];
+                second => {
+                    let held = vec![Chunk::Part { number, data, crc }, second];
                     let ctx = PartsCtx { client, spec, pool, progress };
-                    return multipart(ctx, held, rx, cancel, start).await;
+                    return multipart(ctx, None, held, rx, cancel, start).await;
                 }
             }
         }
@@ -174,6 +210,9 @@ async fn store(
         part_size: spec.plan.part_size,
         elapsed: start.elapsed(),
         multipart: false,
+        resumed: None,
+        reused_parts: 0,
+        saved_bytes: 0,
     })
 }
 
@@ -236,13 +275,38 @@ struct PartsCtx<'a> {
 
 async fn multipart(
     ctx: PartsCtx<'_>,
-    held: Vec<(u32, Vec<u8>, u32)>,
+    resume: Option<Arc<Resume>>,
+    held: Vec<Chunk>,
     rx: mpsc::Receiver<Chunk>,
     cancel: impl Future<Output = i32>,
     start: Instant,
 ) -> Result<UploadReport, Failure> {
     let spec = ctx.spec;
     let client = ctx.client;
+    let upload_id = match &resume {
+        Some(r) => r.upload_id.clone(),
+        None => create(client, spec).await?,
+    };
+    tokio::pin!(cancel);
+    let outcome = tokio::select! {
+        r = send_parts(&ctx, &upload_id, held, rx, start) => r,
+        n = &mut cancel => Err(Failure::new(ExitCode::Signal(n), format!("interrupted by signal {n}"))),
+    };
+    match outcome {
+        Ok(mut report) => {
+            report.resumed = resume.map(|r| r.upload_id.clone());
+            Ok(report)
+        }
+        // A part that differed from the stored one: that upload is of another stream.
+        Err(f) if spec.resume && resume::keep_after(f.code) && resume.is_none_or(|r| r.mismatch().is_none()) => {
+            Err(keep(&spec.url, &upload_id, f))
+        }
+        Err(f) => Err(abort(client, &spec.url, &upload_id, f).await),
+    }
+}
+
+/// Start a multipart upload; its id.
+async fn create(client: &Client, spec: &UploadSpec) -> Result<String, Failure> {
     let mut md = user_metadata(spec);
     md.insert(meta::PART_SIZE.into(), spec.plan.part_size.to_string());
     let mut create = client
@@ -258,20 +322,16 @@ async fn multipart(
         create = create.checksum_algorithm(ChecksumAlgorithm::Crc32).checksum_type(ChecksumType::FullObject);
     }
     let created = create.send().await.map_err(|e| failure(format!("upload of {} failed", spec.url), &e))?;
-    let upload_id = created
-        .upload_id()
-        .ok_or_else(|| Failure::new(ExitCode::Protocol, "server returned no upload id"))?
-        .to_string();
+    Ok(created.upload_id().ok_or_else(|| Failure::new(ExitCode::Protocol, "server returned no upload id"))?.to_string())
+}
 
-    tokio::pin!(cancel);
-    let outcome = tokio::select! {
-        r = send_parts(&ctx, &upload_id, held, rx, start) => r,
-        n = &mut cancel => Err(Failure::new(ExitCode::Signal(n), format!("interrupted by signal {n}"))),
-    };
-    match outcome {
-        Ok(report) => Ok(report),
-        Err(f) => Err(abort(client, &spec.url, &upload_id, f).await),
-    }
+/// Leave the upload in progress for the next `--resume`, and say so.
+fn keep(url: &S3Url, upload_id: &str, f: Failure) -> Failure {
+    let note = format!(
+        "upload {upload_id} is kept (nothing is visible): `s3put --resume` (the next zsnap-backup) continues it \
+         without sending its stored parts again, `s3put --abort-uploads {url}` discards it"
+    );
+    Failure::new(f.code, format!("{}; {note}", f.message))
 }
 
 /// Abort the upload after a failure and say in the message whether that worked.
@@ -295,23 +355,34 @@ async fn abort(client: &Client, url: &S3Url, upload_id: &str, f: Failure) -> Fai
 async fn send_parts(
     ctx: &PartsCtx<'_>,
     upload_id: &str,
-    held: Vec<(u32, Vec<u8>, u32)>,
+    held: Vec<Chunk>,
     mut rx: mpsc::Receiver<Chunk>,
     start: Instant,
 ) -> Result<UploadReport, Failure> {
     let spec = ctx.spec;
     let mut running: JoinSet<Result<CompletedPart, Failure>> = JoinSet::new();
     let mut done: Vec<CompletedPart> = Vec::new();
+    let (mut reused_parts, mut saved_bytes) = (0u32, 0u64);
     let mut held = held.into_iter();
     let end = loop {
         while running.len() >= spec.concurrency.max(1) {
             done.push(join_one(&mut running).await?);
         }
         let chunk = match held.next() {
-            Some((number, data, crc)) => Chunk::Part { number, data, crc },
+            Some(chunk) => chunk,
             None => rx.recv().await.ok_or_else(reader_vanished)?,
         };
         match chunk {
+            Chunk::Reused { number, size, crc, etag } => {
+                let mut part = CompletedPart::builder().part_number(number as i32).e_tag(etag);
+                if spec.checksums {
+                    part = part.checksum_crc32(crc_b64(crc));
+                }
+                done.push(part.build());
+                reused_parts += 1;
+                saved_bytes += size;
+                ctx.progress.add(size);
+            }
             Chunk::Part { number, data, crc } => {
                 let job = PartJob {
                     client: ctx.client.clone(),
@@ -348,7 +419,17 @@ async fn send_parts(
         complete = complete.checksum_crc32(crc_b64(crc32)).checksum_type(ChecksumType::FullObject);
     }
     complete.send().await.map_err(|e| failure(format!("completing upload of {} failed", spec.url), &e))?;
-    Ok(UploadReport { bytes, parts, crc32, part_size: spec.plan.part_size, elapsed: start.elapsed(), multipart: true })
+    Ok(UploadReport {
+        bytes,
+        parts,
+        crc32,
+        part_size: spec.plan.part_size,
+        elapsed: start.elapsed(),
+        multipart: true,
+        resumed: None,
+        reused_parts,
+        saved_bytes,
+    })
 }
 
 async fn join_one(running: &mut JoinSet<Result<CompletedPart, Failure>>) -> Result<CompletedPart, Failure> {
@@ -446,11 +527,23 @@ pub struct PartWriter {
     number: u32,
     total: u64,
     whole: crc32fast::Hasher,
+    /// The upload being continued: each part is checked against its stored twin.
+    resume: Option<Arc<Resume>>,
 }
 
 impl PartWriter {
     fn new(part_size: usize, max_parts: u32, pool: BufferPool, tx: mpsc::Sender<Chunk>) -> Self {
-        PartWriter { part_size, max_parts, pool, tx, buf: None, number: 0, total: 0, whole: crc32fast::Hasher::new() }
+        PartWriter {
+            part_size,
+            max_parts,
+            pool,
+            tx,
+            buf: None,
+            number: 0,
+            total: 0,
+            whole: crc32fast::Hasher::new(),
+            resume: None,
+        }
     }
 
     /// Read `src` to its end straight into part buffers (no copy, buffers never zeroed)
@@ -489,7 +582,30 @@ impl PartWriter {
         let crc = h.clone().finalize();
         self.whole.combine(&h);
         self.total += buf.len() as u64;
-        let part = Chunk::Part { number: self.number, data: buf, crc };
+        let number = self.number;
+        let size = buf.len() as u64;
+        let part = match &self.resume {
+            None => Chunk::Part { number, data: buf, crc },
+            Some(r) => match PartVerdict::of(r.parts.get(&number), size, crc) {
+                PartVerdict::Upload => Chunk::Part { number, data: buf, crc },
+                PartVerdict::Reuse { etag } => {
+                    self.pool.give(buf);
+                    Chunk::Reused { number, size, crc, etag }
+                }
+                PartVerdict::Mismatch { why } => {
+                    r.note_mismatch(number);
+                    self.pool.give(buf);
+                    return Err(Failure::new(
+                        ExitCode::Data,
+                        format!(
+                            "part {number} of the stream differs from part {number} of upload {} ({why}): the \
+                             stream is not the one that upload began with",
+                            r.upload_id
+                        ),
+                    ));
+                }
+            },
+        };
         if self.tx.blocking_send(part).is_err() {
             return Err(Failure::new(ExitCode::Internal, "upload ended while reading"));
         }

@@ -141,7 +141,7 @@ fn backup_list_restore_status_and_a_missing_middle() {
     let cmd = l["command"].as_str().unwrap_or("");
     assert!(
         cmd.starts_with(&format!(
-            "s3put --zfs-stream --expect-guid {g1} --expect-from 0 --exec 'zfs send {data}@s1' --compress none"
+            "s3put --zfs-stream --resume --expect-guid {g1} --expect-from 0 --exec 'zfs send {data}@s1' --compress none"
         )),
         "{cmd}"
     );
