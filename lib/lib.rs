@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod config;
+pub mod crypt;
 pub mod health;
 pub mod plan;
 pub mod s3;

@@ -16,8 +16,8 @@ die() {
 usage_from() { sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$1"; }
 
 # zsnap-plan's options that scripts pass through: with a value, and switches.
-plan_value_opts=" --dataset --snapshot-prefix --compressor --bucket --s3-prefix --config --endpoint --region \
---profile --connect-timeout --read-timeout --retries "
+plan_value_opts=" --dataset --snapshot-prefix --compressor --encrypt-to --identity --bucket --s3-prefix --config \
+--endpoint --region --profile --connect-timeout --read-timeout --retries "
 plan_switches=" --path-style --virtual-host "
 
 # take_global "$@": if $1 is one of zsnap-plan's options, append it (and its value) to

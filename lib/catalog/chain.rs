@@ -226,6 +226,7 @@ pub(crate) mod tests {
             key: format!("tank/data/@{snap}/zsnap1,guid={guid}"),
             legacy: false,
             send: Default::default(),
+            encrypted_to: Vec::new(),
         }
     }
 
@@ -244,6 +245,7 @@ pub(crate) mod tests {
             key: format!("tank/data@{snap}"),
             legacy: true,
             send: Default::default(),
+            encrypted_to: Vec::new(),
         }
     }
 

@@ -59,6 +59,9 @@ pub struct KeyFields {
     /// The `zfs send` options the stream was made with (`send=`, omitted when none); `w`
     /// means raw: the stored bytes are the dataset's encrypted blocks.
     pub send: SendOptions,
+    /// The fingerprints of the age recipients the stored bytes are encrypted to, sorted
+    /// (`enc=age.FP.FP`, omitted when not encrypted).
+    pub encrypted_to: Vec<String>,
 }
 
 /// What a key under the prefix is.
@@ -108,7 +111,24 @@ pub fn encode(prefix: &str, f: &KeyFields) -> Result<String, String> {
     if !f.send.is_empty() {
         key.push_str(&format!(",send={}", f.send.letters()));
     }
+    if !f.encrypted_to.is_empty() {
+        if let Some(bad) = f.encrypted_to.iter().find(|fp| !is_fingerprint(fp)) {
+            return Err(format!("'{bad}' is not a recipient fingerprint"));
+        }
+        key.push_str(&format!(",enc=age.{}", f.encrypted_to.join(".")));
+    }
     Ok(key)
+}
+
+/// 8 lowercase hex digits, as [`crate::crypt::fingerprint`] makes them.
+fn is_fingerprint(fp: &str) -> bool {
+    fp.len() == 8 && fp.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+}
+
+/// `age.FP.FP…`: the recipients' fingerprints, sorted.
+fn parse_enc(value: &str) -> Option<Vec<String>> {
+    let fps: Vec<String> = value.strip_prefix("age.")?.split('.').map(str::to_string).collect();
+    (fps.iter().all(|f| is_fingerprint(f)) && fps.windows(2).all(|w| w[0] < w[1])).then_some(fps)
 }
 
 fn validate_compressor(z: &str) -> Result<(), String> {
@@ -150,6 +170,7 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
     };
     let (mut kind, mut guid, mut from, mut fromsnap, mut time, mut z) = (None, None, None, None, None, None);
     let mut send = SendOptions::default();
+    let mut encrypted_to = Vec::new();
     for pair in fields.split(',') {
         let Some((name, value)) = pair.split_once('=') else {
             return foreign(format!("field '{pair}' is not name=value"));
@@ -166,6 +187,11 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
             "send" => match SendOptions::from_letters(value) {
                 Some(o) => send = o,
                 None => return foreign(format!("send options '{value}' are not known to this version")),
+            },
+            // Likewise an encryption this reader cannot undo.
+            "enc" => match parse_enc(value) {
+                Some(fps) => encrypted_to = fps,
+                None => return foreign(format!("encryption '{value}' is not known to this version")),
             },
             // Readers ignore names they do not know (newer writers may add fields).
             _ => {}
@@ -209,6 +235,7 @@ fn parse_zsnap(dataset: &str, tail: &str) -> ParsedKey {
         time,
         compressor: z.to_string(),
         send,
+        encrypted_to,
     })
 }
 
@@ -236,6 +263,7 @@ mod tests {
             time: 1795424120,
             compressor: "zstd".into(),
             send: SendOptions::default(),
+            encrypted_to: Vec::new(),
         }
     }
 
@@ -262,6 +290,7 @@ mod tests {
             ("x/y/", KeyFields { kind: Kind::Inc, from: Some((1, "a.b".into())), ..full("pool/fs", "c_d") }),
             ("", KeyFields { compressor: "x-xz9".into(), time: -5, ..full("p", "s") }),
             ("", KeyFields { send: SendOptions::parse("-w -L").unwrap(), ..full("p/enc", "s") }),
+            ("", KeyFields { encrypted_to: vec!["0a1b2c3d".into(), "ffee0011".into()], ..full("p/age", "s") }),
         ];
         for (prefix, f) in cases {
             let key = encode(prefix, &f).unwrap();

@@ -61,6 +61,7 @@ pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted
                     key: row.key,
                     legacy: false,
                     send: f.send,
+                    encrypted_to: f.encrypted_to,
                 });
             }
             ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => out.legacy.push((row, snapshot)),
@@ -117,6 +118,7 @@ pub fn legacy_record(
         key: row.key.clone(),
         legacy: true,
         send: Default::default(),
+        encrypted_to: Vec::new(),
     })
 }
 

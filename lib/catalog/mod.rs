@@ -54,6 +54,8 @@ pub struct BackupRecord {
     pub legacy: bool,
     /// The `zfs send` options it was made with (none for zfs3backup objects).
     pub send: crate::zfs::send::SendOptions,
+    /// Fingerprints of the age recipients it is encrypted to; empty when it is not.
+    pub encrypted_to: Vec<String>,
 }
 
 impl BackupRecord {

@@ -40,6 +40,8 @@ pub enum ExitCode {
     Diverged,
     /// Our stdout was closed by the reader (EPIPE); not an error of ours.
     ClosedStdout,
+    /// The backup is encrypted and no identity given opens it (or one could not be read).
+    NoIdentity,
     /// Stopped by a signal: 128 + the signal number, as shells report it.
     Signal(i32),
 }
@@ -67,6 +69,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (78, "bad-credentials", "no credentials, unknown access key or wrong secret"),
     (79, "diverged", "the replica has changes the source lacks; nothing was sent (zsync-ssh)"),
     (80, "closed-stdout", "the reader closed our stdout (EPIPE); output stopped early"),
+    (81, "no-identity", "the backup is encrypted to other recipients: no identity given opens it"),
     (130, "interrupted", "SIGINT (128+2); likewise 141 SIGPIPE, 143 SIGTERM"),
 ];
 
@@ -93,6 +96,7 @@ pub const ALL: &[ExitCode] = &[
     ExitCode::BadCredentials,
     ExitCode::Diverged,
     ExitCode::ClosedStdout,
+    ExitCode::NoIdentity,
 ];
 
 /// The code for a number a user gave (e.g. zsync-ssh --exit-nothing N): the table's
@@ -125,6 +129,7 @@ impl ExitCode {
             ExitCode::BadCredentials => 78,
             ExitCode::Diverged => 79,
             ExitCode::ClosedStdout => 80,
+            ExitCode::NoIdentity => 81,
             ExitCode::Signal(n) => 128 + n,
         }
     }

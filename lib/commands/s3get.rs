@@ -6,6 +6,7 @@ use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_number, parse_range, parse_size, ByteRange};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::compress::{self, Codec};
+use crate::crypt::Identities;
 use crate::s3::download::{self, DownloadSpec};
 use crate::s3::{client, S3Url};
 use crate::zfs::stream::{StreamGate, StreamSummary};
@@ -35,6 +36,23 @@ const FLAGS: &[Flag] = &[
         long: "progress",
         value: None,
         doc: "Report progress on stderr even when it is not a terminal, and a summary at the end.",
+    },
+    Flag {
+        short: None,
+        long: "decrypt",
+        value: None,
+        doc: "The object is an age file (s3put --encrypt-to): decrypt it first (then --decompress, then the \
+              --zfs-stream gate). The identity is read before anything is downloaded, and the age header is \
+              checked before a byte is written: no identity exits 64, one that opens none of the object's \
+              recipients 81, a header that is not age 65. A chunk that does not authenticate (a flipped \
+              bit) or a cut end exits 65 at that chunk.",
+    },
+    Flag {
+        short: Some('i'),
+        long: "identity",
+        value: Some("FILE"),
+        doc: "With --decrypt: an age identity file (AGE-SECRET-KEY-1... lines, as age-keygen writes them); \
+              repeatable. Default $AGE_IDENTITY_FILE.",
     },
     Flag {
         short: Some('d'),
@@ -111,6 +129,13 @@ pub struct Args {
     pub codec: Codec,
     /// `--zfs-stream`, with the expected (guid, from guid).
     pub gate: Option<(Option<u64>, Option<u64>)>,
+    /// `--decrypt`: the object is an age file, opened with these identity files.
+    pub decrypt: Option<Decrypt>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decrypt {
+    pub identity_files: Vec<String>,
 }
 
 pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, String>, Failure> {
@@ -123,6 +148,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut url = None;
     let mut codec = Codec::None;
     let (mut zfs_stream, mut expect_guid, mut expect_from) = (false, None, None);
+    let (mut decrypt, mut identities) = (false, Vec::new());
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
@@ -136,6 +162,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
                 codec = Codec::parse(&p.value()?.string()?).map_err(|e| Failure::usage(format!("--decompress: {e}")))?
             }
             Long("zfs-stream") => zfs_stream = true,
+            Long("decrypt") => decrypt = true,
+            Short('i') | Long("identity") => identities.push(p.value()?.string()?),
             Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
             Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
             Value(v) if url.is_none() => url = Some(v.string()?),
@@ -161,10 +189,27 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     if range.is_some() && (zfs_stream || codec != Codec::None) {
         return Err(Failure::usage("--range cannot be combined with --decompress or --zfs-stream"));
     }
+    if !decrypt && !identities.is_empty() {
+        return Err(Failure::usage("--identity needs --decrypt"));
+    }
+    if decrypt && range.is_some() {
+        return Err(Failure::usage("--range cannot be combined with --decrypt"));
+    }
+    if decrypt && identities.is_empty() {
+        match std::env::var("AGE_IDENTITY_FILE") {
+            Ok(f) if !f.is_empty() => identities.push(f),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "{url} is to be decrypted: give --identity FILE or set AGE_IDENTITY_FILE"
+                )))
+            }
+        }
+    }
     let s3 = s3.with_env()?;
     let spec = DownloadSpec { url, chunk_size, concurrency, range, retries: s3.retries() };
     let gate = zfs_stream.then_some((expect_guid, expect_from));
-    Ok(Ok(Args { spec, s3, progress, codec, gate }))
+    let decrypt = decrypt.then_some(Decrypt { identity_files: identities });
+    Ok(Ok(Args { spec, s3, progress, codec, gate, decrypt }))
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -191,14 +236,19 @@ async fn run(args: Args) -> Result<(), Failure> {
             .try_clone_to_owned()
             .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot use stdout: {e}")))?,
     );
-    let (result, stream) = if args.codec == Codec::None && args.gate.is_none() {
+    // Read (and refuse) the identity before a byte is downloaded.
+    let identities = match &args.decrypt {
+        Some(d) => Some(Identities::load(&d.identity_files)?),
+        None => None,
+    };
+    let (result, stream) = if args.codec == Codec::None && args.gate.is_none() && identities.is_none() {
         (download::download(&client, &args.spec, &mut out, &progress).await, None)
     } else {
         let (mut sink, input) = crate::compress::channel::channel(2);
         let (codec, gate, url) = (args.codec, args.gate, args.spec.url.clone());
         let worker = std::thread::Builder::new()
             .name("s3get-decode".into())
-            .spawn(move || decode(codec, gate, &url, input, &mut out))
+            .spawn(move || decode(codec, gate, identities.as_ref(), &url, input, &mut out))
             .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start decoder thread: {e}")))?;
         let result = download::download(&client, &args.spec, &mut sink, &progress).await;
         // End of input for the decoder: it now says whether the stream was whole.
@@ -243,10 +293,16 @@ async fn run(args: Args) -> Result<(), Failure> {
 fn decode(
     codec: Codec,
     gate: Option<(Option<u64>, Option<u64>)>,
+    identities: Option<&Identities>,
     url: &crate::s3::S3Url,
     input: crate::compress::channel::ChannelReader,
     out: &mut std::fs::File,
 ) -> Result<Option<StreamSummary>, Failure> {
+    // Decrypt first: the age header names the recipients before any byte goes out.
+    let (input, what): (Box<dyn Read + Send>, &str) = match identities {
+        Some(ids) => (Box::new(Decrypted(ids.decrypt(input, &url.to_string())?)), "decrypted"),
+        None => (Box::new(input), ""),
+    };
     let mut dec = compress::decoder(codec, input)
         .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start the {} decoder: {e}", codec.name())))?;
     let mut gate = gate.map(|(g, f)| StreamGate::expecting(g, f));
@@ -263,10 +319,13 @@ fn decode(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.get_ref().is_some_and(|i| i.is::<DecryptFailed>()) => {
+                return Err(crate::crypt::read_failure(&e, &url.to_string()))
+            }
             Err(e) => {
                 return Err(Failure::new(
                     ExitCode::Data,
-                    format!("{url}: {} data is corrupt or cut: {e}", codec.name()),
+                    format!("{url}: {} {what} data is corrupt or cut: {e}", codec.name()).replace("  ", " "),
                 ))
             }
         };
@@ -279,6 +338,27 @@ fn decode(
     match gate {
         Some(g) => Ok(Some(g.finish().map_err(|e| Failure::from(e).context(url))?)),
         None => Ok(None),
+    }
+}
+
+/// The plaintext of an age file; a read error is age's (a chunk that does not
+/// authenticate, or a cut end), marked so it is reported as such and not as the codec's.
+struct Decrypted<R: Read>(age::stream::StreamReader<R>);
+
+#[derive(Debug)]
+struct DecryptFailed(std::io::Error);
+
+impl std::fmt::Display for DecryptFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DecryptFailed {}
+
+impl<R: Read> Read for Decrypted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf).map_err(|e| std::io::Error::new(e.kind(), DecryptFailed(e)))
     }
 }
 

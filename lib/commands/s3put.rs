@@ -10,6 +10,7 @@ use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, Failure, COMMON_FLAGS};
 use crate::compress::Codec;
+use crate::crypt::Recipients;
 use crate::s3::objects;
 use crate::s3::part_size::{self, DEFAULT_MAX_PARTS};
 use crate::s3::resume::{self, Choice, Resume};
@@ -173,6 +174,20 @@ const STREAM_FLAGS: &[Flag] = &[
               levels 19-22), gzip about 12 MiB per thread, lz4 about 10 MiB.",
     },
     Flag {
+        short: None,
+        long: "encrypt-to",
+        value: Some("RECIPIENT"),
+        doc: "Encrypt the stored bytes in process with age to RECIPIENT: an age1... X25519 public key, or \
+              the path of a recipients file (one per line, # comments); repeatable, and anyone of them can \
+              decrypt. Runs after the gate and the compressor (gate -> compress -> encrypt -> parts), so \
+              the gate checks the plaintext stream and the object is a plain age file (`age -d -i KEY` \
+              opens it); its CRC32 covers the encrypted bytes, so s3get verifies it without the key. No \
+              secret is needed here. A zsnap1 key with enc=age.FP... must be given exactly the recipients \
+              with those fingerprints, and one without enc= none. The JSON line's encrypted_to lists the \
+              recipients' fingerprints. An encrypted stream is new bytes every time, so --resume cannot \
+              reuse its parts (it starts over).",
+    },
+    Flag {
         short: Some('T'),
         long: "threads",
         value: Some("N"),
@@ -269,8 +284,10 @@ zsnap-bytes), a multipart object its part size (zsnap-part-size), so s3get can v
 
 On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\", \"crc32\", \
 \"seconds\", \"mb_per_s\", \"multipart\", \"compressor\", \"input_bytes\", \"resumed\", \"reused_parts\", \
-\"saved_bytes\"}, where bytes is what was stored, input_bytes what was read, resumed the id of the upload \
---resume continued (else null) and saved_bytes the bytes of its reused_parts that were not sent again; with --filter also \"filter\", and with --zfs-stream also \"stream\": \
+\"saved_bytes\", \"encrypted_to\"}, where bytes is what was stored, input_bytes what was read, resumed the id \
+of the upload --resume continued (else null), saved_bytes the bytes of its reused_parts that were not sent \
+again, and encrypted_to the recipients' fingerprints (null when not encrypted); with --filter also \"filter\", \
+and with --zfs-stream also \"stream\": \
 {\"bytes\", \"kind\" (full, incremental or compound), \"toguid\", \"fromguid\", \"toname\", \"records\", \
 \"dedup\"} (guids as decimal strings; a compound stream adds \"substreams\"). Messages go to stderr, \
 prefixed with s3put:.
@@ -398,6 +415,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
     let mut expect_raw = false;
     let (mut codec, mut threads, mut filter) = (Codec::None, None, None);
+    let mut encrypt_to: Vec<String> = Vec::new();
     let mut urls: Vec<String> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
     while let Some(arg) = p.next()? {
@@ -429,6 +447,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             Short('T') | Long("threads") => threads = Some(parse_number::<usize>("threads", &p.value()?.string()?)?),
             Long("filter") => filter = Some(p.value()?.string()?),
+            Long("encrypt-to") => encrypt_to.push(p.value()?.string()?),
             Long("list-uploads") | Long("abort-uploads") | Long("delete") | Long("extend-lock") => {}
             Long("older-than") => older_than = Some(parse_duration("older-than", &p.value()?.string()?)?),
             Value(v) => urls.push(v.string()?),
@@ -509,6 +528,10 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
+    let encrypt = match encrypt_to.is_empty() {
+        true => None,
+        false => Some(Recipients::parse(&encrypt_to).map_err(|e| Failure::usage(format!("--encrypt-to: {e}")))?),
+    };
     let base = url.key.rsplit('/').next().unwrap_or("");
     if base.starts_with(KEY_TAG) && !zfs_stream && exec.is_none() {
         return Err(Failure::usage(
@@ -533,6 +556,18 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         expect_guid = Some(agree("--expect-guid", expect_guid, f.guid)?);
         expect_from = Some(agree("--expect-from", expect_from, f.from.map_or(0, |(g, _)| g))?);
         expect_raw |= f.send.raw();
+        let given = encrypt.as_ref().map(Recipients::fingerprints).unwrap_or_default();
+        if given != f.encrypted_to {
+            let said = |fps: &[String]| match fps {
+                [] => "not encrypted".to_string(),
+                fps => format!("encrypted to {}", fps.join(", ")),
+            };
+            return Err(Failure::usage(format!(
+                "--encrypt-to gives {} but the key says {}",
+                said(&given).replace("not encrypted", "no recipient"),
+                said(&f.encrypted_to)
+            )));
+        }
     }
     let gate = zfs_stream.then_some(GateSpec { expect_guid, expect_from, expect_raw });
     let spec = UploadSpec {
@@ -553,7 +588,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         Some(cmd) => Source::Exec(cmd),
         None => Source::Stdin,
     };
-    let input = InputSpec { source, gate, codec, threads, filter, allow_empty };
+    let input = InputSpec { source, gate, codec, threads, filter, allow_empty, encrypt };
     Ok(Ok(Args {
         url,
         s3,
@@ -643,6 +678,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                 "resumed": r.resumed,
                 "reused_parts": r.reused_parts,
                 "saved_bytes": r.saved_bytes,
+                "encrypted_to": input.encrypt.as_ref().map(Recipients::fingerprints),
             });
             if let Some(f) = &input.filter {
                 line["filter"] = f.as_str().into();

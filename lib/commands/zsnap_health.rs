@@ -58,6 +58,14 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         short: None,
+        long: "identity",
+        value: Some("FILE"),
+        doc: "With --deep: the age identity file that decrypts encrypted backups (default $AGE_IDENTITY_FILE, \
+              then IDENTITY_FILE), so their streams are checked too. Without it, encrypted backups are not \
+              checked and one critical finding (deep:identity) says so; everything else needs no secret.",
+    },
+    Flag {
+        short: None,
         long: "sample",
         value: Some("N"),
         doc: "With --deep: only N objects per dataset, spread out, newest always.",
@@ -145,6 +153,8 @@ pub struct Args {
     pub thresholds: Thresholds,
     pub clean: bool,
     pub deep: bool,
+    /// The identity file `--deep` decrypts with (resolved with the settings).
+    pub identity_file: Option<String>,
     pub drill: Option<String>,
     pub sample: Option<usize>,
     pub chain: Option<restore::Selector>,
@@ -167,6 +177,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         thresholds: Thresholds::default(),
         clean: false,
         deep: false,
+        identity_file: None,
         drill: None,
         sample: None,
         chain: None,
@@ -189,6 +200,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("stale-uploads") => a.thresholds.stale_uploads = secs("stale-uploads", p.value()?.string()?)?,
             Long("clean") => a.clean = true,
             Long("deep") => a.deep = true,
+            Long("identity") => a.flags.identity = Some(p.value()?.string()?),
             Long("restore-drill") => a.drill = Some(p.value()?.string()?),
             Long("sample") => a.sample = Some(crate::cli::values::parse_number("sample", &p.value()?.string()?)?),
             Long("chain") => a.chain = Some(restore::Selector::parse(&p.value()?.string()?)?),
@@ -271,6 +283,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let s3 = s3.with_env()?;
     // The checks (deep downloads, the drill's commands) use the resolved settings.
     args.s3 = s3.clone();
+    args.identity_file = settings.identity.value.clone();
     let now = args.now.unwrap_or_else(crate::calendar::now);
     let mut outcome = Outcome::default();
     let checked = crate::commands::runtime()?.block_on(async {
@@ -405,6 +418,16 @@ fn drill_env(s3: &S3Args) -> Vec<(String, String)> {
 async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &catalog::Catalog, out: &mut Outcome) {
     let ds = cat.dataset.as_str();
     let health = cat.health();
+    let ids = match (&args.identity_file, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
+        (Some(f), true) => match crate::crypt::Identities::load(std::slice::from_ref(f)) {
+            Ok(ids) => Some(std::sync::Arc::new(ids)),
+            Err(f) => {
+                out.findings.push(Finding::new(Severity::Critical, ds, "deep:identity", None, f.message));
+                return;
+            }
+        },
+        _ => None,
+    };
     let picked = match (&args.chain, args.sample) {
         (Some(sel), _) => {
             let ctx = crate::plan::Context {
@@ -428,9 +451,22 @@ async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &ca
         (None, None) => (0..cat.records.len()).collect(),
     };
     let retries = args.s3.retries();
+    let locked = picked.iter().filter(|&&i| !cat.records[i].encrypted_to.is_empty()).count();
+    if locked > 0 && ids.is_none() {
+        out.findings.push(Finding::new(
+            Severity::Critical,
+            ds,
+            "deep:identity",
+            None,
+            format!("{locked} encrypted backup(s) of {ds} were not checked: --deep needs --identity FILE (or AGE_IDENTITY_FILE)"),
+        ));
+    }
     for i in picked {
         let r = &cat.records[i];
-        if let Err(e) = health::deep::verify(client, bucket, r, retries).await {
+        if !r.encrypted_to.is_empty() && ids.is_none() {
+            continue;
+        }
+        if let Err(e) = health::deep::verify(client, bucket, r, retries, ids.clone()).await {
             let severity = if e.check == "compressor" { Severity::Warning } else { Severity::Critical };
             out.findings.push(Finding::new(
                 severity,

@@ -24,6 +24,8 @@ const SETTING_KEYS: &[&str] = &[
     "SNAPSHOT_PREFIX",
     "COMPRESSOR",
     "SEND_OPTIONS",
+    "ENCRYPT_TO",
+    "IDENTITY_FILE",
     "ENDPOINT",
     "REGION",
     "PROFILE",
@@ -181,6 +183,9 @@ pub struct Flags {
     pub compressor: Option<String>,
     /// `--send-option`, repeatable; joined with spaces.
     pub send_options: Option<String>,
+    /// `--encrypt-to`, repeatable; joined with spaces.
+    pub encrypt_to: Option<String>,
+    pub identity: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -237,6 +242,11 @@ pub struct Settings {
     /// `zfs send` options for backups (`SEND_OPTIONS`); raw is added for encrypted datasets.
     pub send_options_setting: Setting,
     pub send_options: crate::zfs::send::SendOptions,
+    /// `ENCRYPT_TO`: age recipients (`age1…` or recipients files) backups are encrypted to.
+    pub encrypt_to_setting: Setting,
+    pub encrypt_to: Option<crate::crypt::Recipients>,
+    /// `IDENTITY_FILE` / `AGE_IDENTITY_FILE`: what restores and `--deep` decrypt with.
+    pub identity: Setting,
     pub endpoint: Setting,
     pub region: Setting,
     pub profile: Setting,
@@ -352,6 +362,18 @@ pub fn resolve(
         pick(("send-option", &flags.send_options), &["ZSNAP_SEND_OPTIONS"], env, file, fs, "SEND_OPTIONS", Some(""));
     let send_options = crate::zfs::send::SendOptions::parse(send_options_setting.value.as_deref().unwrap_or(""))
         .map_err(|e| Failure::usage(format!("{e} (from {})", send_options_setting.source)))?;
+    let encrypt_to_setting =
+        pick(("encrypt-to", &flags.encrypt_to), &["ZSNAP_ENCRYPT_TO"], env, file, fs, "ENCRYPT_TO", None);
+    let encrypt_to = match encrypt_to_setting.value.as_deref().map(str::split_whitespace) {
+        Some(words) => {
+            let words: Vec<String> = words.map(str::to_string).collect();
+            let r = crate::crypt::Recipients::parse(&words)
+                .map_err(|e| Failure::usage(format!("{e} (ENCRYPT_TO from {})", encrypt_to_setting.source)))?;
+            Some(r)
+        }
+        None => None,
+    };
+    let identity = pick(("identity", &flags.identity), &["AGE_IDENTITY_FILE"], env, file, fs, "IDENTITY_FILE", None);
     let endpoint = pick(
         ("endpoint", &flags.endpoint),
         &["ZSNAP_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
@@ -385,6 +407,9 @@ pub fn resolve(
         compressor,
         send_options_setting,
         send_options,
+        encrypt_to_setting,
+        encrypt_to,
+        identity,
         endpoint,
         region,
         profile,

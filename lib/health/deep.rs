@@ -8,13 +8,15 @@
 use crate::catalog::BackupRecord;
 use crate::cli::output::Progress;
 use crate::cli::ExitCode;
-use crate::compress::channel::{channel, ChannelReader};
+use crate::compress::channel::channel;
 use crate::compress::{self, Codec};
+use crate::crypt::Identities;
 use crate::s3::client::Client;
 use crate::s3::download::{self, DownloadSpec};
 use crate::s3::S3Url;
 use crate::zfs::stream::{StreamGate, StreamSummary};
 use std::io::Read;
+use std::sync::Arc;
 
 /// Why an object did not verify: the check that failed and its one-line message.
 #[derive(Debug)]
@@ -29,7 +31,13 @@ fn err(check: &'static str, message: impl Into<String>) -> DeepError {
 }
 
 /// Verify one committed object end to end.
-pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u32) -> Result<StreamSummary, DeepError> {
+pub async fn verify(
+    client: &Client,
+    bucket: &str,
+    r: &BackupRecord,
+    retries: u32,
+    identities: Option<Arc<Identities>>,
+) -> Result<StreamSummary, DeepError> {
     let codec = Codec::parse(&r.compressor)
         .map_err(|_| err("compressor", format!("compressor '{}' cannot be checked in process", r.compressor)))?;
     let (guid, from) = match r.stream_guids() {
@@ -38,9 +46,18 @@ pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u3
     };
     let url = S3Url { bucket: bucket.to_string(), key: r.key.clone() };
     let (mut sink, input) = channel(2);
+    // An encrypted object is decrypted first (the caller has the identity or skips it).
+    let identities = identities.filter(|_| !r.encrypted_to.is_empty());
+    let what = url.to_string();
     let worker = std::thread::Builder::new()
         .name("health-decode".into())
-        .spawn(move || decode(codec, guid, from, input))
+        .spawn(move || match identities {
+            Some(ids) => match ids.decrypt(input, &what) {
+                Ok(plain) => decode(codec, guid, from, plain),
+                Err(f) => Err(err("decrypt", f.message)),
+            },
+            None => decode(codec, guid, from, input),
+        })
         .map_err(|e| err("download", format!("cannot start decoder thread: {e}")))?;
     let spec = DownloadSpec { url: url.clone(), chunk_size: 16 << 20, concurrency: 4, range: None, retries };
     let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
@@ -63,11 +80,11 @@ pub async fn verify(client: &Client, bucket: &str, r: &BackupRecord, retries: u3
     }
 }
 
-fn decode(
+fn decode<R: Read + Send>(
     codec: Codec,
     guid: Option<u64>,
     from: Option<u64>,
-    input: ChannelReader,
+    input: R,
 ) -> Result<StreamSummary, DeepError> {
     let mut dec = compress::decoder(codec, input)
         .map_err(|e| err("decompress", format!("cannot start the {} decoder: {e}", codec.name())))?;

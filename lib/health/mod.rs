@@ -244,6 +244,7 @@ mod tests {
             key: format!("tank/d/@{snap}/{guid}-{}", from.map_or(0, |f| f.0)),
             legacy: false,
             send: Default::default(),
+            encrypted_to: Vec::new(),
         }
     }
 

@@ -109,6 +109,8 @@ pub struct Send {
     pub zfs_send: Vec<String>,
     /// Recorded compressor (`z=`).
     pub compressor: String,
+    /// Fingerprints of the recipients it is encrypted to (`enc=`; empty: not encrypted).
+    pub encrypted_to: Vec<String>,
     /// Key relative to the bucket.
     pub key: String,
     pub url: String,
@@ -172,6 +174,7 @@ impl Step {
                 "compressor": s.compressor,
                 "send_options": s.options.letters(),
                 "raw": s.options.raw(),
+                "encrypted_to": s.encrypted_to,
                 "key": s.url,
                 "bytes_estimate": s.bytes_estimate,
                 "estimate_source": if s.estimated { "zfs send -nP" } else { "guess" },
@@ -247,6 +250,26 @@ fn mark_in_s3<'a>(b: &Bookmark, records: &'a [BackupRecord], health: &[Health]) 
     records.iter().zip(health).find(|(r, h)| r.guid == Some(b.guid) && h.is_restorable()).map(|(r, _)| r)
 }
 
+/// Why an incremental may not extend a chain encrypted to `chain` (fingerprints; empty:
+/// not encrypted) when backups are encrypted to `now`: a chain is all plaintext or all
+/// encrypted to one set of recipients, so a change starts a new full. Recipients added to
+/// ENCRYPT_TO apply from that full; the chain goes on to those of its recipients still named.
+pub fn encryption_refused(now: Option<&crate::crypt::Recipients>, chain: &[String]) -> Option<String> {
+    match (now, chain) {
+        (None, []) => None,
+        (None, fps) => Some(format!("encrypted (to {}) and ENCRYPT_TO is not set", fps.join(", "))),
+        (Some(_), []) => Some("not encrypted and ENCRYPT_TO is set: encryption starts with a full".into()),
+        (Some(r), fps) => {
+            let have = r.fingerprints();
+            let gone: Vec<&str> = fps.iter().filter(|f| !have.contains(f)).map(String::as_str).collect();
+            match gone.is_empty() {
+                true => None,
+                false => Some(format!("encrypted to {}, which ENCRYPT_TO no longer names", gone.join(", "))),
+            }
+        }
+    }
+}
+
 /// What the first incremental builds on.
 struct Base {
     origin: Origin,
@@ -295,7 +318,9 @@ pub fn plan(
     let index_of = |r: &BackupRecord| position(r).unwrap_or(0);
     // A base whose stream was made with options an incremental cannot follow (raw vs not,
     // -L vs not) is passed over, and said so.
-    let refused = |r: &BackupRecord| src.options.incremental_refused(r.send);
+    let refused = |r: &BackupRecord| {
+        src.options.incremental_refused(r.send).or_else(|| encryption_refused(ctx.encrypt_to.as_ref(), &r.encrypted_to))
+    };
     let mut passed_over: Option<String> = None;
     let mut base: Option<Base> = None;
     if !req.full {
@@ -328,7 +353,14 @@ pub fn plan(
         }
     }
     let health_of = |r: &BackupRecord| position(r).and_then(|i| health.get(i));
-    let sender = Sender { ctx, compressor, src, lock: req.lock };
+    // One chain, one set of readers: incrementals go to the recipients of the chain they
+    // extend (those ENCRYPT_TO still names), a full to all of ENCRYPT_TO.
+    let encrypt = match (&ctx.encrypt_to, &base) {
+        (Some(r), Some(b)) => Some(r.only(&records[b.record].encrypted_to)),
+        (Some(r), None) => Some(r.clone()),
+        (None, _) => None,
+    };
+    let sender = Sender { ctx, compressor, src, lock: req.lock, encrypt: encrypt.as_ref() };
 
     let mut steps = Vec::new();
     match &base {
@@ -444,6 +476,7 @@ struct Sender<'a> {
     compressor: &'a Compressor,
     src: &'a Source<'a>,
     lock: Option<LockUntil>,
+    encrypt: Option<&'a crate::crypt::Recipients>,
 }
 
 impl Sender<'_> {
@@ -483,7 +516,7 @@ fn skip(ctx: &Context, snap: &Snapshot, r: &BackupRecord, reason: String) -> Ste
 
 impl Sender<'_> {
     fn send(&self, snap: &Snapshot, from: Option<&Origin>, reason: String) -> Result<Send, Failure> {
-        let Sender { ctx, compressor, src, lock } = *self;
+        let Sender { ctx, compressor, src, lock, encrypt } = *self;
         let kind = if from.is_some() { Kind::Inc } else { Kind::Full };
         let fields = KeyFields {
             dataset: ctx.dataset.clone(),
@@ -494,6 +527,7 @@ impl Sender<'_> {
             time: snap.creation,
             compressor: compressor.recorded(),
             send: src.options,
+            encrypted_to: encrypt.map(|r| r.fingerprints()).unwrap_or_default(),
         };
         let key = key::encode(&ctx.prefix, &fields)
             .map_err(|e| Failure::usage(format!("cannot name a backup of {}@{}: {e}", ctx.dataset, snap.name)))?;
@@ -517,6 +551,7 @@ impl Sender<'_> {
             compress: compressor.s3put_arg(),
             expected_size: estimated.or(snap.logical_referenced.filter(|&l| l > 0)),
             lock,
+            encrypt_to: encrypt.map(|r| r.keys().to_vec()).unwrap_or_default(),
             connection: ctx.connection.clone(),
         };
         let bytes_estimate = estimated.or(match (from, local_parent(src, from)) {
@@ -531,6 +566,7 @@ impl Sender<'_> {
             options: src.options,
             zfs_send,
             compressor: compressor.recorded(),
+            encrypted_to: fields.encrypted_to.clone(),
             key,
             url,
             bytes_estimate,

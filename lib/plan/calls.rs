@@ -21,6 +21,8 @@ pub struct S3putUpload {
     pub compress: CompressArg,
     pub expected_size: Option<u64>,
     pub lock: Option<LockUntil>,
+    /// `age1…` recipients to encrypt to (none: not encrypted).
+    pub encrypt_to: Vec<String>,
     /// Connection flags to repeat (`--endpoint …`).
     pub connection: Vec<String>,
 }
@@ -45,6 +47,9 @@ impl S3putUpload {
         }
         if let Some(l) = self.lock {
             v.extend(lock_args(l));
+        }
+        for r in &self.encrypt_to {
+            v.extend(["--encrypt-to".into(), r.clone()]);
         }
         v.extend(self.connection.iter().cloned());
         v.push(self.url.clone());
@@ -89,6 +94,8 @@ impl S3putDelete {
 /// `s3get [--decompress Z --zfs-stream [--expect-guid G --expect-from F]] URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3getCall {
+    /// Decrypt (age) first, with these identity flags (empty: `AGE_IDENTITY_FILE`).
+    pub decrypt: Option<Vec<String>>,
     pub url: String,
     /// In-process decompression and the stream gate; `None` when a custom command must
     /// undo the compressor after s3get (no gate: the bytes are the compressor's).
@@ -101,6 +108,10 @@ pub struct S3getCall {
 impl S3getCall {
     pub fn argv(&self) -> Vec<String> {
         let mut v: Vec<String> = vec!["s3get".into()];
+        if let Some(id) = &self.decrypt {
+            v.push("--decrypt".into());
+            v.extend(id.iter().cloned());
+        }
         if let Some(z) = &self.decompress {
             v.extend(["--decompress".into(), z.clone(), "--zfs-stream".into()]);
             if let Some((g, from)) = self.expect {
@@ -150,6 +161,7 @@ mod tests {
     #[test]
     fn uploads_parse_back_to_what_the_planner_meant() {
         let lock = LockUntil { mode: "GOVERNANCE", until: 1_795_392_000 };
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
         let calls = [
             S3putUpload {
                 url: KEY.into(),
@@ -160,6 +172,7 @@ mod tests {
                 compress: CompressArg::Compress("zstd:9".into()),
                 expected_size: Some(123 << 20),
                 lock: Some(lock),
+                encrypt_to: vec![],
                 connection: connection(),
             },
             S3putUpload {
@@ -171,6 +184,19 @@ mod tests {
                 compress: CompressArg::Filter("xz -T0".into()),
                 expected_size: None,
                 lock: None,
+                encrypt_to: vec![],
+                connection: vec![],
+            },
+            S3putUpload {
+                url: format!("{KEY},enc=age.{}", crate::crypt::fingerprint(&recipient)),
+                expect_guid: 22,
+                expect_from: 11,
+                expect_raw: false,
+                exec: vec!["zfs".into(), "send".into(), "tank/d@s2".into()],
+                compress: CompressArg::Compress("lz4".into()),
+                expected_size: None,
+                lock: None,
+                encrypt_to: vec![recipient.clone()],
                 connection: vec![],
             },
         ];
@@ -179,6 +205,7 @@ mod tests {
             let s3put::Action::Upload { spec, input, expected, .. } = a.action else { panic!("{call:?}") };
             assert_eq!(spec.url.to_string(), call.url);
             assert!(spec.resume, "backups resume what an earlier run left");
+            assert_eq!(input.encrypt.as_ref().map(|r| r.keys().to_vec()).unwrap_or_default(), call.encrypt_to);
             let gate = input.gate.expect("--zfs-stream");
             assert_eq!(
                 (gate.expect_guid, gate.expect_from, gate.expect_raw),
@@ -215,13 +242,20 @@ mod tests {
     fn downloads_parse_back() {
         for call in [
             S3getCall {
+                decrypt: None,
                 url: KEY.into(),
                 decompress: Some("zstd".into()),
                 expect: Some((22, 11)),
                 connection: connection(),
             },
-            S3getCall { url: KEY.into(), decompress: Some("lz4".into()), expect: None, connection: vec![] },
-            S3getCall { url: KEY.into(), decompress: None, expect: None, connection: vec![] },
+            S3getCall {
+                decrypt: Some(vec!["--identity".into(), "/etc/zsnap/key.txt".into()]),
+                url: KEY.into(),
+                decompress: Some("lz4".into()),
+                expect: None,
+                connection: vec![],
+            },
+            S3getCall { decrypt: None, url: KEY.into(), decompress: None, expect: None, connection: vec![] },
         ] {
             let argv = call.argv();
             let a = match s3get::parse(os(&argv)) {
@@ -233,6 +267,11 @@ mod tests {
             assert_eq!(a.codec, codec);
             let gate = call.decompress.as_ref().map(|_| call.expect.map_or((None, None), |(g, f)| (Some(g), Some(f))));
             assert_eq!(a.gate, gate);
+            assert_eq!(a.decrypt.is_some(), call.decrypt.is_some());
+            assert_eq!(
+                a.decrypt.map(|d| d.identity_files),
+                call.decrypt.map(|d| d.get(1).cloned().into_iter().collect())
+            );
             if let Some(e) = call.connection.get(1) {
                 assert_eq!(a.s3.endpoint.as_ref(), Some(e));
             }

@@ -24,6 +24,46 @@ pub struct Context {
     /// file; the environment is inherited), e.g. `["--endpoint", "http://…"]`.
     pub connection: Vec<String>,
     pub customs: BTreeMap<String, CustomCompressor>,
+    /// Backups are encrypted to these recipients (`ENCRYPT_TO`).
+    pub encrypt_to: Option<crate::crypt::Recipients>,
+    /// What restores decrypt with.
+    pub identity: IdentityUse,
+}
+
+/// The identity a restore of encrypted backups decrypts with, as far as planning needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdentityUse {
+    /// `["--identity", FILE]` when the printed s3get commands must name it (a flag or the
+    /// config file named it; `AGE_IDENTITY_FILE` is inherited).
+    pub args: Vec<String>,
+    /// The fingerprints of the recipients it opens; `None` when no identity is set.
+    pub opens: Option<Vec<String>>,
+}
+
+impl IdentityUse {
+    /// Whether an object encrypted to `fps` can be opened, said in one line with its own
+    /// code when not: no identity at all (64), or one for other recipients (81).
+    pub fn check(&self, what: &str, fps: &[String]) -> Result<(), crate::cli::Failure> {
+        use crate::cli::{ExitCode, Failure};
+        if fps.is_empty() {
+            return Ok(());
+        }
+        match &self.opens {
+            None => Err(Failure::usage(format!(
+                "{what} is encrypted (to {}): give --identity FILE or set AGE_IDENTITY_FILE",
+                fps.join(", ")
+            ))),
+            Some(have) if !have.iter().any(|h| fps.contains(h)) => Err(Failure::new(
+                ExitCode::NoIdentity,
+                format!(
+                    "{what} is encrypted to {}, and the identity given opens only {}: nothing was downloaded",
+                    fps.join(", "),
+                    have.join(", ")
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 impl Context {
@@ -35,13 +75,20 @@ impl Context {
     /// `s3get` reading `key`, decompressed per `compressor`, with `--zfs-stream` checks and,
     /// when known, the stream's guid and parent guid (0 for a full) checked against `guids`;
     /// the result is a pipeline whose stdout is the raw stream.
-    pub fn s3get(&self, key: &str, compressor: &str, guids: Option<(u64, u64)>) -> Result<String, String> {
+    pub fn s3get(
+        &self,
+        key: &str,
+        compressor: &str,
+        guids: Option<(u64, u64)>,
+        encrypted: bool,
+    ) -> Result<String, String> {
         let (decompress, after) = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
             Decompress::Codec(z) => (Some(z), None),
             // The bytes s3get sees are the custom compressor's: only the command can undo them.
             Decompress::Command(cmd) => (None, Some(cmd)),
         };
         let call = calls::S3getCall {
+            decrypt: encrypted.then(|| self.identity.args.clone()),
             url: self.url(key),
             expect: decompress.as_ref().and(guids),
             decompress,
@@ -98,13 +145,19 @@ mod tests {
         ctx.customs.insert("xz".into(), CustomCompressor { compress: "xz".into(), decompress: "xz -d".into() });
         ctx.connection = vec!["--endpoint".into(), "http://127.0.0.1:3900".into()];
         assert_eq!(
-            ctx.s3get("k", "zstd", Some((5, 0))).unwrap(),
+            ctx.s3get("k", "zstd", Some((5, 0)), false).unwrap(),
             "s3get --decompress zstd --zfs-stream --expect-guid 5 --expect-from 0 --endpoint http://127.0.0.1:3900 s3://bkt/k"
         );
         assert_eq!(
-            ctx.s3get("a b", "x-xz", Some((5, 4))).unwrap(),
+            ctx.s3get("a b", "x-xz", Some((5, 4)), false).unwrap(),
             "s3get --endpoint http://127.0.0.1:3900 's3://bkt/a b' | xz -d"
         );
-        assert!(ctx.s3get("k", "bzip2", None).is_err());
+        assert!(ctx.s3get("k", "bzip2", None, false).is_err());
+        ctx.identity.args = vec!["--identity".into(), "/k".into()];
+        assert_eq!(
+            ctx.s3get("k", "zstd", Some((5, 0)), true).unwrap(),
+            "s3get --decrypt --identity /k --decompress zstd --zfs-stream --expect-guid 5 --expect-from 0 \
+             --endpoint http://127.0.0.1:3900 s3://bkt/k"
+        );
     }
 }

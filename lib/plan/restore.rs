@@ -256,10 +256,15 @@ pub fn plan(
         }
     }
     let todo = &chain[..];
+    // Every object the chain decrypts is checked before the first is downloaded.
+    for &i in todo {
+        ctx.identity
+            .check(&format!("{} ({})", records[i].describe(), ctx.url(&records[i].key)), &records[i].encrypted_to)?;
+    }
     let mut steps = Vec::with_capacity(todo.len());
     for (n, &i) in todo.iter().enumerate() {
         let r = &records[i];
-        let get = ctx.s3get(&r.key, &r.compressor, r.stream_guids()).map_err(|e| {
+        let get = ctx.s3get(&r.key, &r.compressor, r.stream_guids(), !r.encrypted_to.is_empty()).map_err(|e| {
             Failure::usage(format!("cannot restore {}: object {} was {e}", r.describe(), ctx.url(&r.key)))
         })?;
         let recv =
@@ -370,8 +375,9 @@ pub fn save(
     }
     let i = select(ctx, records, health, sel)?;
     let r = &records[i];
+    ctx.identity.check(&format!("{} ({})", r.describe(), ctx.url(&r.key)), &r.encrypted_to)?;
     let get = ctx
-        .s3get(&r.key, &r.compressor, r.stream_guids())
+        .s3get(&r.key, &r.compressor, r.stream_guids(), !r.encrypted_to.is_empty())
         .map_err(|e| Failure::usage(format!("cannot save {}: object {} was {e}", r.describe(), ctx.url(&r.key))))?;
     let part = format!("{file}.part");
     // FILE.part never outlives a failure (a full disk stays full otherwise).

@@ -58,6 +58,8 @@ impl Listed<'_> {
             "compressor": r.compressor,
             "send_options": r.send.letters(),
             "raw": r.send.raw(),
+            // Who can read it (fingerprints; empty: not encrypted).
+            "encrypted_to": r.encrypted_to,
             "restorable": self.health.is_restorable(),
             "broken": broken(self.health),
             "legacy": r.legacy,
@@ -155,6 +157,7 @@ impl Row {
             "kind": self.record.as_ref().map(|r| r.kind.as_str()),
             "raw": self.record.as_ref().map(|r| r.send.raw()),
             "send_options": self.record.as_ref().map(|r| r.send.letters()),
+            "encrypted_to": self.record.as_ref().map(|r| r.encrypted_to.clone()),
             "bytes": self.record.as_ref().map(|r| r.bytes),
             "copies": self.copies,
             "restorable": self.health.as_ref().map(|h| h.is_restorable()),

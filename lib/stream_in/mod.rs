@@ -58,12 +58,70 @@ pub struct InputSpec {
     pub filter: Option<String>,
     /// Accept an empty input (`--allow-empty`).
     pub allow_empty: bool,
+    /// Encrypt what the codec or filter gives to these recipients (`--encrypt-to`).
+    pub encrypt: Option<crate::crypt::Recipients>,
 }
 
 impl InputSpec {
     /// Nothing between the source and the parts: read straight into them.
     fn plain(&self) -> bool {
-        self.gate.is_none() && self.codec == Codec::None && self.filter.is_none()
+        self.gate.is_none() && self.codec == Codec::None && self.filter.is_none() && self.encrypt.is_none()
+    }
+}
+
+/// Gated bytes through the codec or the filter into `sink`.
+type Transformed = (Pumped, Option<(String, Result<(), String>)>);
+fn transform(
+    spec: &InputSpec,
+    src: Box<dyn Read + Send>,
+    gate: Option<StreamGate>,
+    sink: &mut dyn PartSink,
+) -> Result<Transformed, Failure> {
+    Ok(match &spec.filter {
+        None => (pump::compress(spec.codec, spec.threads, src, gate, sink), None),
+        Some(fcmd) => {
+            let (pumped, status) = pump::through_filter(fcmd, src, gate, sink)?;
+            (pumped, Some((fcmd.clone(), status)))
+        }
+    })
+}
+
+/// The age stage in front of the sink: what is written to it is encrypted into the sink.
+struct Encrypting<'a> {
+    w: Option<age::stream::StreamWriter<&'a mut dyn PartSink>>,
+}
+
+impl<'a> Encrypting<'a> {
+    fn new(recipients: &crate::crypt::Recipients, sink: &'a mut dyn PartSink) -> Result<Self, Failure> {
+        let w = recipients.encrypt(sink).map_err(|e| pump::sink_failure(e, "cannot start encrypting"))?;
+        Ok(Encrypting { w: Some(w) })
+    }
+
+    /// Write the last chunk and its tag: the age file is whole.
+    fn finish(&mut self) -> Result<(), Failure> {
+        match self.w.take() {
+            Some(w) => w.finish().map(|_| ()).map_err(|e| pump::sink_failure(e, "encrypting failed")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for Encrypting<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self.w.as_mut() {
+            Some(w) => w.write(data),
+            None => Err(std::io::Error::other("encryption already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.as_mut().map_or(Ok(()), |w| w.flush())
+    }
+}
+
+impl PartSink for Encrypting<'_> {
+    fn read_from(&mut self, src: &mut dyn Read) -> Result<u64, Failure> {
+        std::io::copy(src, self).map_err(|e| pump::sink_failure(e, "encrypting failed"))
     }
 }
 
@@ -157,11 +215,18 @@ impl Opened {
             None => Box::new(Counted { inner: std::io::stdin(), count: input.clone() }),
         };
         let gate = spec.gate.map(|g| StreamGate::expecting(g.expect_guid, g.expect_from).requiring_raw(g.expect_raw));
-        let (pumped, filter): (Pumped, _) = match &spec.filter {
-            None => (pump::compress(spec.codec, spec.threads, src, gate, sink), None),
-            Some(fcmd) => {
-                let (pumped, status) = pump::through_filter(fcmd, src, gate, sink)?;
-                (pumped, Some((fcmd.clone(), status)))
+        let (pumped, filter) = match &spec.encrypt {
+            None => transform(&spec, src, gate, sink)?,
+            Some(recipients) => {
+                // The age header goes first; the final chunk only once all went well.
+                let mut enc = Encrypting::new(recipients, sink)?;
+                let (mut pumped, filter) = transform(&spec, src, gate, &mut enc)?;
+                if pumped.stop.is_none() {
+                    if let Err(f) = enc.finish() {
+                        pumped.stop = Some(verdict::Stop::Sink(f));
+                    }
+                }
+                (pumped, filter)
             }
         };
         let producer = match (child.as_mut(), cmd) {

@@ -8,6 +8,7 @@ mod common;
 mod backup_restore;
 mod credentials;
 mod docs;
+mod encryption;
 mod health;
 mod object_lock;
 mod openzfs;

@@ -358,7 +358,7 @@ fn missing_things_and_wrong_settings() {
     // Save: one object to a file through FILE.part.
     let s = plan(&ctx, &data, &["save", "1", "/tmp/x y.zfs"]).success().json_lines();
     let c = s[0]["command"].as_str().unwrap_or("");
-    assert!(c.contains("> '/tmp/x y.zfs.part' && mv '/tmp/x y.zfs.part' '/tmp/x y.zfs' || "), "{c}");
+    assert!(c.contains("> '/tmp/x y.zfs.part' && mv -fT '/tmp/x y.zfs.part' '/tmp/x y.zfs' || "), "{c}");
     assert!(c.ends_with("rm -f '/tmp/x y.zfs.part'; exit $rc; }"), "the part file goes on failure: {c}");
 
     // Settings.

@@ -50,6 +50,8 @@ pub struct Needs {
     pub locks: bool,
     /// Which sends to size with `zfs send -nP`, decided from what was read so far.
     pub sizing: Option<Sizer>,
+    /// The identity (restores and saves of encrypted backups check it opens them).
+    pub identity: bool,
 }
 
 /// Everything a command decides from.
@@ -98,6 +100,8 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         dataset: dataset.clone(),
         connection: connection_flags(&settings, &args.s3),
         customs: settings.customs.clone(),
+        encrypt_to: settings.encrypt_to.clone(),
+        identity: identity_use(&settings, needs.identity)?,
     };
     let local = match needs.local {
         LocalNeed::Required => Some(local::read(&dataset, &settings, needs.backup.as_ref())?),
@@ -144,6 +148,21 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
 /// `--endpoint`, `--region`, `--profile` (and the addressing, timeout and retry flags given
 /// to us) as the printed commands must repeat them, so the s3put and s3get that move the
 /// data wait and retry as the user said; what came from the environment is inherited.
+/// The identity restores decrypt with: named on the printed s3get lines when a flag or the
+/// config file gave it, and read (with `load`) so the planner knows what it opens.
+fn identity_use(s: &Settings, load: bool) -> Result<crate::plan::IdentityUse, Failure> {
+    let Some(file) = &s.identity.value else { return Ok(Default::default()) };
+    let args = match s.identity.source.must_repeat() {
+        true => vec!["--identity".to_string(), file.clone()],
+        false => Vec::new(),
+    };
+    let opens = match load {
+        true => Some(crate::crypt::Identities::load(std::slice::from_ref(file))?.fingerprints()),
+        false => None,
+    };
+    Ok(crate::plan::IdentityUse { args, opens })
+}
+
 fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Args) -> Vec<String> {
     let mut out = Vec::new();
     for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {

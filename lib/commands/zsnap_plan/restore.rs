@@ -12,7 +12,7 @@ use std::path::Path;
 /// The target's snapshots decide where the chain starts; the target defaults to the
 /// source dataset's name.
 pub fn needs(target: Option<&str>, dataset: Option<&str>) -> Needs {
-    Needs { target: target.or(dataset).map(str::to_string), ..Needs::default() }
+    Needs { target: target.or(dataset).map(str::to_string), identity: true, ..Needs::default() }
 }
 
 pub fn decide(i: &Inputs, selector: &Selector, force: bool) -> Result<Vec<Step>, Failure> {
