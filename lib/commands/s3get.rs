@@ -64,6 +64,15 @@ const FLAGS: &[Flag] = &[
     },
     Flag {
         short: None,
+        long: "filter",
+        value: Some("COMMAND"),
+        doc: "Instead of --decompress, pipe the object (after --decrypt) through `bash -o pipefail -c COMMAND` \
+              (e.g. a custom compressor's DECOMPRESS, 'xz -d') and write its output, through the \
+              --zfs-stream gate when given: the gate stands between the command and zfs recv. A COMMAND \
+              that exits non-zero exits 65.",
+    },
+    Flag {
+        short: None,
         long: "zfs-stream",
         value: None,
         doc: "Check the (decompressed) output as a raw zfs send stream on its way out, like s3put's \
@@ -131,6 +140,8 @@ pub struct Args {
     pub gate: Option<(Option<u64>, Option<u64>)>,
     /// `--decrypt`: the object is an age file, opened with these identity files.
     pub decrypt: Option<Decrypt>,
+    /// `--filter`: a command that decodes the object instead of `codec`.
+    pub filter: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +160,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut codec = Codec::None;
     let (mut zfs_stream, mut expect_guid, mut expect_from) = (false, None, None);
     let (mut decrypt, mut identities) = (false, Vec::new());
+    let mut filter = None;
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
@@ -163,6 +175,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             Long("zfs-stream") => zfs_stream = true,
             Long("decrypt") => decrypt = true,
+            Long("filter") => filter = Some(p.value()?.string()?),
             Short('i') | Long("identity") => identities.push(p.value()?.string()?),
             Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
             Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
@@ -189,6 +202,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     if range.is_some() && (zfs_stream || codec != Codec::None) {
         return Err(Failure::usage("--range cannot be combined with --decompress or --zfs-stream"));
     }
+    if filter.is_some() && codec != Codec::None {
+        return Err(Failure::usage("--decompress and --filter are alternatives; give one"));
+    }
+    if filter.is_some() && range.is_some() {
+        return Err(Failure::usage("--range cannot be combined with --filter"));
+    }
     if !decrypt && !identities.is_empty() {
         return Err(Failure::usage("--identity needs --decrypt"));
     }
@@ -209,7 +228,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let spec = DownloadSpec { url, chunk_size, concurrency, range, retries: s3.retries() };
     let gate = zfs_stream.then_some((expect_guid, expect_from));
     let decrypt = decrypt.then_some(Decrypt { identity_files: identities });
-    Ok(Ok(Args { spec, s3, progress, codec, gate, decrypt }))
+    Ok(Ok(Args { spec, s3, progress, codec, gate, decrypt, filter }))
 }
 
 pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
@@ -241,14 +260,18 @@ async fn run(args: Args) -> Result<(), Failure> {
         Some(d) => Some(Identities::load(&d.identity_files)?),
         None => None,
     };
-    let (result, stream) = if args.codec == Codec::None && args.gate.is_none() && identities.is_none() {
+    let plain = args.codec == Codec::None && args.gate.is_none() && identities.is_none() && args.filter.is_none();
+    let (result, stream) = if plain {
         (download::download(&client, &args.spec, &mut out, &progress).await, None)
     } else {
         let (mut sink, input) = crate::compress::channel::channel(2);
-        let (codec, gate, url) = (args.codec, args.gate, args.spec.url.clone());
+        let (codec, gate, url, filter) = (args.codec, args.gate, args.spec.url.clone(), args.filter.clone());
         let worker = std::thread::Builder::new()
             .name("s3get-decode".into())
-            .spawn(move || decode(codec, gate, identities.as_ref(), &url, input, &mut out))
+            .spawn(move || {
+                let how = Decode { codec, filter: filter.as_deref(), gate, identities: identities.as_ref() };
+                decode(&how, &url, input, &mut out)
+            })
             .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start decoder thread: {e}")))?;
         let result = download::download(&client, &args.spec, &mut sink, &progress).await;
         // End of input for the decoder: it now says whether the stream was whole.
@@ -290,21 +313,37 @@ async fn run(args: Args) -> Result<(), Failure> {
 }
 
 /// Decompress and gate what arrives on `input`, writing it to `out` record by record.
-fn decode(
+/// How the downloaded bytes become the output.
+struct Decode<'a> {
     codec: Codec,
+    filter: Option<&'a str>,
     gate: Option<(Option<u64>, Option<u64>)>,
-    identities: Option<&Identities>,
+    identities: Option<&'a Identities>,
+}
+
+fn decode(
+    how: &Decode<'_>,
     url: &crate::s3::S3Url,
     input: crate::compress::channel::ChannelReader,
     out: &mut std::fs::File,
 ) -> Result<Option<StreamSummary>, Failure> {
+    let Decode { codec, filter, gate, identities } = *how;
     // Decrypt first: the age header names the recipients before any byte goes out.
     let (input, what): (Box<dyn Read + Send>, &str) = match identities {
         Some(ids) => (Box::new(Decrypted(ids.decrypt(input, &url.to_string())?)), "decrypted"),
         None => (Box::new(input), ""),
     };
-    let mut dec = compress::decoder(codec, input)
-        .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start the {} decoder: {e}", codec.name())))?;
+    let mut filtered = None;
+    let mut dec: Box<dyn Read + Send> = match filter {
+        Some(cmd) => {
+            let f = Filter::start(cmd, input)?;
+            let out = f.stdout;
+            filtered = Some((f.child, f.feeder, cmd));
+            Box::new(out)
+        }
+        None => compress::decoder(codec, input)
+            .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start the {} decoder: {e}", codec.name())))?,
+    };
     let mut gate = gate.map(|(g, f)| StreamGate::expecting(g, f));
     let mut buf = vec![0u8; 1 << 20];
     let write_failed = |e: std::io::Error| {
@@ -335,9 +374,55 @@ fn decode(
         out.write_all(&buf[..n]).map_err(write_failed)?;
     }
     out.flush().map_err(write_failed)?;
+    if let Some((mut child, feeder, cmd)) = filtered {
+        drop(dec);
+        let fed = feeder.join().unwrap_or_else(|_| Err("the filter's feeder thread panicked".into()));
+        let status =
+            child.wait().map_err(|e| Failure::new(ExitCode::Internal, format!("cannot wait for `{cmd}`: {e}")))?;
+        if !status.success() {
+            return Err(Failure::new(
+                ExitCode::Data,
+                format!("{url}: filter `{cmd}` failed ({status}): the object did not decode"),
+            ));
+        }
+        fed.map_err(|e| Failure::new(ExitCode::Data, format!("{url}: feeding filter `{cmd}` failed: {e}")))?;
+    }
     match gate {
         Some(g) => Ok(Some(g.finish().map_err(|e| Failure::from(e).context(url))?)),
         None => Ok(None),
+    }
+}
+
+/// A `--filter` command: one thread feeds it the downloaded bytes while the caller reads
+/// its stdout (two threads, or the pipes would deadlock).
+struct Filter {
+    child: std::process::Child,
+    stdout: std::process::ChildStdout,
+    feeder: std::thread::JoinHandle<Result<(), String>>,
+}
+
+impl Filter {
+    fn start(cmd: &str, mut input: Box<dyn Read + Send>) -> Result<Filter, Failure> {
+        let mut child = std::process::Command::new("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot start filter `{cmd}`: {e}")))?;
+        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(Failure::new(ExitCode::Internal, "filter has no stdin or stdout"));
+        };
+        let feeder = std::thread::Builder::new()
+            .name("s3get-filter-feed".into())
+            .spawn(move || match std::io::copy(&mut input, &mut stdin) {
+                Ok(_) => Ok(()),
+                // The filter stopped reading: how it exited says why.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                Err(e) => Err(e.to_string()),
+            })
+            .map_err(|e| Failure::new(ExitCode::Internal, format!("cannot start the filter's feeder: {e}")))?;
+        Ok(Filter { child, stdout, feeder })
     }
 }
 

@@ -97,9 +97,10 @@ pub struct S3getCall {
     /// Decrypt (age) first, with these identity flags (empty: `AGE_IDENTITY_FILE`).
     pub decrypt: Option<Vec<String>>,
     pub url: String,
-    /// In-process decompression and the stream gate; `None` when a custom command must
-    /// undo the compressor after s3get (no gate: the bytes are the compressor's).
+    /// In-process decompression (with the stream gate).
     pub decompress: Option<String>,
+    /// Or a custom compressor's command that undoes it (`--filter`, with the gate).
+    pub filter: Option<String>,
     /// (guid, from guid; 0 for a full), checked by the gate.
     pub expect: Option<(u64, u64)>,
     pub connection: Vec<String>,
@@ -112,11 +113,14 @@ impl S3getCall {
             v.push("--decrypt".into());
             v.extend(id.iter().cloned());
         }
-        if let Some(z) = &self.decompress {
-            v.extend(["--decompress".into(), z.clone(), "--zfs-stream".into()]);
-            if let Some((g, from)) = self.expect {
-                v.extend(["--expect-guid".into(), g.to_string(), "--expect-from".into(), from.to_string()]);
-            }
+        match (&self.decompress, &self.filter) {
+            (Some(z), _) => v.extend(["--decompress".into(), z.clone()]),
+            (None, Some(cmd)) => v.extend(["--filter".into(), cmd.clone()]),
+            (None, None) => {}
+        }
+        v.push("--zfs-stream".into());
+        if let Some((g, from)) = self.expect {
+            v.extend(["--expect-guid".into(), g.to_string(), "--expect-from".into(), from.to_string()]);
         }
         v.extend(self.connection.iter().cloned());
         v.push(self.url.clone());
@@ -245,6 +249,7 @@ mod tests {
                 decrypt: None,
                 url: KEY.into(),
                 decompress: Some("zstd".into()),
+                filter: None,
                 expect: Some((22, 11)),
                 connection: connection(),
             },
@@ -252,10 +257,18 @@ mod tests {
                 decrypt: Some(vec!["--identity".into(), "/etc/zsnap/key.txt".into()]),
                 url: KEY.into(),
                 decompress: Some("lz4".into()),
+                filter: None,
                 expect: None,
                 connection: vec![],
             },
-            S3getCall { decrypt: None, url: KEY.into(), decompress: None, expect: None, connection: vec![] },
+            S3getCall {
+                decrypt: None,
+                url: KEY.into(),
+                decompress: None,
+                filter: Some("age -d -i k | xz -d".into()),
+                expect: Some((22, 11)),
+                connection: vec![],
+            },
         ] {
             let argv = call.argv();
             let a = match s3get::parse(os(&argv)) {
@@ -265,8 +278,9 @@ mod tests {
             assert_eq!(a.spec.url.to_string(), call.url);
             let codec = call.decompress.as_deref().map(|z| Codec::parse(z).unwrap()).unwrap_or(Codec::None);
             assert_eq!(a.codec, codec);
-            let gate = call.decompress.as_ref().map(|_| call.expect.map_or((None, None), |(g, f)| (Some(g), Some(f))));
-            assert_eq!(a.gate, gate);
+            let gate = call.expect.map_or((None, None), |(g, f)| (Some(g), Some(f)));
+            assert_eq!(a.gate, Some(gate), "every restore stream passes the gate");
+            assert_eq!(a.filter, call.filter);
             assert_eq!(a.decrypt.is_some(), call.decrypt.is_some());
             assert_eq!(
                 a.decrypt.map(|d| d.identity_files),

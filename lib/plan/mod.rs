@@ -82,24 +82,21 @@ impl Context {
         guids: Option<(u64, u64)>,
         encrypted: bool,
     ) -> Result<String, String> {
-        let (decompress, after) = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
+        let (decompress, filter) = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
             Decompress::Codec(z) => (Some(z), None),
-            // The bytes s3get sees are the custom compressor's: only the command can undo them.
+            // The bytes are the custom compressor's: its command undoes them, inside s3get,
+            // so the gate still stands between it and zfs recv.
             Decompress::Command(cmd) => (None, Some(cmd)),
         };
         let call = calls::S3getCall {
             decrypt: encrypted.then(|| self.identity.args.clone()),
             url: self.url(key),
-            expect: decompress.as_ref().and(guids),
+            expect: guids,
             decompress,
+            filter,
             connection: self.connection.clone(),
         };
-        let mut line = join(&call.argv());
-        if let Some(cmd) = after {
-            line.push_str(" | ");
-            line.push_str(&cmd);
-        }
-        Ok(line)
+        Ok(join(&call.argv()))
     }
 }
 
@@ -150,7 +147,8 @@ mod tests {
         );
         assert_eq!(
             ctx.s3get("a b", "x-xz", Some((5, 4)), false).unwrap(),
-            "s3get --endpoint http://127.0.0.1:3900 's3://bkt/a b' | xz -d"
+            "s3get --filter 'xz -d' --zfs-stream --expect-guid 5 --expect-from 4 --endpoint http://127.0.0.1:3900 \
+             's3://bkt/a b'"
         );
         assert!(ctx.s3get("k", "bzip2", None, false).is_err());
         ctx.identity.args = vec!["--identity".into(), "/k".into()];

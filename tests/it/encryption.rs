@@ -154,3 +154,29 @@ fn s3put_and_s3get_encrypt_and_decrypt_without_the_scripts() {
     let k = "tank/d/@s1/zsnap1,kind=full,guid=1,time=2,z=none";
     ctx.put(k, b"x", &["--zfs-stream", "--encrypt-to", &recipient]).fails(64, "the key says not encrypted");
 }
+
+/// A custom compressor pair (how encryption was done before ENCRYPT_TO) keeps working, and
+/// its DECOMPRESS now runs inside s3get (--filter), so the gate stands between it and zfs
+/// recv: a DECOMPRESS that cuts the stream is refused and nothing of it is kept.
+#[test]
+fn a_custom_decompress_runs_behind_the_gate() {
+    let site = Site::new("enc-custom", "eu");
+    std::fs::write(&site.config, "[compressor:gz]\nCOMPRESS=gzip -1 -c\nDECOMPRESS=gzip -d -c\n").expect("config");
+    site.write("a.bin", &data(2 * MIB, 131));
+    site.snapshot("s1");
+    site.run("zsnap-backup", &["--compressor", "gz"]).success();
+    let t1 = tree(&site.dir());
+    let plan = site.run("zsnap-restore", &["latest", "--target", &site.pool.ds("x"), "--dry-run"]).success();
+    assert!(plan.text().starts_with("s3get --filter 'gzip -d -c' --zfs-stream --expect-guid "), "{}", plan.text());
+    let ok = site.pool.ds("ok");
+    site.run("zsnap-restore", &["latest", "--target", &ok]).success();
+    assert_same(&tree(&site.pool.mount.join("ok")), &t1, "restored through the custom DECOMPRESS");
+
+    // The same object read back through a DECOMPRESS that cuts it short.
+    std::fs::write(&site.config, "[compressor:gz]\nCOMPRESS=gzip -1 -c\nDECOMPRESS=gzip -d -c | head -c 300000\n")
+        .expect("config");
+    let cut = site.pool.ds("cut");
+    let out = site.run("zsnap-restore", &["latest", "--target", &cut]);
+    assert!(matches!(out.code(), 65 | 67), "the gate refuses the cut stream: {}", out.stderr);
+    assert!(!site.exists(&cut), "nothing of it is kept");
+}
