@@ -57,7 +57,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (66, "not-found", "the object, dataset or snapshot does not exist"),
     (67, "stream-cut", "the producer failed or was killed; nothing was committed"),
     (68, "no-such-bucket", "the bucket does not exist"),
-    (69, "unreachable", "the endpoint refused or timed out (after retries)"),
+    (69, "unreachable", "the endpoint refused, timed out or was unavailable (503), after retries"),
     (70, "internal", "a bug in zsnap"),
     (71, "dns-tls", "the endpoint's name did not resolve or TLS failed"),
     (72, "locked", "another zsnap run holds the lock on this dataset (scripts)"),

@@ -75,7 +75,11 @@ pub fn classify_service(code: &str, msg: &str, status: u16) -> (ExitCode, String
             | "InvalidRequest",
             _,
         ) => (ExitCode::Protocol, "the server rejected the request"),
-        (_, 503) => (ExitCode::Throttled, "server unavailable (503) past --retries"),
+        // Not a throttle (those have their code, above): the server cannot serve at all, e.g.
+        // a Garage or Ceph cluster without a quorum of its nodes, or a load balancer with no
+        // backend up. Unreachable, like a dead endpoint: a client that sees the connection
+        // cut mid-request instead (the server answered early) must get the same code.
+        (_, 503) => (ExitCode::Unreachable, "server unavailable (503) past --retries"),
         _ => (ExitCode::Protocol, "unexpected answer from the server"),
     };
     let shown = if detail.is_empty() { format!("HTTP {status}") } else { detail };
@@ -180,7 +184,8 @@ mod tests {
             ("", 403, ExitCode::AccessDenied),
             ("SlowDown", 503, ExitCode::Throttled),
             ("", 429, ExitCode::Throttled),
-            ("", 503, ExitCode::Throttled),
+            ("", 503, ExitCode::Unreachable),
+            ("ServiceUnavailable", 503, ExitCode::Unreachable),
             ("PreconditionFailed", 412, ExitCode::Data),
             ("InternalError", 500, ExitCode::Protocol),
         ];
@@ -191,6 +196,10 @@ mod tests {
         assert_eq!(code, ExitCode::BadCredentials, "Garage's wrong-secret answer");
         let (code, _) = classify_service("AccessDenied", "Forbidden: No such key: GK00", 403);
         assert_eq!(code, ExitCode::BadCredentials, "Garage's unknown-key answer");
+        let quorum = "Internal error: Could not reach quorum of 2 (sets=None). 1 of 3 request succeeded";
+        let (code, msg) = classify_service("ServiceUnavailable", quorum, 503);
+        assert_eq!(code, ExitCode::Unreachable, "Garage without a quorum of its nodes");
+        assert!(msg.starts_with("server unavailable (503)") && msg.contains("quorum"), "{msg}");
         let (_, msg) = classify_service("AccessDenied", "Forbidden: no permission", 403);
         assert!(msg.contains("access denied") && msg.contains("Forbidden: no permission"), "{msg}");
     }

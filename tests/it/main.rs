@@ -6,6 +6,7 @@
 mod common;
 
 mod backup_restore;
+mod cluster;
 mod credentials;
 mod docs;
 mod encryption;

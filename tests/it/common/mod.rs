@@ -36,7 +36,7 @@ pub struct Bench {
     pub work: PathBuf,
 }
 
-fn need(var: &str) -> String {
+pub fn need(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the tests with `bash tests/run` (it starts Garage and zfs-fuse)")
     })
@@ -83,8 +83,12 @@ const RCLONE_BOUNDS: [&str; 8] =
 
 impl Ctx {
     pub fn new(name: &str) -> Ctx {
+        Ctx::on(name, Bench::get())
+    }
+
+    /// A corner of another server's bucket (a test's own Garage cluster, say).
+    pub fn on(name: &str, bench: Bench) -> Ctx {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let bench = Bench::get();
         let prefix = format!("t/{name}-{}-{n}/", std::process::id());
         let (b, at) = (bench.clone(), format!("t:{}/{prefix}", bench.bucket));
         let noted = note(format!("rclone lsl {at}"), None, move || {
@@ -342,11 +346,16 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(ctx: &Ctx, tag: &str) -> Pool {
+        Pool::sized(ctx, tag, None)
+    }
+
+    /// A pool of `size` (bench/zfs's SIZE, e.g. "512M"; its default is 256M).
+    pub fn sized(ctx: &Ctx, tag: &str, size: Option<&str>) -> Pool {
         let name = format!("zsnaptest{tag}{}", std::process::id());
         let file = ctx.bench.work.join(format!("{name}.img"));
         let mount = ctx.bench.work.join(format!("{name}-mnt"));
         let mut c = Command::new(repo_path("bench/zfs"));
-        c.args(["pool", &name]).arg(&file).arg(&mount);
+        c.args(["pool", &name]).arg(&file).arg(&mount).args(size);
         run(c, None, TIMEOUT).success();
         let pool = name.clone();
         let noted = note(format!("zfs list -t all -r {name}"), None, move || {

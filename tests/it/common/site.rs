@@ -21,6 +21,11 @@ impl Site {
     pub fn new(name: &str, tag: &str) -> Site {
         let ctx = Ctx::new(name);
         let pool = Pool::new(&ctx, tag);
+        Site::on(ctx, pool)
+    }
+
+    /// A site on `pool` whose bucket is `ctx`'s (another server's, e.g. a test's own cluster).
+    pub fn on(ctx: Ctx, pool: Pool) -> Site {
         let data = pool.ds("data");
         pool.zfs(&["create", &data]).success();
         let config = ctx.bench.work.join(format!("{}.conf", pool.name));
