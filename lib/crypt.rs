@@ -97,8 +97,13 @@ pub fn fingerprint(recipient: &str) -> String {
     digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The environment variable a passphrase-protected identity file's passphrase is read
+/// from (unattended restores; a person can decrypt the file with `age -d` instead).
+pub const PASSPHRASE_ENV: &str = "ZSNAP_IDENTITY_PASSPHRASE";
+
 /// X25519 identities from identity files (`AGE-SECRET-KEY-1…` lines, as `age-keygen`
-/// writes them).
+/// writes them), or from such a file itself encrypted with a passphrase (`age -p`, scrypt):
+/// the break-glass key kept off line, usable only with its passphrase.
 pub struct Identities {
     keys: Vec<x25519::Identity>,
     /// The files they came from, for messages.
@@ -109,8 +114,13 @@ impl Identities {
     pub fn load(files: &[String]) -> Result<Identities, Failure> {
         let mut keys = Vec::new();
         for f in files {
-            let text = std::fs::read_to_string(f)
+            let bytes = std::fs::read(f)
                 .map_err(|e| Failure::new(ExitCode::NoIdentity, format!("cannot read identity file {f}: {e}")))?;
+            let text = match bytes.starts_with(b"age-encryption.org/v1\n") {
+                true => unlock(f, &bytes, std::env::var(PASSPHRASE_ENV).ok())?,
+                false => String::from_utf8(bytes)
+                    .map_err(|_| Failure::new(ExitCode::NoIdentity, format!("identity file {f} is not text")))?,
+            };
             let before = keys.len();
             for (n, line) in lines_of(&text) {
                 let id = x25519::Identity::from_str(line).map_err(|_| {
@@ -149,6 +159,22 @@ impl Identities {
             other => header_failure(other, what),
         })
     }
+}
+
+/// The text of a passphrase-protected identity file.
+fn unlock(file: &str, bytes: &[u8], passphrase: Option<String>) -> Result<String, Failure> {
+    let no = |m: String| Failure::new(ExitCode::NoIdentity, m);
+    let Some(pass) = passphrase.filter(|p| !p.is_empty()) else {
+        return Err(no(format!("identity file {file} is passphrase-protected: set {PASSPHRASE_ENV}")));
+    };
+    let dec = age::Decryptor::new(bytes).map_err(|e| no(format!("identity file {file}: {e}")))?;
+    let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(pass));
+    let mut r = dec
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .map_err(|e| no(format!("cannot unlock identity file {file} with {PASSPHRASE_ENV}: {e}")))?;
+    let mut text = String::new();
+    r.read_to_string(&mut text).map_err(|e| no(format!("cannot unlock identity file {file}: {e}")))?;
+    Ok(text)
 }
 
 fn header_failure(e: age::DecryptError, what: &str) -> Failure {
@@ -216,6 +242,22 @@ mod tests {
         assert_eq!(read_failure(&e, "obj").code, ExitCode::Data);
         // Plaintext is not an age file.
         assert_eq!(ids.decrypt(&b"plain stream"[..], "obj").err().unwrap().code, ExitCode::Data);
+    }
+
+    #[test]
+    fn a_passphrase_protected_identity_unlocks_with_its_passphrase_only() {
+        let (secret, _) = pair();
+        let mut r = age::scrypt::Recipient::new(age::secrecy::SecretString::from("break glass".to_string()));
+        r.set_work_factor(10);
+        let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut locked = Vec::new();
+        let mut w = enc.wrap_output(&mut locked).unwrap();
+        w.write_all(format!("{secret}\n").as_bytes()).unwrap();
+        w.finish().unwrap();
+        let text = unlock("f", &locked, Some("break glass".into())).unwrap();
+        assert_eq!(text.trim(), secret);
+        assert!(unlock("f", &locked, None).unwrap_err().message.contains(PASSPHRASE_ENV));
+        assert_eq!(unlock("f", &locked, Some("wrong".into())).unwrap_err().code, ExitCode::NoIdentity);
     }
 
     #[test]
