@@ -6,8 +6,8 @@
 //! It parses each request (head, then a Content-Length or chunked body: aws-chunked bodies
 //! carry a Content-Length too) on keep-alive connections, and asks its [`Schedule`] what to
 //! do with it. The schedule is deterministic: a rule picks requests by their number among
-//! the matching ones, or by a seeded hash of the request's identity (method, path, query
-//! without the upload id) and its attempt number, so a retry gets a fresh draw and the
+//! the matching ones, or by a seeded hash of the request's identity (method, object by the
+//! order it was first seen in, query names, range) and its attempt number, so a retry gets a fresh draw and the
 //! choice does not depend on the order concurrent requests arrive in.
 //!
 //! It counts what it did ([`FaultProxy::injected`]) so a test can assert that a fault really
@@ -120,12 +120,31 @@ impl Request {
             || (self.method == "POST" && self.query.split('&').any(|q| q == "delete" || q == "delete="))
     }
 
-    /// Method, path, query without the upload id (random per upload) and the range: what a
-    /// retry of this request has in common with it.
-    fn identity(&self) -> String {
-        let query: Vec<&str> = self.query.split('&').filter(|q| !q.starts_with("uploadId=")).collect();
+    /// What a retry of this request has in common with it, and with the same request of
+    /// another run of the same test: the method, the object by the order it was first seen
+    /// in (keys hold guids, times and pids), the query's names (values such as upload ids
+    /// and prefixes vary) but the part number's and operation's values, and the range.
+    fn identity(&self, object: usize) -> String {
+        let query: Vec<&str> = self
+            .query
+            .split('&')
+            .filter(|q| !q.is_empty())
+            .map(|q| match q.split_once('=') {
+                Some(("partNumber" | "x-id", _)) => q,
+                Some((k, _)) => k,
+                None => q,
+            })
+            .collect();
         let range = self.header("range").map(|r| format!(" {r}")).unwrap_or_default();
-        format!("{} {}?{}{range}", self.method, self.path, query.join("&"))
+        format!("{} #{object}?{}{range}", self.method, query.join("&"))
+    }
+
+    fn target(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
     }
 }
 
@@ -192,6 +211,8 @@ struct State {
     /// Attempts seen and faults injected per (rule, identity).
     attempts: HashMap<(usize, String), (u64, u32)>,
     requests: u64,
+    /// Paths by the order they were first seen in.
+    objects: HashMap<String, usize>,
     /// Faults applied, by kind (a cut of an answer too short to cut is not one).
     injected: BTreeMap<String, u64>,
     log: Vec<String>,
@@ -200,7 +221,9 @@ struct State {
 impl State {
     fn decide(&mut self, req: &Request) -> Option<Fault> {
         self.requests += 1;
-        let identity = req.identity();
+        let next = self.objects.len() + 1;
+        let object = *self.objects.entry(req.path.clone()).or_insert(next);
+        let identity = req.identity(object);
         let mut chosen = None;
         for (i, rule) in self.schedule.rules.iter().enumerate() {
             if !(rule.when)(req) {
@@ -228,8 +251,8 @@ impl State {
             }
         }
         let line = match &chosen {
-            Some((rule, f)) => format!("{identity} -> {} ({rule})", f.kind()),
-            None => format!("{identity} -> pass"),
+            Some((rule, f)) => format!("{} {} -> {} ({rule})", req.method, req.target(), f.kind()),
+            None => format!("{} {} -> pass", req.method, req.target()),
         };
         self.log.push(line);
         chosen.map(|(_, f)| f)
