@@ -15,6 +15,7 @@ mod plan;
 mod retention;
 mod retention_moto;
 mod s3_delete;
+mod script_faults;
 mod stream_gate;
 mod stream_matrix;
 mod transport;
