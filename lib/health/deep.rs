@@ -59,7 +59,14 @@ pub async fn verify(
             None => decode(codec, guid, from, input),
         })
         .map_err(|e| err("download", format!("cannot start decoder thread: {e}")))?;
-    let spec = DownloadSpec { url: url.clone(), chunk_size: 16 << 20, concurrency: 4, range: None, retries };
+    let spec = DownloadSpec {
+        url: url.clone(),
+        chunk_size: 16 << 20,
+        concurrency: 4,
+        range: None,
+        retries,
+        body_timeout: None,
+    };
     let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
     drop(sink);
     let decoded = tokio::task::block_in_place(|| worker.join())

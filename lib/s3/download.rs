@@ -10,7 +10,7 @@
 //!   CRC32 too when the object carries one (s3put's metadata or the server's checksum).
 
 use super::client::Client;
-use super::error::{failure, is_transient};
+use super::error::{cause_chain, failure, is_transient};
 use super::{meta, S3Url};
 use crate::cli::output::Progress;
 use crate::cli::values::ByteRange;
@@ -28,6 +28,9 @@ pub struct DownloadSpec {
     pub concurrency: usize,
     pub range: Option<ByteRange>,
     pub retries: u32,
+    /// Give up on a body that sends nothing for this long (--read-timeout): the SDK's own
+    /// read timeout covers the wait for the answer's head, not a body that stalls midway.
+    pub body_timeout: Option<Duration>,
 }
 
 /// How the bytes were checked, strongest first.
@@ -87,8 +90,13 @@ pub async fn download(
     let chunk = spec.chunk_size.max(1);
     let pieces: Vec<(u64, u64)> = (from..to).step_by(chunk as usize).map(|a| (a, (a + chunk).min(to))).collect();
     let fetches = futures_util::stream::iter(pieces).map(|(a, b)| {
-        let job =
-            RangeJob { client: client.clone(), url: spec.url.clone(), etag: info.etag.clone(), retries: spec.retries };
+        let job = RangeJob {
+            client: client.clone(),
+            url: spec.url.clone(),
+            etag: info.etag.clone(),
+            retries: spec.retries,
+            body_timeout: spec.body_timeout,
+        };
         tokio::spawn(job.fetch(a, b))
     });
     let mut ordered = fetches.buffered(spec.concurrency.max(1));
@@ -110,6 +118,11 @@ pub async fn download(
     }
     let (crc32, check) = if whole { verifier.check(&info)? } else { (verifier.whole(), Check::LengthOnly) };
     Ok(DownloadReport { bytes: written, crc32, check, elapsed: start.elapsed() })
+}
+
+/// `2s`, `1.5s`: a duration as the flags take it.
+fn seconds(t: Duration) -> String {
+    format!("{}s", t.as_secs_f64())
 }
 
 fn write_failure(e: std::io::Error, url: &S3Url) -> Failure {
@@ -191,6 +204,7 @@ struct RangeJob {
     url: S3Url,
     etag: Option<String>,
     retries: u32,
+    body_timeout: Option<Duration>,
 }
 
 impl RangeJob {
@@ -225,9 +239,20 @@ impl RangeJob {
         let want = (b - a) as usize;
         let mut body = resp.body;
         let mut data = Vec::with_capacity(want);
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| Failure::new(ExitCode::Unreachable, format!("{what}: body broke off: {e}")))?;
+        loop {
+            let next = match self.body_timeout {
+                Some(t) => tokio::time::timeout(t, body.next()).await.map_err(|_| {
+                    Failure::new(
+                        ExitCode::Unreachable,
+                        format!("{what}: timed out: the body stalled, no bytes for {} (--read-timeout)", seconds(t)),
+                    )
+                })?,
+                None => body.next().await,
+            };
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| {
+                Failure::new(ExitCode::Unreachable, format!("{what}: body broke off: {}", cause_chain(&e)))
+            })?;
             if data.len() + chunk.len() > want {
                 // The server ignored Range (or sent more than it said).
                 return Err(Failure::new(

@@ -18,6 +18,7 @@ mod resume;
 mod retention;
 mod retention_moto;
 mod s3_delete;
+mod script_faults;
 mod stream_gate;
 mod stream_matrix;
 mod timeouts;

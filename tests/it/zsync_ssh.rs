@@ -6,23 +6,25 @@ use crate::common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn env(var: &str) -> String {
+pub(crate) fn env(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run with `bash tests/run` (it starts bench/host2)"))
 }
 
-struct Sync {
-    _ctx: Ctx,
-    pool: Pool,
-    src: String,
-    dst: String,
-    host2_dir: String,
-    ssh_config: String,
+/// A source dataset on this machine's zfs-fuse and its replica's name on the second host
+/// (also used by tests/it/script_faults.rs).
+pub(crate) struct Sync {
+    pub(crate) _ctx: Ctx,
+    pub(crate) pool: Pool,
+    pub(crate) src: String,
+    pub(crate) dst: String,
+    pub(crate) host2_dir: String,
+    pub(crate) ssh_config: String,
 }
 
 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Sync {
-    fn new(tag: &str) -> Sync {
+    pub(crate) fn new(tag: &str) -> Sync {
         let ctx = Ctx::new(tag);
         let pool = Pool::new(&ctx, tag);
         let src = pool.ds("data");
@@ -32,32 +34,32 @@ impl Sync {
         Sync { _ctx: ctx, pool, src, dst, host2_dir: env("ZSNAP_HOST2_DIR"), ssh_config: env("ZSNAP_HOST2_SSH_CONFIG") }
     }
 
-    fn write(&self, name: &str, bytes: &[u8]) {
+    pub(crate) fn write(&self, name: &str, bytes: &[u8]) {
         std::fs::write(self.pool.mount.join("data").join(name), bytes).expect("write");
     }
 
-    fn snapshot(&self, snap: &str) {
+    pub(crate) fn snapshot(&self, snap: &str) {
         self.pool.zfs(&["snapshot", &format!("{}@{snap}", self.src)]).success();
     }
 
-    fn cmd(&self, extra: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, extra: &[&str]) -> Command {
         let mut c = Command::new(bin_path("zsync-ssh"));
         c.args(["-F", &self.ssh_config]).args(extra).arg(&self.src).arg(format!("{}:{}", env("ZSNAP_HOST2"), self.dst));
         c
     }
 
-    fn sync(&self, extra: &[&str]) -> Output {
+    pub(crate) fn sync(&self, extra: &[&str]) -> Output {
         run(self.cmd(extra), None, TIMEOUT)
     }
 
     /// Run COMMAND on the second host.
-    fn remote(&self, args: &[&str]) -> Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> Output {
         let mut c = Command::new(repo_path("bench/host2"));
         c.args(["exec", &self.host2_dir]).args(args);
         run(c, None, TIMEOUT)
     }
 
-    fn remote_snapshots(&self) -> Vec<String> {
+    pub(crate) fn remote_snapshots(&self) -> Vec<String> {
         let out = self.remote(&["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", &self.dst]).success();
         let prefix = format!("{}@", self.dst);
         String::from_utf8_lossy(&out.stdout)
@@ -67,7 +69,7 @@ impl Sync {
     }
 
     /// Every file on the source equals the target's copy (read inside the second host).
-    fn assert_same_files(&self) {
+    pub(crate) fn assert_same_files(&self) {
         let local = files_of(&self.pool.mount.join("data"));
         let dir = format!("{}/mnt/{}", self.host2_dir, self.dst.split_once('/').expect("pool/ds").1);
         let out = self.remote(&["sh", "-c", &format!("cd '{dir}' && ls -1")]).success();

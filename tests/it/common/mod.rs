@@ -6,6 +6,7 @@
 //! emptied when its [`Ctx`] is dropped.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod guest;
 pub mod site;
 // Not every test file plays a site.
