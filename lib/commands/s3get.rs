@@ -225,8 +225,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         }
     }
     let s3 = s3.with_env()?;
-    let spec =
-        DownloadSpec { url, chunk_size, concurrency, range, retries: s3.retries(), body_timeout: s3.read_timeout };
+    let spec = DownloadSpec {
+        url,
+        chunk_size,
+        concurrency,
+        range,
+        retries: s3.retries(),
+        body_timeout: Some(s3.read_timeout.unwrap_or(client::DEFAULT_READ_TIMEOUT)),
+    };
     let gate = zfs_stream.then_some((expect_guid, expect_from));
     let decrypt = decrypt.then_some(Decrypt { identity_files: identities });
     Ok(Ok(Args { spec, s3, progress, codec, gate, decrypt, filter }))

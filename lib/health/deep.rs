@@ -65,7 +65,7 @@ pub async fn verify(
         concurrency: 4,
         range: None,
         retries,
-        body_timeout: None,
+        body_timeout: Some(crate::s3::client::DEFAULT_READ_TIMEOUT),
     };
     let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
     drop(sink);

@@ -88,7 +88,8 @@ impl HttpConnector for Connector {
                     }
                     tokio::time::sleep(limit).await;
                 } => Err(ConnectorError::timeout(
-                    format!("HTTP read timeout occurred after {limit:?}: the request was sent and no answer came").into(),
+                    format!("HTTP read timeout: timed out after {limit:?} with no answer to a request sent whole (--read-timeout)")
+                        .into(),
                 )),
             }
         })

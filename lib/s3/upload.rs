@@ -418,7 +418,14 @@ async fn send_parts(
     if spec.checksums {
         complete = complete.checksum_crc32(crc_b64(crc32)).checksum_type(ChecksumType::FullObject);
     }
-    complete.send().await.map_err(|e| failure(format!("completing upload of {} failed", spec.url), &e))?;
+    if let Err(e) = complete.send().await {
+        // A retry of a completion whose answer was lost finds the upload gone (NoSuchUpload):
+        // the object is there if it has this stream's size and CRC32.
+        let gone = e.as_service_error().and_then(|se| se.meta().code()) == Some("NoSuchUpload");
+        if !(gone && committed(ctx, bytes, crc32).await) {
+            return Err(failure(format!("completing upload of {} failed", spec.url), &e));
+        }
+    }
     Ok(UploadReport {
         bytes,
         parts,
@@ -430,6 +437,28 @@ async fn send_parts(
         reused_parts,
         saved_bytes,
     })
+}
+
+/// Whether the object now holds exactly the stream this upload was completing.
+async fn committed(ctx: &PartsCtx<'_>, bytes: u64, crc32: u32) -> bool {
+    let url = &ctx.spec.url;
+    let head = ctx
+        .client
+        .head_object()
+        .bucket(&url.bucket)
+        .key(&url.key)
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await;
+    match head {
+        Ok(h) => {
+            let size_ok = h.content_length() == Some(bytes as i64);
+            // A server that keeps the full-object CRC32 says it; one that does not leaves the size.
+            let crc_ok = h.checksum_crc32().is_none_or(|c| c == crc_b64(crc32));
+            size_ok && crc_ok
+        }
+        Err(_) => false,
+    }
 }
 
 async fn join_one(running: &mut JoinSet<Result<CompletedPart, Failure>>) -> Result<CompletedPart, Failure> {
