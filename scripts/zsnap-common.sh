@@ -30,7 +30,7 @@ export PATH
 need_commands() {
     local c
     for c in "$@"; do
-        command -v "$c" >/dev/null 2>&1 || die 127 "$c not found: not beside $here nor in PATH ($PATH)"
+        command -v "$c" >/dev/null 2>&1 || die 127 "$c not found (looked in $PATH)"
     done
 }
 
