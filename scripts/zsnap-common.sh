@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2034,SC2154 # prog, global and taken are shared with the calling script
+# shellcheck disable=SC2034,SC2154 # prog, here, global and taken are shared with the calling script
 # Shared by the zsnap-* scripts (sourced, never run): option routing to zsnap-plan, the
 # config (parsed by zsnap-plan, never here), the per-dataset lock, and running a plan's
-# exact commands. Callers set `prog` and use `global` for zsnap-plan's options.
+# exact commands. Callers set `prog` and `here` (their own directory) and use `global` for
+# zsnap-plan's options.
 
 say() { printf '%s: %s\n' "$prog" "$*" >&2; }
 die() {
@@ -10,6 +11,27 @@ die() {
     shift
     say "$*"
     exit "$code"
+}
+
+# The toolkit's version, the binaries' (Cargo.toml): scripts and binaries are installed and
+# upgraded together. tests/it/docs.rs keeps the two equal.
+zsnap_version=0.1.0
+print_version() { printf '%s %s\n' "$prog" "$zsnap_version"; }
+
+# Cron runs with PATH=/usr/bin:/bin. The binaries are installed beside the scripts, so the
+# scripts' own directory goes first; zfs lives in /usr/sbin or /sbin, added last so a zfs
+# (or wrapper) the admin put earlier in PATH still wins. Exported: zsnap-plan, and the
+# plan's commands, run zfs and s3put by name too.
+PATH=$here:${PATH:-/usr/bin:/bin}:/usr/sbin:/sbin
+export PATH
+
+# need_commands NAME...: exit 127 with one line naming the first command not found, before
+# anything is done (rather than a plan failing halfway with bash's "command not found").
+need_commands() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || die 127 "$c not found (looked in $PATH)"
+    done
 }
 
 # Print the comment block at the top of a script (its --help).
@@ -54,6 +76,7 @@ need_value() { (($# >= 2)) || die 64 "$1 needs a value"; }
 # defaults), into ZSNAP_DATASET, ZSNAP_BUCKET, ZSNAP_S3_URL, ...
 load_config() {
     local settings
+    need_commands zsnap-plan
     settings=$(zsnap-plan "${global[@]}" --format sh config) || exit $?
     eval "$settings"
     [[ -n "${ZSNAP_DATASET:-}" ]] || die 64 "no dataset: give --dataset or set DATASET in the config"

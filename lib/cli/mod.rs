@@ -50,7 +50,7 @@ pub fn early_exit(arg: &lexopt::Arg<'_>, page: &flags::Page) -> Option<String> {
     use lexopt::Arg::{Long, Short};
     match arg {
         Short('h') | Long("help") => Some(flags::render_help(page)),
-        Long("version") => Some(format!("{} {}\n", page.name, env!("CARGO_PKG_VERSION"))),
+        Short('V') | Long("version") => Some(format!("{} {}\n", page.name, env!("CARGO_PKG_VERSION"))),
         Long("man") => Some(flags::render_man(page)),
         _ => None,
     }
@@ -59,6 +59,6 @@ pub fn early_exit(arg: &lexopt::Arg<'_>, page: &flags::Page) -> Option<String> {
 /// The flags every binary has.
 pub const COMMON_FLAGS: &[flags::Flag] = &[
     flags::Flag { short: Some('h'), long: "help", value: None, doc: "Print this help and exit." },
-    flags::Flag { short: None, long: "version", value: None, doc: "Print the version and exit." },
+    flags::Flag { short: Some('V'), long: "version", value: None, doc: "Print the version (NAME VERSION) and exit." },
     flags::Flag { short: None, long: "man", value: None, doc: "Print this page as a roff man page and exit." },
 ];

@@ -139,3 +139,24 @@ fn the_scripts_pass_through_exactly_zsnap_plans_settings_flags() {
     assert_eq!(list("plan_value_opts"), values, "zsnap-common.sh's plan_value_opts");
     assert_eq!(list("plan_switches"), switches, "zsnap-common.sh's plan_switches");
 }
+
+/// `-V` and `--version` print `NAME VERSION` on every binary and script, the version being
+/// Cargo.toml's: the scripts carry it in zsnap-common.sh, which must not drift from it.
+#[test]
+fn every_binary_and_script_prints_its_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for bin in ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"] {
+        for flag in ["-V", "--version"] {
+            assert_eq!(output_of(bin, flag), format!("{bin} {version}\n"), "{bin} {flag}");
+        }
+    }
+    for script in ["zsnap-backup", "zsnap-restore", "zsnap-status", "zsnap-prune", "zsnap-snapshot"] {
+        for flag in ["-V", "--version"] {
+            let mut c = Command::new("bash");
+            c.arg(repo_path(&format!("scripts/{script}"))).arg(flag);
+            let out = run(c, None, TIMEOUT).success();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{script} {version}\n"), "{script} {flag}");
+            assert!(out.stderr.is_empty(), "{script} {flag}: {}", out.stderr);
+        }
+    }
+}

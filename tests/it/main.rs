@@ -11,6 +11,7 @@ mod credentials;
 mod docs;
 mod encryption;
 mod health;
+mod install;
 mod object_lock;
 mod openzfs;
 mod plan;
