@@ -1,5 +1,5 @@
 //! `zsnap-health`: is every backup complete, intact and fresh. It reads the bucket (one
-//! listing per dataset, one ListMultipartUploads), decides with the pure checks in
+//! listing pass over the prefix, or the dataset's, and one ListMultipartUploads), decides with the pure checks in
 //! `health`, and prints findings; it exits 0, 1 or 2 by the worst finding, never a count.
 
 use crate::catalog::{self, key};

@@ -16,6 +16,7 @@ mod resume;
 mod retention;
 mod retention_moto;
 mod s3_delete;
+mod scale;
 mod stream_gate;
 mod stream_matrix;
 mod timeouts;
