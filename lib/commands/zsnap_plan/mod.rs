@@ -162,8 +162,8 @@ local values are ignored and listed under \"overruled\". Without the object: loc
 prune: for every committed object, keep or delete and why ({\"action\":\"keep|delete\",\"rules\",\"needed_by\",\
 \"reason\"}), then {\"summary\":true,\"delete\",\"bytes_freed\",\"quota_met\"}. For each period the newest \
 backup of each of the last N periods that have one is kept; keep_last keeps the N newest; the newest backup, \
-backups younger than min_age, objects under Object Lock or legal hold (one HEAD per object that would be \
-deleted) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
+backups younger than min_age, objects under Object Lock or legal hold (one GetObjectLockConfiguration; \
+on a bucket with Object Lock, one HEAD per object that would be deleted, else none) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
 needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
 cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
 the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
