@@ -4,7 +4,8 @@
 //!
 //! One ListObjectsV2 pass over `<prefix><dataset>` finds both layouts (`<dataset>/@…` and
 //! zfs3backup's `<dataset>@…`): 1,000 keys a page, so 10,000 backups cost 10 list requests,
-//! plus one ListMultipartUploads and one HEAD per zfs3backup object.
+//! plus one ListMultipartUploads and one HEAD per zfs3backup object. One pass over the
+//! whole `<prefix>` reads every dataset's catalog at once ([`read_all`]).
 
 use super::key::{self, ParsedKey};
 use super::{chain, BackupRecord, Catalog, Kind, Uncommitted};
@@ -17,7 +18,7 @@ use crate::s3::uploads::{self, PendingUpload};
 use crate::s3::S3Url;
 use futures_util::StreamExt;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 
 /// A listing sorted into what it holds for one dataset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,22 +34,35 @@ pub fn list_prefix(prefix: &str, dataset: &str) -> String {
     format!("{prefix}{dataset}")
 }
 
-fn is_under(prefix: &str, dataset: &str, key: &str) -> bool {
-    key.strip_prefix(prefix).and_then(|k| k.strip_prefix(dataset)).is_some_and(|k| k.starts_with(['/', '@']))
+/// The datasets among `wanted` that `key` lies under (`<prefix><dataset>/…` or
+/// `<prefix><dataset>@…`): every cut of the key at a `/` or `@`, looked up, so the cost is
+/// the key's length, not the number of datasets.
+fn datasets_under<'a>(prefix: &str, wanted: &HashSet<&'a str>, key: &str) -> Vec<&'a str> {
+    let Some(rest) = key.strip_prefix(prefix) else { return Vec::new() };
+    rest.match_indices(['/', '@']).filter_map(|(at, _)| wanted.get(&rest[..at]).copied()).collect()
 }
 
 /// Sort listing rows. Backups of other datasets that share the listed prefix (children
 /// such as `tank/data/child`, or `tank/data2`) are neither ours nor foreign: skipped.
 pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted {
-    let mut out = Sorted::default();
+    sort_by_dataset(prefix, &[dataset.to_string()], rows).remove(dataset).unwrap_or_default()
+}
+
+/// [`sort_rows`] for several datasets in one pass over one listing (of the whole prefix):
+/// each row goes to the dataset its key names, a foreign key to every wanted dataset it
+/// lies under. Every wanted dataset gets an entry, empty if nothing is listed for it.
+pub fn sort_by_dataset(prefix: &str, datasets: &[String], rows: Vec<ListedObject>) -> BTreeMap<String, Sorted> {
+    let mut out: BTreeMap<String, Sorted> = datasets.iter().map(|d| (d.clone(), Sorted::default())).collect();
+    let wanted: HashSet<&str> = datasets.iter().map(String::as_str).collect();
     for row in rows {
         match key::parse(prefix, &row.key) {
-            ParsedKey::Zsnap(f) if f.dataset == dataset => {
+            ParsedKey::Zsnap(f) => {
+                let Some(sorted) = out.get_mut(&f.dataset) else { continue };
                 let (from_guid, from_snap) = match f.from {
                     Some((g, n)) => (Some(g), Some(n)),
                     None => (None, None),
                 };
-                out.records.push(BackupRecord {
+                sorted.records.push(BackupRecord {
                     dataset: f.dataset,
                     snapshot: f.snapshot,
                     guid: Some(f.guid),
@@ -64,14 +78,28 @@ pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted
                     encrypted_to: f.encrypted_to,
                 });
             }
-            ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => out.legacy.push((row, snapshot)),
-            ParsedKey::Zsnap(_) | ParsedKey::Legacy { .. } => {}
+            ParsedKey::Legacy { dataset: d, snapshot } => {
+                if let Some(sorted) = out.get_mut(&d) {
+                    sorted.legacy.push((row, snapshot));
+                }
+            }
             // `tank/data2/x` is another dataset's business, not foreign to `tank/data`.
-            ParsedKey::Foreign(why) if is_under(prefix, dataset, &row.key) => out.foreign.push((row.key, why)),
-            ParsedKey::Foreign(_) => {}
+            ParsedKey::Foreign(why) => {
+                for d in datasets_under(prefix, &wanted, &row.key) {
+                    if let Some(sorted) = out.get_mut(d) {
+                        sorted.foreign.push((row.key.clone(), why.clone()));
+                    }
+                }
+            }
         }
     }
     out
+}
+
+/// The datasets with a backup (zsnap or zfs3backup) among listing rows, in name order.
+pub fn datasets_in(prefix: &str, rows: &[ListedObject]) -> Vec<String> {
+    let found: BTreeSet<String> = backup_sizes(prefix, rows).into_iter().map(|(d, _)| d).collect();
+    found.into_iter().collect()
 }
 
 /// zfs3backup's compressor names as ours: pigz at any level and gzip write gzip members.
@@ -124,21 +152,26 @@ pub fn legacy_record(
 
 /// In-progress uploads whose key is a backup of this dataset.
 pub fn uncommitted(prefix: &str, dataset: &str, pending: &[PendingUpload]) -> Vec<Uncommitted> {
-    pending
-        .iter()
-        .filter_map(|u| match key::parse(prefix, &u.key) {
-            ParsedKey::Zsnap(f) if f.dataset == dataset => Some(Uncommitted {
-                snapshot: f.snapshot,
-                guid: Some(f.guid),
-                key: u.key.clone(),
-                initiated: u.initiated,
-            }),
-            ParsedKey::Legacy { dataset: d, snapshot } if d == dataset => {
-                Some(Uncommitted { snapshot, guid: None, key: u.key.clone(), initiated: u.initiated })
+    uncommitted_by_dataset(prefix, pending).remove(dataset).unwrap_or_default()
+}
+
+/// In-progress uploads whose key is a backup, by dataset, in one pass.
+pub fn uncommitted_by_dataset(prefix: &str, pending: &[PendingUpload]) -> HashMap<String, Vec<Uncommitted>> {
+    let mut out: HashMap<String, Vec<Uncommitted>> = HashMap::new();
+    for u in pending {
+        let (dataset, one) = match key::parse(prefix, &u.key) {
+            ParsedKey::Zsnap(f) => (
+                f.dataset,
+                Uncommitted { snapshot: f.snapshot, guid: Some(f.guid), key: u.key.clone(), initiated: u.initiated },
+            ),
+            ParsedKey::Legacy { dataset, snapshot } => {
+                (dataset, Uncommitted { snapshot, guid: None, key: u.key.clone(), initiated: u.initiated })
             }
-            _ => None,
-        })
-        .collect()
+            ParsedKey::Foreign(_) => continue,
+        };
+        out.entry(dataset).or_default().push(one);
+    }
+    out
 }
 
 /// Put the records in list order and build the catalog. List order is oldest first, but a
@@ -178,31 +211,64 @@ pub fn assemble(
         }
     }
     order.extend((0..records.len()).filter(|&i| !placed[i]));
-    let records = order.into_iter().map(|i| records[i].clone()).collect();
+    // Moved, not cloned: at 100,000 records a second copy is tens of MiB.
+    let mut slots: Vec<Option<BackupRecord>> = records.into_iter().map(Some).collect();
+    let records = order.into_iter().filter_map(|i| slots[i].take()).collect();
     Catalog { dataset: dataset.to_string(), prefix: prefix.to_string(), records, uncommitted, foreign }
 }
 
 /// Read everything S3 holds for `dataset` under `prefix` (normalized) in `bucket`.
 pub async fn read(client: &Client, bucket: &str, prefix: &str, dataset: &str) -> Result<Catalog, Failure> {
-    let listed = list_prefix(prefix, dataset);
+    let (mut catalogs, _) = read_all(client, bucket, prefix, Some(dataset)).await?;
+    Ok(catalogs.pop().unwrap_or_default())
+}
+
+/// The catalog of `dataset`, or of every dataset with a backup under `prefix` (in name
+/// order), from one ListObjectsV2 pass and one ListMultipartUploads whatever their number
+/// (plus a HEAD per zfs3backup object); the in-progress uploads listed come back too.
+pub async fn read_all(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    dataset: Option<&str>,
+) -> Result<(Vec<Catalog>, Vec<PendingUpload>), Failure> {
+    let listed = match dataset {
+        Some(d) => list_prefix(prefix, d),
+        None => prefix.to_string(),
+    };
     let rows = list_objects(client, bucket, &listed).await?;
-    let mut sorted = sort_rows(prefix, dataset, rows);
+    let datasets = match dataset {
+        Some(d) => vec![d.to_string()],
+        None => datasets_in(prefix, &rows),
+    };
+    let mut sorted = sort_by_dataset(prefix, &datasets, rows);
     // One HEAD per zfs3backup object, 16 at a time: a large old bucket stays quick.
-    let legacy = std::mem::take(&mut sorted.legacy);
+    let legacy: Vec<(String, ListedObject, String)> = sorted
+        .iter_mut()
+        .flat_map(|(d, s)| std::mem::take(&mut s.legacy).into_iter().map(|(row, snap)| (d.clone(), row, snap)))
+        .collect();
     let heads: Vec<Result<HashMap<String, String>, Failure>> =
-        futures_util::stream::iter(legacy.iter().map(|(row, _)| head_metadata(client, bucket, &row.key)))
+        futures_util::stream::iter(legacy.iter().map(|(_, row, _)| head_metadata(client, bucket, &row.key)))
             .buffered(16)
             .collect()
             .await;
-    for ((row, snapshot), meta) in legacy.into_iter().zip(heads) {
-        match legacy_record(dataset, &snapshot, &row, &meta?) {
-            Ok(r) => sorted.records.push(r),
-            Err(why) => sorted.foreign.push((row.key, why)),
+    for ((d, row, snapshot), meta) in legacy.into_iter().zip(heads) {
+        let Some(s) = sorted.get_mut(&d) else { continue };
+        match legacy_record(&d, &snapshot, &row, &meta?) {
+            Ok(r) => s.records.push(r),
+            Err(why) => s.foreign.push((row.key, why)),
         }
     }
     let pending = uploads::list(client, &S3Url { bucket: bucket.to_string(), key: listed }).await?;
-    let uncommitted = uncommitted(prefix, dataset, &pending);
-    Ok(assemble(prefix, dataset, sorted.records, uncommitted, sorted.foreign))
+    let mut unc = uncommitted_by_dataset(prefix, &pending);
+    let catalogs = sorted
+        .into_iter()
+        .map(|(d, s)| {
+            let u = unc.remove(&d).unwrap_or_default();
+            assemble(prefix, &d, s.records, u, s.foreign)
+        })
+        .collect();
+    Ok((catalogs, pending))
 }
 
 /// The dataset each backup key under `prefix` belongs to, with its stored size; other keys
@@ -265,6 +331,34 @@ mod tests {
         let cat = assemble("p/", "tank/data", s.records, unc, s.foreign);
         let names: Vec<&str> = cat.records.iter().map(|r| r.snapshot.as_str()).collect();
         assert_eq!(names, vec!["s1", "s2"]);
+    }
+
+    #[test]
+    fn one_listing_sorts_every_dataset() {
+        let rows = vec![
+            row("p/tank/a/@s/zsnap1,kind=full,guid=1,time=2,z=none", 5),
+            row("p/tank/a/b/@s/zsnap1,kind=full,guid=2,time=2,z=none", 7),
+            row("p/tank/a/b/notes.txt", 1),
+            row("p/tank/c@old", 11),
+            row("p/tank/z/@s/zsnap1,kind=full,guid=3,time=2,z=none", 5),
+            row("p/policy.json", 100),
+        ];
+        assert_eq!(datasets_in("p/", &rows), ["tank/a", "tank/a/b", "tank/c", "tank/z"]);
+        let wanted = ["tank/a".to_string(), "tank/a/b".to_string(), "tank/c".to_string(), "tank/none".to_string()];
+        let all = sort_by_dataset("p/", &wanted, rows.clone());
+        let keys: Vec<&String> = all.keys().collect();
+        assert_eq!(keys, ["tank/a", "tank/a/b", "tank/c", "tank/none"], "tank/z was not asked for");
+        let guids = |d: &str| all[d].records.iter().map(|r| r.guid).collect::<Vec<_>>();
+        assert_eq!((guids("tank/a"), guids("tank/a/b")), (vec![Some(1)], vec![Some(2)]));
+        assert_eq!(all["tank/c"].legacy.len(), 1);
+        // A foreign key counts for every dataset it lies under, as one dataset's listing sees it.
+        let foreign = |d: &str| all[d].foreign.iter().map(|f| f.0.as_str()).collect::<Vec<_>>();
+        assert_eq!(foreign("tank/a"), ["p/tank/a/b/notes.txt"]);
+        assert_eq!(foreign("tank/a/b"), ["p/tank/a/b/notes.txt"]);
+        assert_eq!(all["tank/none"], Sorted::default());
+        for d in &wanted {
+            assert_eq!(all[d], sort_rows("p/", d, rows.clone()), "{d}: one pass is many single passes");
+        }
     }
 
     #[test]

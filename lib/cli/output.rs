@@ -15,6 +15,17 @@ pub fn emit(text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(write_failure)
 }
 
+/// Print JSON values as lines on stdout, each written as it comes (buffered), so a long
+/// output is never held whole.
+pub fn emit_lines(values: impl Iterator<Item = serde_json::Value>) -> Result<(), Failure> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    for v in values {
+        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::from).map_err(write_failure)?;
+        out.write_all(b"\n").map_err(write_failure)?;
+    }
+    out.flush().map_err(write_failure)
+}
+
 /// Print one JSON value as a line on stdout, as [`emit`] does.
 pub fn json_line(value: &serde_json::Value) -> Result<(), Failure> {
     let mut line = value.to_string();

@@ -1,5 +1,5 @@
 //! `zsnap-health`: is every backup complete, intact and fresh. It reads the bucket (one
-//! listing per dataset, one ListMultipartUploads), decides with the pure checks in
+//! listing pass over the prefix, or the dataset's, and one ListMultipartUploads), decides with the pure checks in
 //! `health`, and prints findings; it exits 0, 1 or 2 by the worst finding, never a count.
 
 use crate::catalog::{self, key};
@@ -13,10 +13,9 @@ use crate::config;
 use crate::health::{self, DatasetSummary, Finding, Severity, Thresholds};
 use crate::plan::restore;
 use crate::s3::client::{self, Client};
-use crate::s3::{uploads, S3Url};
+use crate::s3::uploads;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -329,11 +328,9 @@ async fn check(
     now: i64,
     out: &mut Outcome,
 ) -> Result<(), Failure> {
-    let datasets = match dataset {
-        Some(d) => vec![d.to_string()],
-        None => discover(client, bucket, prefix).await?,
-    };
-    if datasets.is_empty() {
+    // One listing pass (and one ListMultipartUploads) for one dataset or a hundred.
+    let (catalogs, pending) = catalog::listing::read_all(client, bucket, prefix, dataset).await?;
+    if catalogs.is_empty() {
         // Nothing backed up anywhere is the worst verdict, not "all 0 datasets are fine": an
         // empty or mistyped prefix must not look healthy to monitoring.
         out.findings.push(Finding::new(
@@ -344,13 +341,13 @@ async fn check(
             format!("no committed backup of any dataset under s3://{bucket}/{prefix} (is --s3-prefix right?)"),
         ));
     }
-    for ds in &datasets {
-        let cat = catalog::listing::read(client, bucket, prefix, ds).await?;
-        let (found, summary) = health::check_catalog(&cat, now, &args.thresholds);
+    for cat in &catalogs {
+        let ds = cat.dataset.as_str();
+        let (found, summary) = health::check_catalog(cat, now, &args.thresholds);
         out.findings.extend(found);
         out.datasets.push(summary);
         if args.deep {
-            deep(client, args, bucket, prefix, &cat, out).await;
+            deep(client, args, bucket, prefix, cat, out).await;
         }
         if let Some(pool) = &args.drill {
             let ctx = crate::plan::Context {
@@ -360,7 +357,7 @@ async fn check(
                 ..Default::default()
             };
             let env = drill_env(&args.s3);
-            let (severity, message) = match tokio::task::block_in_place(|| health::drill::run(&ctx, &cat, pool, &env)) {
+            let (severity, message) = match tokio::task::block_in_place(|| health::drill::run(&ctx, cat, pool, &env)) {
                 Ok(m) => (Severity::Ok, m),
                 Err(m) => (Severity::Critical, format!("restore drill failed: {m}")),
             };
@@ -372,11 +369,6 @@ async fn check(
             line.status = line.status.max(w);
         }
     }
-    let listed = match dataset {
-        Some(d) => catalog::listing::list_prefix(prefix, d),
-        None => prefix.to_string(),
-    };
-    let pending = uploads::list(client, &S3Url { bucket: bucket.to_string(), key: listed }).await?;
     let dataset_of = |k: &str| match key::parse(prefix, k) {
         key::ParsedKey::Zsnap(f) => f.dataset,
         key::ParsedKey::Legacy { dataset, .. } => dataset,
@@ -477,13 +469,6 @@ async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &ca
             ));
         }
     }
-}
-
-/// Every dataset with a backup under the prefix, from one listing.
-async fn discover(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<String>, Failure> {
-    let found: BTreeSet<String> =
-        catalog::listing::backups_under(client, bucket, prefix).await?.into_iter().map(|(d, _)| d).collect();
-    Ok(found.into_iter().collect())
 }
 
 fn finding_json(f: &Finding) -> Value {

@@ -13,8 +13,8 @@ use crate::calendar::{self, Period};
 use crate::catalog::{BackupRecord, Health};
 use crate::cli::output::human_bytes;
 use crate::config::policy::RetentionPolicy;
-// The planner judges locks as S3 reports them (one HEAD each), by the same rule s3put
-// --delete applies.
+// The planner judges locks as S3 reports them (a HEAD each, on a bucket with Object Lock),
+// by the same rule s3put --delete applies.
 use crate::s3::objects::LockState;
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -6,6 +6,7 @@ use super::Context;
 use crate::catalog::{BackupRecord, Health, Uncommitted};
 use crate::zfs::snapshots::{Bookmark, Snapshot};
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 
 fn guid_json(g: Option<u64>) -> Value {
     g.map(|g| Value::String(g.to_string())).unwrap_or(Value::Null)
@@ -102,7 +103,7 @@ pub fn mark_listed(entries: &mut [Listed], bookmarks: &[Bookmark]) {
 
 /// The name of a bookmark with a given guid, looked up in one hash map.
 fn bookmark_names(bookmarks: &[Bookmark]) -> impl Fn(Option<u64>) -> Option<String> + '_ {
-    let by_guid: std::collections::HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
+    let by_guid: HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
     move |guid| guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string())
 }
 
@@ -207,6 +208,86 @@ pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[Bookmark]) {
     }
 }
 
+/// Which records hold a snapshot, by hash lookups: by guid, and by name for zfs3backup
+/// records (they have no guid). Built once, so joining n local snapshots with m records
+/// costs O(n + m), not O(n·m): at 100,000 backups the scan per snapshot took 43 s.
+struct Holders<'a> {
+    by_guid: HashMap<u64, Vec<usize>>,
+    /// Records without a guid, by name.
+    legacy_by_name: HashMap<&'a str, Vec<usize>>,
+    /// Every record's name.
+    names: HashSet<&'a str>,
+}
+
+impl<'a> Holders<'a> {
+    fn new(records: &'a [BackupRecord]) -> Self {
+        let mut by_guid: HashMap<u64, Vec<usize>> = HashMap::new();
+        let mut legacy_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            match r.guid {
+                Some(g) => by_guid.entry(g).or_default().push(i),
+                None => legacy_by_name.entry(r.snapshot.as_str()).or_default().push(i),
+            }
+        }
+        Holders { by_guid, legacy_by_name, names: records.iter().map(|r| r.snapshot.as_str()).collect() }
+    }
+
+    /// The records that hold the snapshot (`guid`, `name`) as [`BackupRecord::holds`]
+    /// decides, in index order.
+    fn holding(&self, guid: u64, name: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = [self.by_guid.get(&guid), self.legacy_by_name.get(name)]
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v.iter().copied())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// The records of the same snapshot as `r`: the same guid, or for a zfs3backup record
+    /// the same name among records without a guid. Includes `r`.
+    fn same_snapshot(&self, r: &BackupRecord) -> &[usize] {
+        let found = match r.guid {
+            Some(g) => self.by_guid.get(&g),
+            None => self.legacy_by_name.get(r.snapshot.as_str()),
+        };
+        found.map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// Whether a committed record has the upload's snapshot: by guid where both have one,
+    /// else by name.
+    fn commits(&self, u: &Uncommitted) -> bool {
+        match u.guid {
+            Some(g) => self.by_guid.contains_key(&g) || self.legacy_by_name.contains_key(u.snapshot.as_str()),
+            None => self.names.contains(u.snapshot.as_str()),
+        }
+    }
+}
+
+/// The first in-progress upload of a local snapshot: by guid, or by name for uploads
+/// without one (zfs3backup keys); hash lookups, as [`Holders`].
+struct Pending<'a> {
+    by_guid: HashMap<u64, usize>,
+    by_name: HashMap<&'a str, usize>,
+}
+
+impl<'a> Pending<'a> {
+    fn new(uncommitted: &'a [Uncommitted]) -> Self {
+        let (mut by_guid, mut by_name) = (HashMap::new(), HashMap::new());
+        for (u, unc) in uncommitted.iter().enumerate() {
+            match unc.guid {
+                Some(g) => by_guid.entry(g).or_insert(u),
+                None => by_name.entry(unc.snapshot.as_str()).or_insert(u),
+            };
+        }
+        Pending { by_guid, by_name }
+    }
+
+    fn first_for(&self, guid: u64, name: &str) -> Option<usize> {
+        [self.by_guid.get(&guid), self.by_name.get(name)].into_iter().flatten().copied().min()
+    }
+}
+
 /// Join local snapshots (all of them, ordered by createtxg) with committed records and
 /// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
 /// are in S3, then whatever only S3 holds.
@@ -219,12 +300,14 @@ pub fn status(
     foreign: usize,
 ) -> (Vec<Row>, Summary) {
     let roots = crate::catalog::chain::roots(health);
+    let holders = Holders::new(records);
+    let pending = Pending::new(uncommitted);
     let mut used = vec![false; records.len()];
     let mut used_unc = vec![false; uncommitted.len()];
     let rank = |i: usize| (!health[i].is_restorable(), health[i].depth().unwrap_or(0));
     let mut rows = Vec::new();
     for s in local {
-        let held: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(s.guid, &s.name)).collect();
+        let held = holders.holding(s.guid, &s.name);
         // Snapshots outside the prefix are shown only when S3 holds them, so a backup made
         // under another prefix is not mistaken for one whose snapshot is gone.
         if !s.name.starts_with(snapshot_prefix) && held.is_empty() {
@@ -234,10 +317,7 @@ pub fn status(
             used[i] = true;
         }
         let best = held.iter().copied().min_by_key(|&i| rank(i));
-        let unc = (0..uncommitted.len()).find(|&u| match uncommitted[u].guid {
-            Some(g) => g == s.guid,
-            None => uncommitted[u].snapshot == s.name,
-        });
+        let unc = pending.first_for(s.guid, &s.name);
         if let Some(u) = unc {
             used_unc[u] = true;
         }
@@ -284,11 +364,7 @@ pub fn status(
             continue;
         }
         let r = &records[i];
-        let same: Vec<usize> = (0..records.len())
-            .filter(|&j| {
-                !used[j] && records[j].guid == r.guid && (r.guid.is_some() || records[j].snapshot == r.snapshot)
-            })
-            .collect();
+        let same: Vec<usize> = holders.same_snapshot(r).iter().copied().filter(|&j| !used[j]).collect();
         for &j in &same {
             used[j] = true;
         }
@@ -312,10 +388,7 @@ pub fn status(
         });
     }
     for (u, unc) in uncommitted.iter().enumerate() {
-        let committed = records.iter().any(|r| match (r.guid, unc.guid) {
-            (Some(a), Some(b)) => a == b,
-            _ => r.snapshot == unc.snapshot,
-        });
+        let committed = holders.commits(unc);
         if used_unc[u] || committed {
             continue;
         }
@@ -365,6 +438,59 @@ mod tests {
             logical_referenced: None,
             holds: 0,
         }
+    }
+
+    #[test]
+    fn hash_lookups_agree_with_holds() {
+        // Two copies of guid 1 (renamed once), a zfs3backup record sharing a name with a
+        // zsnap one, and one with a name of its own.
+        let records = vec![
+            rec("a", 1, None, 1),
+            rec("a-renamed", 1, None, 2),
+            rec("b", 2, Some((1, "a")), 3),
+            legacy("b", None, 0),
+            legacy("c", None, 0),
+        ];
+        let h = Holders::new(&records);
+        let snaps = [(1, "a"), (1, "x"), (2, "b"), (9, "b"), (9, "c"), (9, "a"), (3, "none")];
+        for (guid, name) in snaps {
+            let brute: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(guid, name)).collect();
+            assert_eq!(h.holding(guid, name), brute, "{guid} {name}");
+        }
+        assert_eq!(h.same_snapshot(&records[1]), [0, 1]);
+        assert_eq!(h.same_snapshot(&records[3]), [3], "a zfs3backup record is not the zsnap one of its name");
+        let unc =
+            |snapshot: &str, guid| Uncommitted { snapshot: snapshot.into(), guid, key: "k".into(), initiated: None };
+        for (u, want) in [
+            (unc("z", Some(2)), true),
+            (unc("c", Some(7)), true),
+            (unc("a", Some(7)), false),
+            (unc("a", None), true),
+            (unc("z", None), false),
+        ] {
+            let brute = records.iter().any(|r| match (r.guid, u.guid) {
+                (Some(a), Some(b)) => a == b,
+                _ => r.snapshot == u.snapshot,
+            });
+            assert_eq!((h.commits(&u), brute), (want, want), "{u:?}");
+        }
+        let pending = [unc("p", Some(5)), unc("q", None), unc("p2", Some(5))];
+        let p = Pending::new(&pending);
+        assert_eq!(
+            (p.first_for(5, "q"), p.first_for(5, "x"), p.first_for(6, "q"), p.first_for(6, "p")),
+            (Some(0), Some(0), Some(1), None)
+        );
+    }
+
+    #[test]
+    fn status_is_linear_in_the_records() {
+        // 200,000 remote-only records: the old scan per record would take hours here.
+        let records: Vec<BackupRecord> = (0..200_000).map(|g| rec(&format!("s{g}"), g, None, g as i64)).collect();
+        let health = chain::health(&records);
+        let start = std::time::Instant::now();
+        let (rows, sum) = status(&[snap("s7", 7, 1)], "s", &records, &health, &[], 0);
+        assert_eq!((rows.len(), sum.local, sum.remote_only), (200_000, 1, 199_999));
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "took {:?}", start.elapsed());
     }
 
     #[test]

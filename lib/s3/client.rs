@@ -43,5 +43,8 @@ pub async fn connect(args: &S3Args) -> Client {
     }
     // Custom endpoints (Garage, MinIO, Ceph) rarely have wildcard DNS for buckets.
     conf = conf.force_path_style(args.path_style.unwrap_or(args.endpoint.is_some()));
+    if let Some(count) = super::request_count::CountRequests::from_env() {
+        conf = conf.interceptor(count);
+    }
     Client::from_conf(conf.build())
 }

@@ -11,6 +11,7 @@ pub mod head;
 pub mod list;
 pub mod objects;
 pub mod part_size;
+pub mod request_count;
 pub mod resume;
 pub mod small_object;
 pub mod upload;

@@ -1,5 +1,5 @@
-//! Retention's S3 side: reading an object's Object Lock state, batch deletes, and raising
-//! a retention date. Thin I/O over the client; the few decisions (is it locked now, what
+//! Retention's S3 side: reading a bucket's and an object's Object Lock state, batch
+//! deletes, and raising a retention date. Thin I/O over the client; the few decisions (is it locked now, what
 //! an extension changes, which failure a batch of deletes amounts to) are pure functions.
 //! Invariants: a retention is never shortened, and a per-key error inside a DeleteObjects
 //! answer is data (in [`Deleted::error`]), not a request failure.
@@ -135,26 +135,33 @@ pub async fn delete_keys(client: &Client, bucket: &str, keys: &[String]) -> Resu
     Ok(out)
 }
 
-/// [`delete_keys`] for the keys not under Object Lock at `now`, after one HEAD each. A
-/// locked key is not sent: in a versioned bucket (every Object Lock bucket is one) a
-/// plain delete would succeed by hiding the locked version behind a delete marker, which
-/// reads as gone while the bytes stay. It comes back with the error code
-/// [`LOCKED_CODE`]. A key that does not exist is sent (and counts as deleted).
+/// [`delete_keys`] for the keys not under Object Lock at `now`. The bucket's Object Lock
+/// configuration is read once: without Object Lock nothing can be locked, so the keys go
+/// straight to DeleteObjects; with it, one HEAD per key first. A locked key is not sent:
+/// in a versioned bucket (every Object Lock bucket is one) a plain delete would succeed by
+/// hiding the locked version behind a delete marker, which reads as gone while the bytes
+/// stay. It comes back with the error code [`LOCKED_CODE`]. A key that does not exist is
+/// sent (and counts as deleted).
 pub async fn delete_unlocked(
     client: &Client,
     bucket: &str,
     keys: &[String],
     now: i64,
 ) -> Result<Vec<Deleted>, Failure> {
-    let states: Vec<LockState> = futures_util::stream::iter(keys.iter().map(|k| async move {
-        match lock_state(client, bucket, k).await {
-            Err(f) if f.code == ExitCode::NotFound => Ok(LockState::default()),
-            other => other,
+    let states: Vec<LockState> = match keys.is_empty() || !bucket_has_object_lock(client, bucket).await? {
+        true => vec![LockState::default(); keys.len()],
+        false => {
+            futures_util::stream::iter(keys.iter().map(|k| async move {
+                match lock_state(client, bucket, k).await {
+                    Err(f) if f.code == ExitCode::NotFound => Ok(LockState::default()),
+                    other => other,
+                }
+            }))
+            .buffered(HEADS_AT_ONCE)
+            .try_collect()
+            .await?
         }
-    }))
-    .buffered(HEADS_AT_ONCE)
-    .try_collect()
-    .await?;
+    };
     let free: Vec<String> =
         keys.iter().zip(&states).filter(|(_, s)| !s.is_locked_at(now)).map(|(k, _)| k.clone()).collect();
     let mut deleted = delete_keys(client, bucket, &free).await?.into_iter();
@@ -259,6 +266,41 @@ pub async fn extend_lock(
         ));
     }
     Ok((before, true))
+}
+
+/// Whether an answer to GetObjectLockConfiguration says plainly that the bucket has no
+/// Object Lock: not configured (AWS, MinIO, Ceph, moto: ObjectLockConfigurationNotFoundError)
+/// or not implemented (Garage: NotImplemented, HTTP 501). Narrower than what
+/// [`require_object_lock`] refuses on, because here "no lock" lets deletes go out without
+/// a per-object check: an unclear answer (access denied, a bare 400, no such bucket) must
+/// fail instead.
+pub fn says_no_object_lock(code: &str, status: u16) -> bool {
+    match code {
+        "ObjectLockConfigurationNotFoundError" | "NotImplemented" | "MethodNotAllowed" => true,
+        "" => matches!(status, 405 | 501),
+        _ => false,
+    }
+}
+
+/// Whether `bucket` has Object Lock enabled, from one GetObjectLockConfiguration. This is
+/// what spares a prune a HEAD per object on buckets without Object Lock: none of their
+/// objects can be locked. Any answer other than "enabled" or a plain "not configured / not
+/// implemented" is a failure with its own exit code.
+pub async fn bucket_has_object_lock(client: &Client, bucket: &str) -> Result<bool, Failure> {
+    match client.get_object_lock_configuration().bucket(bucket).send().await {
+        Ok(out) => Ok(matches!(
+            out.object_lock_configuration().and_then(|c| c.object_lock_enabled()),
+            Some(ObjectLockEnabled::Enabled)
+        )),
+        Err(e) => {
+            let code = e.code().unwrap_or("");
+            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            match says_no_object_lock(code, status) {
+                true => Ok(false),
+                false => Err(failure(format!("reading the Object Lock configuration of s3://{bucket} failed"), &e)),
+            }
+        }
+    }
 }
 
 /// Fail clearly unless `bucket` has Object Lock enabled. Servers without it (Garage) or
@@ -366,6 +408,18 @@ mod tests {
         assert!(f.message.ends_with("(InternalError: boom) for x"), "{}", f.message);
         let f = delete_failure("b", &[d("s", Some(("SlowDown", "")))]).expect("failure");
         assert_eq!(f.code, ExitCode::Throttled);
+    }
+
+    #[test]
+    fn only_a_plain_no_counts_as_no_object_lock() {
+        assert!(says_no_object_lock("ObjectLockConfigurationNotFoundError", 404));
+        assert!(says_no_object_lock("NotImplemented", 501), "Garage");
+        assert!(says_no_object_lock("", 501));
+        assert!(!says_no_object_lock("AccessDenied", 403));
+        assert!(!says_no_object_lock("NoSuchBucket", 404));
+        assert!(!says_no_object_lock("", 400), "an unexplained 400 says nothing about locks");
+        assert!(!says_no_object_lock("", 0), "no answer at all");
+        assert!(!says_no_object_lock("InternalError", 500));
     }
 
     #[test]

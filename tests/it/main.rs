@@ -19,6 +19,7 @@ mod resume;
 mod retention;
 mod retention_moto;
 mod s3_delete;
+mod scale;
 mod script_faults;
 mod stream_gate;
 mod stream_matrix;

@@ -77,7 +77,7 @@ fn quota_warning(i: &Inputs, steps: &[Step]) -> Option<String> {
     })
 }
 
-pub fn render(d: &Decided, i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(d: &'a Decided, i: &'a Inputs, f: Format) -> Rendered<'a> {
     let ds = &i.ctx.dataset;
     let text = match f {
         Format::Json => lines(d.steps.iter().map(|s| s.to_json(ds))),
@@ -90,7 +90,7 @@ pub fn render(d: &Decided, i: &Inputs, f: Format) -> Rendered {
             table(&["ACTION", "SNAPSHOT", "KIND", "FROM", "ESTIMATE", "REASON"], d.steps.iter().map(row).collect())
         }
     };
-    Rendered { text, notes: d.quota.iter().cloned().collect(), warning: None }
+    Rendered { text, notes: d.quota.iter().cloned().collect(), ..Rendered::default() }
 }
 
 fn row(s: &Step) -> Vec<String> {

@@ -6,7 +6,7 @@ use super::Format;
 use crate::config::{self, Settings};
 use serde_json::json;
 
-pub fn render(s: &Settings, f: Format) -> Rendered {
+pub fn render(s: &Settings, f: Format) -> Rendered<'static> {
     Rendered::text(config_text(s, f))
 }
 

@@ -2,7 +2,7 @@
 //! ([`Needs`]), [`read`] fetches exactly that, and the command decides from the
 //! [`Inputs`] without further I/O. Local zfs comes first, so a missing dataset is reported
 //! before any S3 request; then one listing of the dataset's prefix, the central policy,
-//! the client's other datasets, lock states, and `zfs send -nP` sizes, each only when
+//! the client's other datasets, lock states (see [`read_locks`]), and `zfs send -nP` sizes, each only when
 //! needed.
 
 use super::local::{self, Local};
@@ -186,9 +186,12 @@ fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Args) -> Vec<S
     out
 }
 
-/// Plan a prune, read the locks of what it would delete (one HEAD each), and plan again
-/// until every object it would delete has a known lock state. Each round only adds
-/// objects, so it ends; usually after one round.
+/// Plan a prune, read the locks of what it would delete, and plan again until every object
+/// it would delete has a known lock state. The bucket's Object Lock configuration is read
+/// once, and only when the plan would delete something: without Object Lock no object can
+/// be locked, so no per-object request is made; with it, one HEAD per object the plan would
+/// delete (a retention or legal hold is set per object, so nothing less can tell). Each
+/// round only adds objects, so it ends; usually after one round.
 async fn read_locks(
     client: &Client,
     bucket: &str,
@@ -199,13 +202,21 @@ async fn read_locks(
     let records = &catalog.records;
     let health = catalog.health();
     let mut locks: HashMap<String, LockState> = HashMap::new();
+    let mut lockable: Option<bool> = None;
     loop {
         let p = prune::plan(records, &health, policy, now, &locks);
         if p.unknown_locks.is_empty() {
             return Ok(locks);
         }
         let keys: Vec<String> = p.unknown_locks.iter().map(|&i| records[i].key.clone()).collect();
-        let states = crate::s3::objects::lock_states(client, bucket, &keys).await?;
+        let lockable = match lockable {
+            Some(l) => l,
+            None => *lockable.insert(crate::s3::objects::bucket_has_object_lock(client, bucket).await?),
+        };
+        let states = match lockable {
+            true => crate::s3::objects::lock_states(client, bucket, &keys).await?,
+            false => vec![LockState::default(); keys.len()],
+        };
         locks.extend(keys.into_iter().zip(states));
     }
 }

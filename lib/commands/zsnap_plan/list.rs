@@ -2,7 +2,7 @@
 //! them, with the local bookmark of each where the dataset is on this host.
 
 use super::inputs::{Inputs, LocalNeed, Needs};
-use super::render::{lines, table, Rendered};
+use super::render::{table, Rendered};
 use super::Format;
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -19,7 +19,10 @@ pub fn decide(i: &Inputs) -> Result<Vec<Listed<'_>>, Failure> {
     Ok(entries)
 }
 
-pub fn render(entries: &[Listed], i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(entries: &'a [Listed], i: &'a Inputs, f: Format) -> Rendered<'a> {
+    if f != Format::Table {
+        return Rendered::stream(entries.iter().map(|e| e.to_json(&i.ctx)));
+    }
     Rendered::text(match f {
         Format::Table => table(
             &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
@@ -46,6 +49,6 @@ pub fn render(entries: &[Listed], i: &Inputs, f: Format) -> Rendered {
                 })
                 .collect(),
         ),
-        _ => lines(entries.iter().map(|e| e.to_json(&i.ctx))),
+        _ => String::new(),
     })
 }

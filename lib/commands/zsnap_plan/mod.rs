@@ -181,8 +181,8 @@ local values are ignored and listed under \"overruled\". Without the object: loc
 prune: for every committed object, keep or delete and why ({\"action\":\"keep|delete\",\"rules\",\"needed_by\",\
 \"reason\"}), then {\"summary\":true,\"delete\",\"bytes_freed\",\"quota_met\"}. For each period the newest \
 backup of each of the last N periods that have one is kept; keep_last keeps the N newest; the newest backup, \
-backups younger than min_age, objects under Object Lock or legal hold (one HEAD per object that would be \
-deleted) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
+backups younger than min_age, objects under Object Lock or legal hold (one GetObjectLockConfiguration; \
+on a bucket with Object Lock, one HEAD per object that would be deleted, else none) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
 needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
 cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
 the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
@@ -442,8 +442,8 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let f = args.format;
     // The one dispatch: each command says what it needs, decides from what was read, and
     // renders; see inputs.rs for the reading.
-    let out = match &args.command {
-        Command::Config => config::render(&settings, f),
+    let warning = match &args.command {
+        Command::Config => config::render(&settings, f).print()?,
         Command::Backup(req) => run(&args, settings, backup::needs(req), |i| backup::decide(i, req), backup::render)?,
         Command::Restore { selector, target, force } => {
             let needs = restore::needs(target.as_deref(), settings.dataset.value.as_deref());
@@ -466,35 +466,33 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             |d, i, f| snapshot::render(d, i, f),
         )?,
     };
-    for note in &out.notes {
-        eprintln!("zsnap-plan: {note}");
-    }
-    emit(&out.text)?;
-    match out.warning {
+    match warning {
         Some(w) => Err(Failure::new(ExitCode::Warning, w)),
         None => Ok(()),
     }
 }
 
-/// Read what a command needs, decide, render: the shape of every command but config.
+/// Read what a command needs, decide, render and print (while the inputs a stream of
+/// lines borrows from are alive): the shape of every command but config. Returns the
+/// warning to exit 1 with.
 fn run<D>(
     args: &Args,
     settings: Settings,
     needs: Needs,
     decide: impl FnOnce(&Inputs) -> Result<D, Failure>,
-    render: impl FnOnce(&D, &Inputs, Format) -> Rendered,
-) -> Result<Rendered, Failure> {
+    render: impl for<'a> FnOnce(&'a D, &'a Inputs, Format) -> Rendered<'a>,
+) -> Result<Option<String>, Failure> {
     let inputs = inputs::read(args, settings, needs)?;
     let decided = decide(&inputs)?;
-    Ok(render(&decided, &inputs, args.format))
+    render(&decided, &inputs, args.format).print()
 }
 
 /// `list` borrows its entries from the inputs, so it cannot go through [`run`]'s generic
 /// decision type; the same three steps.
-fn run_list(args: &Args, settings: Settings) -> Result<Rendered, Failure> {
+fn run_list(args: &Args, settings: Settings) -> Result<Option<String>, Failure> {
     let inputs = inputs::read(args, settings, list::needs())?;
     let entries = list::decide(&inputs)?;
-    Ok(list::render(&entries, &inputs, args.format))
+    list::render(&entries, &inputs, args.format).print()
 }
 
 #[cfg(test)]

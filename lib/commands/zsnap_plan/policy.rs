@@ -10,7 +10,7 @@ pub fn needs() -> Needs {
     Needs { policy: true, ..Needs::default() }
 }
 
-pub fn render(e: &Effective, _: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(e: &'a Effective, _: &'a Inputs, f: Format) -> Rendered<'a> {
     Rendered::text(match f {
         Format::Table => {
             let v = e.to_json();

@@ -2,7 +2,7 @@
 //! `plan::prune`); a quota it cannot meet is the exit-1 warning.
 
 use super::inputs::{Inputs, Needs};
-use super::render::{commands, lines, table, Rendered};
+use super::render::{commands, table, Rendered};
 use super::Format;
 use crate::calendar;
 use crate::cli::output::human_bytes;
@@ -17,14 +17,17 @@ pub fn decide(i: &Inputs) -> Result<Prune, Failure> {
     Ok(prune::plan(&i.catalog.records, &i.health, &i.policy, i.now, &i.locks))
 }
 
-pub fn render(p: &Prune, i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(p: &'a Prune, i: &'a Inputs, f: Format) -> Rendered<'a> {
     let (ctx, records) = (&i.ctx, &i.catalog.records);
+    let warning = p.quota_problem.clone().map(|w| with_client_share(w, i));
+    if f == Format::Json {
+        let lines = (0..records.len())
+            .map(|n| p.record_json(ctx, records, &i.locks, n))
+            .chain(std::iter::once(p.summary_json(ctx, i.effective.to_json())));
+        return Rendered { warning, ..Rendered::stream(lines) };
+    }
     let text = match f {
-        Format::Json => lines(
-            (0..records.len())
-                .map(|n| p.record_json(ctx, records, &i.locks, n))
-                .chain(std::iter::once(p.summary_json(ctx, i.effective.to_json()))),
-        ),
+        Format::Json => String::new(),
         Format::Sh => commands(p.commands(ctx, records).iter().map(String::as_str)),
         Format::Table => {
             let rows = (0..records.len())
@@ -56,7 +59,7 @@ pub fn render(p: &Prune, i: &Inputs, f: Format) -> Rendered {
             t
         }
     };
-    Rendered { text, notes: Vec::new(), warning: p.quota_problem.clone().map(|w| with_client_share(w, i)) }
+    Rendered { text, warning, ..Rendered::default() }
 }
 
 /// A quota warning, with where the quota came from when the client quota set it.

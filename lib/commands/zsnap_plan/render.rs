@@ -1,22 +1,45 @@
 //! How zsnap-plan prints: JSON lines, shell commands one per line, or a table for people.
 //! Every command's `render` builds a [`Rendered`] from these; nothing else formats output.
+//! A command with a line per backup streams its JSON lines ([`Rendered::stream`]): at
+//! 100,000 backups the whole text would be tens of MiB held at once.
 
+use crate::cli::Failure;
 use serde_json::Value;
 
 /// What a command prints, and what it says besides.
-#[derive(Debug, Default)]
-pub struct Rendered {
+#[derive(Default)]
+pub struct Rendered<'a> {
     /// stdout.
     pub text: String,
+    /// JSON lines for stdout after `text`, made and written one at a time.
+    pub stream: Option<Box<dyn Iterator<Item = Value> + 'a>>,
     /// Lines for stderr, said whatever the exit status (e.g. a quota the backup will pass).
     pub notes: Vec<String>,
     /// A problem to exit 1 with after printing (a quota prune cannot meet).
     pub warning: Option<String>,
 }
 
-impl Rendered {
-    pub fn text(text: String) -> Rendered {
+impl<'a> Rendered<'a> {
+    pub fn text(text: String) -> Rendered<'a> {
         Rendered { text, ..Rendered::default() }
+    }
+
+    /// JSON lines, one value at a time.
+    pub fn stream(values: impl Iterator<Item = Value> + 'a) -> Rendered<'a> {
+        Rendered { stream: Some(Box::new(values)), ..Rendered::default() }
+    }
+
+    /// Say the notes on stderr, print the text and the stream on stdout; the warning to
+    /// exit 1 with is left to the caller.
+    pub fn print(self) -> Result<Option<String>, Failure> {
+        for note in &self.notes {
+            eprintln!("zsnap-plan: {note}");
+        }
+        crate::cli::output::emit(&self.text)?;
+        if let Some(values) = self.stream {
+            crate::cli::output::emit_lines(values)?;
+        }
+        Ok(self.warning)
     }
 }
 

@@ -21,7 +21,7 @@ pub fn decide(i: &Inputs, selector: &Selector, force: bool) -> Result<Vec<Step>,
     restore::plan(&i.ctx, &i.catalog.records, &i.health, &req, have.as_deref())
 }
 
-pub fn render(steps: &[Step], i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(steps: &'a [Step], i: &'a Inputs, f: Format) -> Rendered<'a> {
     Rendered::text(match f {
         Format::Json => lines(steps.iter().map(|s| s.to_json(&i.ctx))),
         Format::Sh => commands(steps.iter().filter_map(|s| s.command())),
@@ -76,7 +76,7 @@ pub fn decide_save(
     restore::save(&i.ctx, &i.catalog.records, &i.health, selector, file, state, force)
 }
 
-pub fn render_save(s: &Save, i: &Inputs, f: Format) -> Rendered {
+pub fn render_save<'a>(s: &'a Save, i: &'a Inputs, f: Format) -> Rendered<'a> {
     Rendered::text(match f {
         Format::Json => lines(std::iter::once(s.to_json(&i.ctx))),
         Format::Sh => commands(std::iter::once(s.command.as_str())),

@@ -17,7 +17,7 @@ pub fn decide(i: &Inputs, period: Option<Period>) -> Result<Vec<Step>, Failure> 
     Ok(snapshot::plan(req, i.snapshots(), i.bookmarks(), &i.catalog.records, &i.health, &i.effective.policy))
 }
 
-pub fn render(steps: &[Step], i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>(steps: &'a [Step], i: &'a Inputs, f: Format) -> Rendered<'a> {
     let ds = &i.ctx.dataset;
     Rendered::text(match f {
         Format::Json => lines(steps.iter().map(|s| s.to_json(ds))),

@@ -2,7 +2,7 @@
 //! with the policy in force and the bytes stored against the quota.
 
 use super::inputs::{Inputs, LocalNeed, Needs};
-use super::render::{lines, table, Rendered};
+use super::render::{table, Rendered};
 use super::Format;
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -27,7 +27,12 @@ pub fn decide(i: &Inputs) -> Result<(Vec<Row>, Summary), Failure> {
     Ok((rows, summary))
 }
 
-pub fn render((rows, summary): &(Vec<Row>, Summary), i: &Inputs, f: Format) -> Rendered {
+pub fn render<'a>((rows, summary): &'a (Vec<Row>, Summary), i: &'a Inputs, f: Format) -> Rendered<'a> {
+    if f != Format::Table {
+        let mut sum = summary.to_json(&i.ctx);
+        add_usage(&mut sum, i);
+        return Rendered::stream(rows.iter().map(|r| r.to_json(&i.ctx)).chain(std::iter::once(sum)));
+    }
     Rendered::text(match f {
         Format::Table => {
             let mut t = table(
@@ -71,11 +76,7 @@ pub fn render((rows, summary): &(Vec<Row>, Summary), i: &Inputs, f: Format) -> R
             t.push_str(&usage_line(i));
             t
         }
-        _ => {
-            let mut sum = summary.to_json(&i.ctx);
-            add_usage(&mut sum, i);
-            lines(rows.iter().map(|r| r.to_json(&i.ctx)).chain(std::iter::once(sum)))
-        }
+        _ => String::new(),
     })
 }
 
