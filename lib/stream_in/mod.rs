@@ -86,40 +86,20 @@ fn transform(
     })
 }
 
-/// The age stage in front of the sink: what is written to it is encrypted into the sink.
-struct Encrypting<'a> {
-    w: Option<age::stream::StreamWriter<&'a mut dyn PartSink>>,
+/// The age stage: what arrives on `rx` is encrypted into `sink`, the header first and the
+/// last chunk at the end of input (the commit is decided elsewhere, by the verdict).
+fn encrypt_into(
+    recipients: &crate::crypt::Recipients,
+    mut rx: crate::compress::channel::ChannelReader,
+    sink: &mut (dyn PartSink + Send),
+) -> Result<(), Failure> {
+    let mut w = recipients.encrypt(&mut *sink).map_err(|e| pump::sink_failure(e, "cannot start encrypting"))?;
+    std::io::copy(&mut rx, &mut w).map_err(|e| pump::sink_failure(e, "encrypting failed"))?;
+    w.finish().map(|_| ()).map_err(|e| pump::sink_failure(e, "encrypting failed"))
 }
 
-impl<'a> Encrypting<'a> {
-    fn new(recipients: &crate::crypt::Recipients, sink: &'a mut dyn PartSink) -> Result<Self, Failure> {
-        let w = recipients.encrypt(sink).map_err(|e| pump::sink_failure(e, "cannot start encrypting"))?;
-        Ok(Encrypting { w: Some(w) })
-    }
-
-    /// Write the last chunk and its tag: the age file is whole.
-    fn finish(&mut self) -> Result<(), Failure> {
-        match self.w.take() {
-            Some(w) => w.finish().map(|_| ()).map_err(|e| pump::sink_failure(e, "encrypting failed")),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Write for Encrypting<'_> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        match self.w.as_mut() {
-            Some(w) => w.write(data),
-            None => Err(std::io::Error::other("encryption already finished")),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.w.as_mut().map_or(Ok(()), |w| w.flush())
-    }
-}
-
-impl PartSink for Encrypting<'_> {
+/// What feeds the encrypting thread is a pipeline's sink like any other.
+impl PartSink for crate::compress::channel::ChannelWriter {
     fn read_from(&mut self, src: &mut dyn Read) -> Result<u64, Failure> {
         std::io::copy(src, self).map_err(|e| pump::sink_failure(e, "encrypting failed"))
     }
@@ -163,7 +143,7 @@ pub fn open(spec: &InputSpec, input: Arc<AtomicU64>) -> Result<Opened, Failure> 
 impl Opened {
     /// Read the whole source into `sink`. Blocking: reading, verifying and compressing
     /// happen here and in the threads this starts.
-    pub fn read_into(self, sink: &mut dyn PartSink) -> Result<Consumed, Failure> {
+    pub fn read_into(self, sink: &mut (dyn PartSink + Send)) -> Result<Consumed, Failure> {
         if self.spec.plain() {
             let input_bytes = self.read_plain(sink)?;
             Ok(Consumed { input_bytes, stream: None })
@@ -201,7 +181,7 @@ impl Opened {
     }
 
     /// Source → gate → codec or filter → sink, then [`verdict`].
-    fn read_pipeline(self, sink: &mut dyn PartSink) -> Result<Consumed, Failure> {
+    fn read_pipeline(self, sink: &mut (dyn PartSink + Send)) -> Result<Consumed, Failure> {
         let Opened { spec, producer, input } = self;
         let (mut child, cmd) = match producer {
             Some((c, cmd)) => (Some(c), Some(cmd)),
@@ -217,17 +197,26 @@ impl Opened {
         let gate = spec.gate.map(|g| StreamGate::expecting(g.expect_guid, g.expect_from).requiring_raw(g.expect_raw));
         let (pumped, filter) = match &spec.encrypt {
             None => transform(&spec, src, gate, sink)?,
-            Some(recipients) => {
-                // The age header goes first; the final chunk only once all went well.
-                let mut enc = Encrypting::new(recipients, sink)?;
-                let (mut pumped, filter) = transform(&spec, src, gate, &mut enc)?;
-                if pumped.stop.is_none() {
-                    if let Err(f) = enc.finish() {
+            // On a thread of its own, so encrypting runs beside reading, gating and
+            // compressing instead of after them (the only CPU it takes from them is a copy).
+            Some(recipients) => std::thread::scope(|scope| -> Result<Transformed, Failure> {
+                let (mut tx, rx) = crate::compress::channel::channel(8);
+                let worker = scope.spawn(move || encrypt_into(recipients, rx, sink));
+                let res = transform(&spec, src, gate, &mut tx);
+                // End of input for the encrypting side: it writes the last chunk.
+                drop(tx);
+                let encrypted = worker
+                    .join()
+                    .unwrap_or_else(|_| Err(Failure::new(ExitCode::Internal, "encryption thread panicked")));
+                let (mut pumped, filter) = res?;
+                if let Err(f) = encrypted {
+                    // Its own failure (e.g. too many parts) is why the channel closed.
+                    if matches!(pumped.stop, None | Some(verdict::Stop::Sink(_))) {
                         pumped.stop = Some(verdict::Stop::Sink(f));
                     }
                 }
-                (pumped, filter)
-            }
+                Ok((pumped, filter))
+            })?,
         };
         let producer = match (child.as_mut(), cmd) {
             (Some(c), Some(cmd)) => {

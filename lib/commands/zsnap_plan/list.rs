@@ -25,7 +25,7 @@ pub fn render<'a>(entries: &'a [Listed], i: &'a Inputs, f: Format) -> Rendered<'
     }
     Rendered::text(match f {
         Format::Table => table(
-            &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "RESTORABLE"],
+            &["N", "SNAPSHOT", "KIND", "FROM", "CREATED (UTC)", "SIZE", "Z", "ENCRYPTED TO", "RESTORABLE"],
             entries
                 .iter()
                 .map(|e| {
@@ -41,6 +41,11 @@ pub fn render<'a>(entries: &'a [Listed], i: &'a Inputs, f: Format) -> Rendered<'
                         crate::calendar::minutes(r.time),
                         human_bytes(r.bytes),
                         r.compressor.clone(),
+                        // Who can read it: the recipients' fingerprints.
+                        match r.encrypted_to.is_empty() {
+                            true => "-".into(),
+                            false => r.encrypted_to.join(","),
+                        },
                         match e.broken() {
                             Some(b) => format!("no: {b}"),
                             None => "yes".into(),
