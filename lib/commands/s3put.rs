@@ -237,8 +237,9 @@ const RETENTION_FLAGS: &[Flag] = &[
               bucket) with batch DeleteObjects, in the order given (children before parents). Reads no \
               stdin. One JSON line per key: {\"key\": URL, \"deleted\": true}, or {\"key\", \"deleted\": \
               false, \"code\", \"message\"}. A key that does not exist counts as deleted. A key under Object \
-              Lock (a retain-until date in the future or a legal hold, from one HEAD per key, so the key \
-              needs s3:GetObject too, and on AWS s3:GetObjectRetention and s3:GetObjectLegalHold, without \
+              Lock (a retain-until date in the future or a legal hold: when the bucket's Object Lock \
+              configuration, read once, says it has Object Lock, one HEAD per key, so the key needs \
+              s3:GetObject too, and on AWS s3:GetObjectRetention and s3:GetObjectLegalHold, without \
               which HEAD hides the lock) is not sent: in a versioned bucket its delete would only add a \
               delete marker and hide it, so it is reported with code ObjectLocked. In a versioned bucket \
               an unlocked key's delete is a delete marker too; its bytes stay until a lifecycle rule \
