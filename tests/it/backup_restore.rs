@@ -251,6 +251,16 @@ fn bad_inputs_get_one_clear_line() {
     );
     site.run("zsnap-restore", &["nosuchsnap", "--target", &r]).fails_last(66, "zsnap-plan", "nosuchsnap");
     assert!(!site.exists(&r));
+    // A target zfs recv could not create (missing parent or pool): refused before any download.
+    let orphan = site.pool.ds("no/such/child");
+    site.run("zsnap-restore", &["latest", "--target", &orphan]).fails_last(
+        66,
+        "zsnap-plan",
+        &format!("{} does not exist", site.pool.ds("no/such")),
+    );
+    site.run("zsnap-restore", &["latest", "--target", "nosuchpool9/r"]).fails_last(66, "zsnap-plan", "nosuchpool9");
+    // A mistyped dataset: no backups and no such dataset is 66, as for status.
+    site.run("zsnap-prune", &["--dataset", &ghost]).fails_last(66, "zsnap-plan", "is --dataset right?");
     // Foreign objects beside the backups change nothing.
     site.ctx.put("README.txt", b"not a backup", &[]).success();
     site.ctx.put(&format!("{}/@s1/notes.txt", site.data), b"nor this", &[]).success();

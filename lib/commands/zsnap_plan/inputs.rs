@@ -109,7 +109,7 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         LocalNeed::None => None,
     };
     let target = match &needs.target {
-        Some(t) => Some((t.clone(), snapshots::list_if_exists(t)?)),
+        Some(t) => Some((t.clone(), read_target(t)?)),
         None => None,
     };
     let now = args.now.unwrap_or_else(crate::calendar::now);
@@ -148,6 +148,27 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
 /// `--endpoint`, `--region`, `--profile` (and the addressing, timeout and retry flags given
 /// to us) as the printed commands must repeat them, so the s3put and s3get that move the
 /// data wait and retry as the user said; what came from the environment is inherited.
+/// A restore target's snapshots (`None`: it does not exist). zfs recv creates only the last
+/// component of a missing target, so a missing parent or pool is refused here, before
+/// anything is downloaded, not by zfs recv after the first object has been read.
+fn read_target(target: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
+    let have = snapshots::list_if_exists(target)?;
+    if have.is_none() {
+        let missing = |what: String| Failure::new(ExitCode::NotFound, what);
+        match target.rsplit_once('/') {
+            Some((parent, _)) if snapshots::list_if_exists(parent)?.is_none() => {
+                return Err(missing(format!(
+                    "cannot restore into {target}: {parent} does not exist (zfs recv creates only {target} \
+                     itself); create it or give another --target"
+                )));
+            }
+            None => return Err(missing(format!("cannot restore into {target}: there is no pool {target}"))),
+            Some(_) => {}
+        }
+    }
+    Ok(have)
+}
+
 /// The identity restores decrypt with: named on the printed s3get lines when a flag or the
 /// config file gave it, and read (with `load`) so the planner knows what it opens.
 fn identity_use(s: &Settings, load: bool) -> Result<crate::plan::IdentityUse, Failure> {

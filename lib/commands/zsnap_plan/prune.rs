@@ -1,19 +1,31 @@
 //! `zsnap-plan prune`: keep or delete for every committed object, and why (see
 //! `plan::prune`); a quota it cannot meet is the exit-1 warning.
 
-use super::inputs::{Inputs, Needs};
+use super::inputs::{Inputs, LocalNeed, Needs};
 use super::render::{commands, table, Rendered};
 use super::Format;
 use crate::calendar;
 use crate::cli::output::human_bytes;
-use crate::cli::Failure;
+use crate::cli::{ExitCode, Failure};
 use crate::plan::prune::{self, Prune};
 
+/// The local dataset, where there is one, only tells a mistyped `--dataset` (no backups
+/// and no such dataset, exit 66) from one with nothing to prune.
 pub fn needs() -> Needs {
-    Needs { policy: true, others: true, locks: true, ..Needs::default() }
+    Needs { policy: true, others: true, locks: true, local: LocalNeed::Optional, ..Needs::default() }
 }
 
 pub fn decide(i: &Inputs) -> Result<Prune, Failure> {
+    if i.catalog.records.is_empty() && i.local.is_none() {
+        return Err(Failure::new(
+            ExitCode::NotFound,
+            format!(
+                "no backups of {} under {} and no such dataset here: is --dataset right?",
+                i.ctx.dataset,
+                i.ctx.url(&i.ctx.prefix)
+            ),
+        ));
+    }
     Ok(prune::plan(&i.catalog.records, &i.health, &i.policy, i.now, &i.locks))
 }
 
