@@ -42,6 +42,21 @@ fn write_failure(e: std::io::Error) -> Failure {
 }
 
 /// Human-readable bytes, binary units.
+/// An age for people: `42s`, `5m12s`, `27h47m`, `3d4h` (two units at most; negative: 0s).
+pub fn human_age(secs: i64) -> String {
+    let s = secs.max(0);
+    let (d, h, m) = (s / 86_400, s / 3_600, s / 60);
+    if s >= 2 * 86_400 {
+        format!("{d}d{}h", (s % 86_400) / 3_600)
+    } else if s >= 3_600 {
+        format!("{h}h{}m", (s % 3_600) / 60)
+    } else if s >= 60 {
+        format!("{m}m{}s", s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
@@ -158,6 +173,14 @@ fn along(done: u64, total: u64, elapsed: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ages_for_people() {
+        let cases = [(-5, "0s"), (42, "42s"), (312, "5m12s"), (100_020, "27h47m"), (273_600, "3d4h")];
+        for (secs, want) in cases {
+            assert_eq!(human_age(secs), want, "{secs}");
+        }
+    }
+
     use super::*;
 
     #[test]

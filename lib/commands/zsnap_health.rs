@@ -518,7 +518,7 @@ fn table(o: &Outcome) -> String {
             d.status.name(),
             d.backups,
             d.broken,
-            d.age.map(|a| format!("{a}s")).unwrap_or_else(|| "-".into()),
+            d.age.map(crate::cli::output::human_age).unwrap_or_else(|| "-".into()),
             d.chain_length,
             d.newest.as_ref().map(|n| format!("@{}", n.0)).unwrap_or_default()
         ));

@@ -256,17 +256,27 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The config file read (or the default one, which may be missing), for messages.
+    fn file_named(&self) -> String {
+        match &self.config_file {
+            Some(f) => f.clone(),
+            None => format!("{DEFAULT_PATH} (not found)"),
+        }
+    }
+
     pub fn dataset(&self) -> Result<&str, Failure> {
         self.dataset.value.as_deref().ok_or_else(|| {
-            Failure::usage(format!("no dataset: set --dataset, ZSNAP_DATASET or DATASET in [main] of {DEFAULT_PATH}"))
+            Failure::usage(format!(
+                "no dataset: set --dataset, ZSNAP_DATASET or DATASET in [main] of {}",
+                self.file_named()
+            ))
         })
     }
 
     pub fn bucket(&self) -> Result<&str, Failure> {
-        self.bucket
-            .value
-            .as_deref()
-            .ok_or_else(|| Failure::usage(format!("no bucket: set --bucket, ZSNAP_BUCKET or BUCKET in {DEFAULT_PATH}")))
+        self.bucket.value.as_deref().ok_or_else(|| {
+            Failure::usage(format!("no bucket: set --bucket, ZSNAP_BUCKET or BUCKET in {}", self.file_named()))
+        })
     }
 
     pub fn s3_prefix(&self) -> &str {
