@@ -414,7 +414,11 @@ fn a_catalog_longer_than_one_listing_page() {
     assert_eq!(list[n as usize - 1]["n"], n);
     assert_eq!(list[n as usize - 1]["snapshot"], format!("s{n:04}"));
     assert!(list.iter().all(|e| e["restorable"] == true));
-    let steps = plan(&ctx, &ds, &["restore", "latest", "--target", &format!("{ds}x")]).success().json_lines();
+    // A target in a pool that does not exist is refused before anything is read from S3...
+    plan(&ctx, &ds, &["restore", "latest", "--target", &format!("{ds}x")]).fails(66, "does not exist");
+    // ...one whose pool exists gets the whole chain.
+    let pool = Pool::new(&ctx, "pg");
+    let steps = plan(&ctx, &ds, &["restore", "latest", "--target", &pool.ds("x")]).success().json_lines();
     assert_eq!(steps.len(), n as usize, "the whole chain, full first");
     assert_eq!(steps[0]["kind"], "full");
     // status compares with the local dataset, so it must exist (list above did not need it).
