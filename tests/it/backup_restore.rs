@@ -61,15 +61,23 @@ fn full_then_incremental_then_restore_latest_and_middle() {
     let again = site.run("zsnap-backup", &[]).success();
     assert!(again.stdout.is_empty(), "{}", again.stderr);
 
-    let list = site.run("zsnap-restore", &["list", "--json"]).success();
+    // Off a terminal, list is JSON lines without --json; --table asks for the table.
+    let list = site.run("zsnap-restore", &["list"]).success();
     let listed = lines(&list);
     let names: Vec<_> = listed.iter().map(|l| l["snapshot"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(names, ["s1", "s2", "s3"]);
     assert_eq!(listed[1]["n"], 2);
+    let table = site.run("zsnap-restore", &["list", "--table"]).success();
+    assert!(table.text().starts_with("N "), "{}", table.text());
 
     site.destroy(&site.data);
     assert!(!site.exists(&site.data));
-    site.run("zsnap-restore", &["latest"]).success();
+    let done = site.run("zsnap-restore", &["latest"]).success().json();
+    assert_eq!(
+        (done["action"].as_str(), done["target"].as_str(), done["snapshot"].as_str(), done["steps"].as_u64()),
+        (Some("restored"), Some(site.data.as_str()), Some("s3"), Some(3)),
+        "the result line: {done}"
+    );
     assert_same(&tree(&site.dir()), &t3, "latest restored in place");
     assert_eq!(site.snapshots_of(&site.data), ["s1", "s2", "s3"]);
 
@@ -80,7 +88,9 @@ fn full_then_incremental_then_restore_latest_and_middle() {
     // save: the full's verified stream to a file, which zfs recv accepts as it is.
     let file = site.ctx.bench.work.join(format!("{}-s1.zfs", site.pool.name));
     let file_s = file.display().to_string();
-    site.run("zsnap-restore", &["save", "s1", &file_s]).success();
+    let done = site.run("zsnap-restore", &["save", "s1", &file_s]).success().json();
+    assert_eq!(done["action"], "saved", "{done}");
+    assert_eq!(done["bytes"], std::fs::metadata(&file).expect("saved file").len(), "{done}");
     let saved = site.pool.ds("saved");
     let mut c = Command::new("bash");
     c.args(["-c", &format!("zfs recv {saved} < '{file_s}'")]);
