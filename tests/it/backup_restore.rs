@@ -487,3 +487,18 @@ fn a_kill_9_of_the_script_leaves_its_upload_holding_the_lock() {
     site.run("zsnap-restore", &["latest", "--target", &r]).success();
     assert_same(&tree(&site.pool.mount.join("r")), &t, "what the orphan committed is whole");
 }
+
+/// "nothing to send" is only said with the snapshots it leaves out, and why.
+#[test]
+fn nothing_to_send_names_the_snapshots_it_leaves_out() {
+    let site = Site::new("br-left", "bl");
+    site.write("a.bin", &data(MIB, 91));
+    site.snapshot("s1");
+    site.snapshot("s2");
+    // A full of @s2 only: @s1 is older and never sent.
+    site.run("zsnap-backup", &["--snapshot", "s2"]).success();
+    let out = site.run("zsnap-backup", &[]).success();
+    assert!(out.stdout.is_empty(), "{}", out.text());
+    assert!(out.stderr.contains("not sent: @s1 (not in S3, and older than @s2"), "{}", out.stderr);
+    assert!(out.stderr.contains("nothing to send: every snapshot that can be sent is in S3"), "{}", out.stderr);
+}

@@ -90,7 +90,22 @@ pub fn render<'a>(d: &'a Decided, i: &'a Inputs, f: Format) -> Rendered<'a> {
             table(&["ACTION", "SNAPSHOT", "KIND", "FROM", "ESTIMATE", "REASON"], d.steps.iter().map(row).collect())
         }
     };
-    Rendered { text, notes: d.quota.iter().cloned().collect(), ..Rendered::default() }
+    let mut notes: Vec<String> = d.quota.iter().cloned().collect();
+    // The commands alone do not say what is left out: a snapshot not in S3 that is not sent.
+    if f == Format::Sh {
+        let left: Vec<String> = d
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Skip { snapshot, url: None, reason } => Some(format!("@{} ({reason})", snapshot.name)),
+                _ => None,
+            })
+            .collect();
+        if !left.is_empty() {
+            notes.push(format!("not sent: {}", left.join("; ")));
+        }
+    }
+    Rendered { text, notes, ..Rendered::default() }
 }
 
 fn row(s: &Step) -> Vec<String> {
