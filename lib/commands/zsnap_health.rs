@@ -10,6 +10,7 @@ use crate::cli::settings_flags;
 use crate::cli::values::parse_duration;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config;
+use crate::crypt::Identities;
 use crate::health::{self, DatasetSummary, Finding, Severity, Thresholds};
 use crate::plan::restore;
 use crate::s3::client::{self, Client};
@@ -18,6 +19,7 @@ use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 const FLAGS: &[Flag] = &[
@@ -152,8 +154,9 @@ pub struct Args {
     pub thresholds: Thresholds,
     pub clean: bool,
     pub deep: bool,
-    /// The identity file `--deep` decrypts with (resolved with the settings).
-    pub identity_file: Option<String>,
+    /// What `--deep` decrypts with: the identity file (resolved with the settings), read
+    /// once for every dataset; its error is reported only where a backup is encrypted.
+    pub identities: Option<Result<Arc<Identities>, String>>,
     pub drill: Option<String>,
     pub sample: Option<usize>,
     pub chain: Option<restore::Selector>,
@@ -176,7 +179,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         thresholds: Thresholds::default(),
         clean: false,
         deep: false,
-        identity_file: None,
+        identities: None,
         drill: None,
         sample: None,
         chain: None,
@@ -282,7 +285,13 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     let s3 = s3.with_env()?;
     // The checks (deep downloads, the drill's commands) use the resolved settings.
     args.s3 = s3.clone();
-    args.identity_file = settings.identity.value.clone();
+    if args.deep {
+        args.identities = settings
+            .identity
+            .value
+            .as_ref()
+            .map(|f| Identities::load(std::slice::from_ref(f)).map(Arc::new).map_err(|e| e.message));
+    }
     let now = args.now.unwrap_or_else(crate::calendar::now);
     let mut outcome = Outcome::default();
     let checked = crate::commands::runtime()?.block_on(async {
@@ -410,14 +419,12 @@ fn drill_env(s3: &S3Args) -> Vec<(String, String)> {
 async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &catalog::Catalog, out: &mut Outcome) {
     let ds = cat.dataset.as_str();
     let health = cat.health();
-    let ids = match (&args.identity_file, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
-        (Some(f), true) => match crate::crypt::Identities::load(std::slice::from_ref(f)) {
-            Ok(ids) => Some(std::sync::Arc::new(ids)),
-            Err(f) => {
-                out.findings.push(Finding::new(Severity::Critical, ds, "deep:identity", None, f.message));
-                return;
-            }
-        },
+    let ids = match (&args.identities, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
+        (Some(Ok(ids)), true) => Some(ids.clone()),
+        (Some(Err(message)), true) => {
+            out.findings.push(Finding::new(Severity::Critical, ds, "deep:identity", None, message.clone()));
+            return;
+        }
         _ => None,
     };
     let picked = match (&args.chain, args.sample) {
