@@ -410,16 +410,7 @@ struct Filter {
 
 impl Filter {
     fn start(cmd: &str, mut input: Box<dyn Read + Send>) -> Result<Filter, Failure> {
-        let mut child = std::process::Command::new("bash")
-            .args(["-o", "pipefail", "-c", cmd])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot start filter `{cmd}`: {e}")))?;
-        let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            return Err(Failure::new(ExitCode::Internal, "filter has no stdin or stdout"));
-        };
+        let (child, mut stdin, stdout) = crate::stream_in::spawn_filter(cmd)?;
         let feeder = std::thread::Builder::new()
             .name("s3get-filter-feed".into())
             .spawn(move || match std::io::copy(&mut input, &mut stdin) {

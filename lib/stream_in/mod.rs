@@ -15,6 +15,8 @@ mod pump;
 mod source;
 mod verdict;
 
+pub use source::spawn_filter;
+
 use crate::cli::{ExitCode, Failure};
 use crate::compress::Codec;
 use crate::zfs::stream::{StreamGate, StreamSummary};

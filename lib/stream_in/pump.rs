@@ -2,14 +2,14 @@
 //! sink. Every byte is fed to the gate before it moves on; a stop is recorded, not
 //! returned early, so the verdict can weigh it against how the producer and filter ended.
 
-use super::source::wait_status;
+use super::source::{spawn_filter, wait_status};
 use super::verdict::Stop;
 use super::PartSink;
 use crate::cli::{ExitCode, Failure};
 use crate::compress::{Codec, Compressor};
 use crate::zfs::stream::StreamGate;
 use std::io::{Read, Write};
-use std::process::{ChildStdout, Command, Stdio};
+use std::process::ChildStdout;
 
 /// What became of the source: bytes read, why it stopped early (if it did), and the gate
 /// (still to be asked for its verdict).
@@ -56,17 +56,7 @@ pub(super) fn through_filter(
     mut gate: Option<StreamGate>,
     sink: &mut dyn PartSink,
 ) -> Result<(Pumped, Result<(), String>), Failure> {
-    let mut child = Command::new("bash")
-        .args(["-o", "pipefail", "-c", cmd])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot start filter `{cmd}`: {e}")))?;
-    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(Failure::new(ExitCode::Internal, "filter has no stdin or stdout"));
-    };
+    let (mut child, mut stdin, mut stdout) = spawn_filter(cmd)?;
     let feeder = std::thread::Builder::new().name("s3put-filter-feed".into()).spawn(move || {
         let (n, stop) = pump(&mut *src, gate.as_mut(), &mut stdin);
         // EPIPE here means the filter went away; how it exited tells why.

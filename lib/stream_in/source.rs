@@ -3,7 +3,7 @@
 
 use crate::cli::{ExitCode, Failure};
 use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -28,6 +28,25 @@ pub(super) fn spawn_producer(cmd: &str) -> Result<Child, Failure> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot start producer `{cmd}`: {e}")))
+}
+
+/// A `--filter` command (s3put's compressor, s3get's decompressor), run with `bash -o
+/// pipefail -c` between two pipes: its stdin to feed, its stdout to read.
+pub fn spawn_filter(cmd: &str) -> Result<(Child, ChildStdin, ChildStdout), Failure> {
+    let mut child = Command::new("bash")
+        .args(["-o", "pipefail", "-c", cmd])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot start filter `{cmd}`: {e}")))?;
+    match (child.stdin.take(), child.stdout.take()) {
+        (Some(stdin), Some(stdout)) => Ok((child, stdin, stdout)),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(Failure::new(ExitCode::Internal, "filter has no stdin or stdout"))
+        }
+    }
 }
 
 /// How a child ended: `Ok` for exit 0, else its description.
