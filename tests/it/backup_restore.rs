@@ -452,20 +452,7 @@ fn a_kill_9_of_the_script_leaves_its_upload_holding_the_lock() {
     let site = Site::new("br-kill9", "bn");
     site.write("big.bin", &data(8 * MIB, 81));
     site.snapshot("s1");
-    let go = site.ctx.bench.work.join(format!("{}-go", site.pool.name));
-    let hold = site.ctx.bench.work.join(format!("{}-hold.sh", site.pool.name));
-    std::fs::write(
-        &hold,
-        format!(
-            "#!/bin/bash\nhead -c 1000000\npkill -KILL -f 'zsnap-backup.*{tag}' || true\n\
-             for _ in $(seq 1200); do [[ -e {go} ]] && break; sleep 0.05; done\ncat\n",
-            tag = site.pool.name,
-            go = go.display()
-        ),
-    )
-    .expect("write hold");
-    std::fs::write(&site.config, format!("[compressor:hold]\nCOMPRESS=bash {}\nDECOMPRESS=cat\n", hold.display()))
-        .expect("config");
+    let go = site.hold_compressor(1_000_000, &format!("pkill -KILL -f 'zsnap-backup.*{}' || true", site.pool.name));
     // Output to files: the orphan keeps the script's stdout and stderr open.
     let out = site.ctx.bench.work.join(format!("{}-kill9.out", site.pool.name));
     // --dataset on the command line: the stand-in finds the script by it.

@@ -145,18 +145,7 @@ fn zsnap_backup_continues_a_cut_backup() {
     let site = Site::new("resume-backup", "rb");
     site.write("big.bin", &data(40 * MIB, 94));
     site.snapshot("s1");
-    let go = site.ctx.bench.work.join(format!("{}-go", site.pool.name));
-    let hold = site.ctx.bench.work.join(format!("{}-hold.sh", site.pool.name));
-    std::fs::write(
-        &hold,
-        format!(
-            "#!/bin/bash\nhead -c 34000000\nfor _ in $(seq 2400); do [[ -e {go} ]] && break; sleep 0.05; done\ncat\n",
-            go = site.ctx.bench.work.join(format!("{}-go", site.pool.name)).display()
-        ),
-    )
-    .expect("write hold");
-    std::fs::write(&site.config, format!("[compressor:hold]\nCOMPRESS=bash {}\nDECOMPRESS=cat\n", hold.display()))
-        .expect("config");
+    let go = site.hold_compressor(34_000_000, "");
     let plan = site.run("zsnap-backup", &["--compressor", "hold", "--dry-run"]).success();
     assert!(plan.text().starts_with("s3put --zfs-stream --resume "), "{}", plan.text());
 

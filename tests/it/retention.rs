@@ -6,23 +6,8 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 
 const NO_PERIODS: &str = "KEEP_HOURLY=0\nKEEP_DAILY=0\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n";
-
-/// Five snapshots in three chains: [s1] [s2 s3] [s4 s5]; returns each one's tree.
-fn three_chains(site: &Site) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
-    let mut trees = BTreeMap::new();
-    for (k, snap) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
-        site.write(&format!("{snap}.bin"), &data(MIB + k * 1000, 60 + k as u64));
-        site.write("common.txt", snap.as_bytes());
-        site.snapshot(snap);
-        trees.insert(snap.to_string(), tree(&site.dir()));
-        let full = matches!(*snap, "s2" | "s4");
-        site.run("zsnap-backup", if full { &["--full"] } else { &[] }).success();
-    }
-    trees
-}
 
 fn by_action(lines: &[Value], action: &str) -> Vec<String> {
     lines
@@ -40,7 +25,7 @@ fn summary(lines: &[Value]) -> Value {
 fn the_policy_object_overrules_local_config_and_prune_keeps_whole_chains() {
     let site = Site::new("ret-policy", "rp");
     std::fs::write(&site.config, format!("[main]\nKEEP_LAST=1\n{NO_PERIODS}")).expect("config");
-    let trees = three_chains(&site);
+    let trees = site.three_chains(60);
 
     // Local settings alone: keep the newest; s4 stays as its parent.
     let plan = site.run("zsnap-plan", &["prune"]).success().json_lines();

@@ -499,14 +499,7 @@ fn prune_against_a_faulty_server_never_breaks_a_kept_chain() {
     std::fs::write(&site.config, "[main]\nKEEP_LAST=2\nKEEP_HOURLY=0\nKEEP_DAILY=0\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n")
         .expect("config");
     // Three chains: [s1] [s2 s3] [s4 s5]; keeping two keeps s4 (s5's parent) and s5.
-    let mut trees = BTreeMap::new();
-    for (k, snap) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
-        site.write(&format!("{snap}.bin"), &data(MIB + k * 1000, 1430 + k as u64));
-        site.write("common.txt", snap.as_bytes());
-        site.snapshot(snap);
-        trees.insert(snap.to_string(), tree(&site.dir()));
-        site.run("zsnap-backup", if matches!(*snap, "s2" | "s4") { &["--full"] } else { &[] }).success();
-    }
+    let trees = site.three_chains(1430);
     let plan = site.run("zsnap-plan", &["prune"]).success().json_lines();
     let deleting: Vec<&str> =
         plan.iter().filter(|l| l["action"] == "delete").filter_map(|l| l["snapshot"].as_str()).collect();

@@ -146,6 +146,38 @@ impl Site {
         key
     }
 
+    /// Five snapshots backed up in three chains, [s1] [s2 s3] [s4 s5] (s2 and s4 are fulls),
+    /// their data from `seed` on; returns each one's tree.
+    pub fn three_chains(&self, seed: u64) -> BTreeMap<String, BTreeMap<String, Vec<u8>>> {
+        let mut trees = BTreeMap::new();
+        for (k, snap) in ["s1", "s2", "s3", "s4", "s5"].iter().enumerate() {
+            self.write(&format!("{snap}.bin"), &data(MIB + k * 1000, seed + k as u64));
+            self.write("common.txt", snap.as_bytes());
+            self.snapshot(snap);
+            trees.insert(snap.to_string(), tree(&self.dir()));
+            let full = matches!(*snap, "s2" | "s4");
+            self.run("zsnap-backup", if full { &["--full"] } else { &[] }).success();
+        }
+        trees
+    }
+
+    /// A stand-in compressor, `[compressor:hold]` in this site's config (the config is
+    /// replaced): it passes the first `first` bytes on, runs the shell command `then`, waits
+    /// (60 s at most) for the file whose path it returns to exist, then passes the rest on.
+    /// The bytes are the stream's every time; DECOMPRESS is `cat`.
+    pub fn hold_compressor(&self, first: u64, then: &str) -> PathBuf {
+        let go = self.ctx.bench.work.join(format!("{}-go", self.pool.name));
+        let hold = self.ctx.bench.work.join(format!("{}-hold.sh", self.pool.name));
+        let script = format!(
+            "#!/bin/bash\nhead -c {first}\n{then}\nfor _ in $(seq 1200); do [[ -e {go} ]] && break; sleep 0.05; done\ncat\n",
+            go = go.display()
+        );
+        std::fs::write(&hold, script).expect("write hold");
+        let conf = format!("[compressor:hold]\nCOMPRESS=bash {}\nDECOMPRESS=cat\n", hold.display());
+        std::fs::write(&self.config, conf).expect("config");
+        go
+    }
+
     /// Where a dataset of this pool is mounted.
     pub fn mountpoint(&self, ds: &str) -> PathBuf {
         let rel = ds.strip_prefix(&format!("{}/", self.pool.name)).unwrap_or(ds);
