@@ -559,14 +559,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         expect_raw |= f.send.raw();
         let given = encrypt.as_ref().map(Recipients::fingerprints).unwrap_or_default();
         if given != f.encrypted_to {
-            let said = |fps: &[String]| match fps {
-                [] => "not encrypted".to_string(),
+            let said = |fps: &[String], none: &str| match fps {
+                [] => none.to_string(),
                 fps => format!("encrypted to {}", fps.join(", ")),
             };
             return Err(Failure::usage(format!(
                 "--encrypt-to gives {} but the key says {}",
-                said(&given).replace("not encrypted", "no recipient"),
-                said(&f.encrypted_to)
+                said(&given, "no recipient"),
+                said(&f.encrypted_to, "not encrypted")
             )));
         }
     }
