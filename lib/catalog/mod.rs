@@ -16,7 +16,7 @@ pub use chain::{Health, MissingLink};
 pub const KEY_TAG: &str = "zsnap1,";
 
 /// A full stream, or an incremental from exactly one parent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Full,
     Inc,
@@ -71,6 +71,29 @@ impl BackupRecord {
         match self.guid {
             Some(g) => g == guid,
             None => self.snapshot == name,
+        }
+    }
+
+    /// Whether `self` and `other` are one backup stored twice: the same snapshot sent from
+    /// the same parent (a full and an incremental of one snapshot are two ways to restore
+    /// it, not a copy). By guid where both have one; by name where either is a zfs3backup
+    /// object, which records none: zfs3backup and zsnap writing one prefix store each
+    /// snapshot twice this way.
+    pub fn same_backup(&self, other: &BackupRecord) -> bool {
+        if self.kind != other.kind || self.key == other.key {
+            return false;
+        }
+        match (self.guid, other.guid) {
+            (Some(a), Some(b)) => a == b && self.from_guid == other.from_guid,
+            _ => self.snapshot == other.snapshot && self.from_snap == other.from_snap,
+        }
+    }
+
+    /// Which tool wrote it, for messages that name both copies.
+    pub fn writer(&self) -> &'static str {
+        match self.legacy {
+            true => "zfs3backup",
+            false => "zsnap",
         }
     }
 

@@ -7,7 +7,8 @@
 pub mod deep;
 pub mod drill;
 
-use crate::catalog::{chain, Catalog, Health};
+use crate::catalog::{chain, BackupRecord, Catalog, Health, Kind};
+use crate::cli::output::human_age;
 use crate::s3::uploads::PendingUpload;
 use std::collections::HashMap;
 
@@ -86,15 +87,6 @@ pub struct DatasetSummary {
     pub chain_length: usize,
 }
 
-fn age_text(secs: i64) -> String {
-    match secs {
-        s if s >= 2 * 86_400 => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
-        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// Every check that needs only the listing, for one dataset.
 pub fn check_catalog(cat: &Catalog, now: i64, t: &Thresholds) -> (Vec<Finding>, DatasetSummary) {
     let ds = cat.dataset.as_str();
@@ -117,31 +109,24 @@ pub fn check_catalog(cat: &Catalog, now: i64, t: &Thresholds) -> (Vec<Finding>, 
     }
 
     // Duplicates: a full and an incremental of one snapshot are two ways to restore it
-    // (fine); two objects with the same guid and the same parent are one backup stored twice.
-    let mut seen: HashMap<(u64, &str, Option<u64>), Vec<usize>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Some(g) = r.guid {
-            seen.entry((g, r.kind.as_str(), r.from_guid)).or_default().push(i);
-        }
-    }
-    let mut dups: Vec<&Vec<usize>> = seen.values().filter(|v| v.len() > 1).collect();
-    dups.sort();
-    for group in dups {
+    // (fine); two objects of the same snapshot from the same parent are one backup stored
+    // twice (`BackupRecord::same_backup`), also when zfs3backup wrote one and zsnap the other.
+    for group in duplicate_groups(records) {
         let first = &records[group[0]];
-        let keys: Vec<&str> = group.iter().map(|&i| records[i].key.as_str()).collect();
-        out.push(Finding::new(
-            Severity::Warning,
-            ds,
-            "duplicate",
-            Some(format!("@{}", first.snapshot)),
-            format!(
-                "{} objects hold the same {} {}: {}",
-                group.len(),
-                first.kind.as_str(),
-                first.describe(),
-                keys.join(", ")
-            ),
-        ));
+        let how = match &first.from_snap {
+            Some(p) if first.kind == crate::catalog::Kind::Inc => format!("from the same parent @{p}"),
+            _ => "as a full".to_string(),
+        };
+        let copies: Vec<String> =
+            group.iter().map(|&i| format!("by {} as {}", records[i].writer(), records[i].key)).collect();
+        let mut message = format!("@{} is stored {} times {how}: {}", first.snapshot, group.len(), copies.join(", "));
+        if group.iter().any(|&i| records[i].legacy) && group.iter().any(|&i| !records[i].legacy) {
+            message.push_str(
+                "; zfs3backup and zsnap both back up this prefix, which stores every snapshot twice: stop \
+                 zfs3backup (docs/FORMAT.md, migrating)",
+            );
+        }
+        out.push(Finding::new(Severity::Warning, ds, "duplicate", Some(format!("@{}", first.snapshot)), message));
     }
 
     // Freshness of the newest remote backup, by the snapshot's creation time in the key.
@@ -163,7 +148,12 @@ pub fn check_catalog(cat: &Catalog, now: i64, t: &Thresholds) -> (Vec<Finding>, 
                     ds,
                     "freshness",
                     Some(format!("@{}", r.snapshot)),
-                    format!("newest backup {} is {} old (limit {})", r.describe(), age_text(a.max(0)), age_text(limit)),
+                    format!(
+                        "newest backup {} is {} old (limit {})",
+                        r.describe(),
+                        human_age(a.max(0)),
+                        human_age(limit)
+                    ),
                 ));
             }
         }
@@ -191,6 +181,35 @@ pub fn check_catalog(cat: &Catalog, now: i64, t: &Thresholds) -> (Vec<Finding>, 
     (out, summary)
 }
 
+/// Groups of records that are one backup stored more than once, each in list order, the
+/// groups by their first record. By guid, and by name for zfs3backup objects (a zfs3backup
+/// object and a zsnap one of the same name and parent): hash lookups, linear in the records.
+pub fn duplicate_groups(records: &[BackupRecord]) -> Vec<Vec<usize>> {
+    let mut by_guid: HashMap<(u64, Kind, Option<u64>), Vec<usize>> = HashMap::new();
+    let mut by_name: HashMap<(&str, Kind, Option<&str>), Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        match r.guid {
+            Some(g) => by_guid.entry((g, r.kind, r.from_guid)).or_default().push(i),
+            None => by_name.entry((r.snapshot.as_str(), r.kind, r.from_snap.as_deref())).or_default().push(i),
+        }
+    }
+    // A zsnap record joins the zfs3backup object of its name and parent, when there is one.
+    for (i, r) in records.iter().enumerate().filter(|(_, r)| r.guid.is_some()) {
+        if let Some(group) = by_name.get_mut(&(r.snapshot.as_str(), r.kind, r.from_snap.as_deref())) {
+            group.push(i);
+        }
+    }
+    let mut groups: Vec<Vec<usize>> =
+        by_guid.into_values().chain(by_name.into_values()).filter(|g| g.len() > 1).collect();
+    for g in &mut groups {
+        g.sort_unstable();
+        g.dedup();
+    }
+    debug_assert!(groups.iter().all(|g| g.windows(2).all(|w| records[w[0]].same_backup(&records[w[1]]))));
+    groups.sort();
+    groups
+}
+
 /// In-progress uploads older than the threshold (one whose start the server did not say
 /// counts as stale only at a zero threshold), named by key. `dataset_of` says whose
 /// upload a key is, for the finding's dataset.
@@ -207,7 +226,7 @@ pub fn stale_uploads(
             None => t.stale_uploads == 0,
         })
         .map(|u| {
-            let since = u.initiated.map_or("an unknown time".to_string(), |s| age_text((now - s).max(0)));
+            let since = u.initiated.map_or("an unknown time".to_string(), |s| human_age((now - s).max(0)));
             let f = Finding::new(
                 Severity::Warning,
                 &dataset_of(&u.key),
@@ -228,7 +247,6 @@ pub fn overall(findings: &[Finding]) -> Severity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{BackupRecord, Kind};
 
     fn rec(snap: &str, guid: u64, from: Option<(u64, &str)>, time: i64) -> BackupRecord {
         BackupRecord {
@@ -312,6 +330,47 @@ mod tests {
     }
 
     #[test]
+    fn one_snapshot_stored_by_zfs3backup_and_by_zsnap_is_a_duplicate() {
+        use crate::catalog::chain::tests::legacy;
+        let now = 100 * H;
+        let (l1, l2) = (legacy("s1", None, now - 3), legacy("s2", Some("s1"), now - 2));
+        // (case, records, duplicate subjects)
+        let cases = [
+            (
+                "zsnap's @s3 on zfs3backup's @s2, then zfs3backup's own @s3",
+                vec![l1.clone(), l2.clone(), rec("s3", 3, Some((2, "s2")), now), legacy("s3", Some("s2"), now)],
+                vec!["@s3"],
+            ),
+            (
+                "the same name from another parent is another backup",
+                vec![l1.clone(), l2.clone(), rec("s3", 3, Some((1, "s1")), now), legacy("s3", Some("s2"), now)],
+                vec![],
+            ),
+            ("a zsnap full and a zfs3backup full of one name", vec![l1.clone(), rec("s1", 1, None, now)], vec!["@s1"]),
+            (
+                "a zsnap full beside a zfs3backup incremental is fine",
+                vec![l1.clone(), l2.clone(), rec("s2", 2, None, now)],
+                vec![],
+            ),
+        ];
+        for (name, records, want) in cases {
+            let (found, summary) = check_catalog(&cat(records.clone()), now, &Thresholds::default());
+            let dups: Vec<&Finding> = found.iter().filter(|f| f.check == "duplicate").collect();
+            let subjects: Vec<&str> = dups.iter().map(|f| f.subject.as_deref().unwrap_or("")).collect();
+            assert_eq!(subjects, want, "{name}: {found:#?}");
+            for f in dups {
+                assert_eq!(f.severity, Severity::Warning, "{name}");
+                // Both keys, each with the tool that wrote it.
+                for r in records.iter().filter(|r| Some(format!("@{}", r.snapshot)) == f.subject) {
+                    assert!(f.message.contains(&format!("by {} as {}", r.writer(), r.key)), "{name}: {}", f.message);
+                }
+                assert!(f.message.contains("zfs3backup and zsnap both back up this prefix"), "{}", f.message);
+            }
+            assert_eq!(summary.status, overall(&found), "{name}");
+        }
+    }
+
+    #[test]
     fn a_broken_chain_names_the_missing_object() {
         let now = 100 * H;
         let (found, _) = check_catalog(
@@ -340,7 +399,7 @@ mod tests {
     #[test]
     fn ages_read_well() {
         for (secs, text) in [(5, "5s"), (61, "1m1s"), (3 * H + 120, "3h2m"), (50 * H, "2d2h")] {
-            assert_eq!(age_text(secs), text);
+            assert_eq!(human_age(secs), text);
         }
     }
 }
