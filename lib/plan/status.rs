@@ -130,7 +130,12 @@ pub struct Row {
     pub snapshot: String,
     /// The name in S3 when it differs (renamed since it was sent).
     pub remote_name: Option<String>,
+    /// The guid S3 records for the snapshot (a local-only snapshot: its own). `None` when S3
+    /// holds it only as zfs3backup objects: they record none and are matched by name, and
+    /// `list` says the same.
     pub guid: Option<u64>,
+    /// The local snapshot's guid, when it is local.
+    pub local_guid: Option<u64>,
     pub local: bool,
     pub remote: Remote,
     /// Best committed record: restorable first, then shortest chain.
@@ -138,6 +143,9 @@ pub struct Row {
     /// How many committed objects hold this snapshot.
     pub copies: usize,
     pub health: Option<Health>,
+    /// Keys of the objects that hold this snapshot from the same parent more than once
+    /// (`BackupRecord::same_backup`), in list order; empty when there are none.
+    pub duplicates: Vec<String>,
     pub uncommitted_key: Option<String>,
     /// A local bookmark with this guid (`DS#NAME`'s NAME): the base of the next
     /// incremental even once the snapshot is destroyed.
@@ -152,6 +160,7 @@ impl Row {
             "snapshot": self.snapshot,
             "remote_name": self.remote_name,
             "guid": guid_json(self.guid),
+            "local_guid": guid_json(self.local_guid),
             "local": self.local,
             "remote": self.remote.as_str(),
             "bookmark": self.bookmark,
@@ -161,6 +170,9 @@ impl Row {
             "encrypted_to": self.record.as_ref().map(|r| r.encrypted_to.clone()),
             "bytes": self.record.as_ref().map(|r| r.bytes),
             "copies": self.copies,
+            // A zfs3backup object: identified by name, no guid recorded.
+            "legacy": self.record.as_ref().map(|r| r.legacy),
+            "duplicates": self.duplicates.iter().map(|k| ctx.url(k)).collect::<Vec<_>>(),
             "restorable": self.health.as_ref().map(|h| h.is_restorable()),
             "broken": self.health.as_ref().and_then(broken),
             "key": self.record.as_ref().map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.as_ref().map(|k| ctx.url(k))),
@@ -204,7 +216,7 @@ impl Summary {
 pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[Bookmark]) {
     let name_of = bookmark_names(bookmarks);
     for r in rows {
-        r.bookmark = name_of(r.guid);
+        r.bookmark = name_of(r.local_guid.or(r.guid));
     }
 }
 
@@ -288,6 +300,31 @@ impl<'a> Pending<'a> {
     }
 }
 
+/// The records among `held` (records of one snapshot) that hold it from the same parent
+/// as another of them: one backup stored twice.
+fn duplicates_of(records: &[BackupRecord], held: &[usize]) -> Vec<usize> {
+    held.iter().copied().filter(|&i| held.iter().any(|&j| records[i].same_backup(&records[j]))).collect()
+}
+
+/// The row's reason, with the copies named when one backup is stored twice, and their keys.
+fn with_duplicates(reason: String, records: &[BackupRecord], dups: &[usize]) -> (String, Vec<String>) {
+    let keys: Vec<String> = dups.iter().map(|&i| records[i].key.clone()).collect();
+    if dups.is_empty() {
+        return (reason, keys);
+    }
+    let named: Vec<String> = dups.iter().map(|&i| format!("{} by {}", records[i].key, records[i].writer())).collect();
+    (format!("{reason}; stored {} times from the same parent: {}", dups.len(), named.join(", ")), keys)
+}
+
+/// The guid a row shows: what S3 records, so it agrees with `list`; `None` when only
+/// zfs3backup objects (no guid, matched by name) hold it.
+fn recorded_guid(records: &[BackupRecord], held: &[usize], local: Option<u64>) -> Option<u64> {
+    match held.is_empty() {
+        true => local,
+        false => held.iter().find_map(|&i| records[i].guid),
+    }
+}
+
 /// Join local snapshots (all of them, ordered by createtxg) with committed records and
 /// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
 /// are in S3, then whatever only S3 holds.
@@ -343,16 +380,19 @@ pub fn status(
             }
             (None, None) => "not in S3".into(),
         };
+        let (reason, duplicates) = with_duplicates(reason, records, &duplicates_of(records, &held));
         rows.push(Row {
             reason,
             snapshot: s.name.clone(),
             remote_name: best.map(|i| records[i].snapshot.clone()).filter(|n| n != &s.name),
-            guid: Some(s.guid),
+            guid: recorded_guid(records, &held, Some(s.guid)),
+            local_guid: Some(s.guid),
             local: true,
             remote,
             record: best.map(|i| records[i].clone()),
             copies: held.len(),
             health: best.map(|i| health[i].clone()),
+            duplicates,
             uncommitted_key: unc.map(|u| uncommitted[u].key.clone()),
             bookmark: None,
             time: (s.creation, s.createtxg as usize),
@@ -369,19 +409,21 @@ pub fn status(
             used[j] = true;
         }
         let best = same.iter().copied().min_by_key(|&j| rank(j)).unwrap_or(i);
+        let reason =
+            format!("only in S3 (destroyed or never local), {}", health_reason(records, &health[best], roots[best]));
+        let (reason, duplicates) = with_duplicates(reason, records, &duplicates_of(records, &same));
         rows.push(Row {
-            reason: format!(
-                "only in S3 (destroyed or never local), {}",
-                health_reason(records, &health[best], roots[best])
-            ),
+            reason,
             snapshot: records[best].snapshot.clone(),
             remote_name: None,
             guid: r.guid,
+            local_guid: None,
             local: false,
             remote: Remote::Committed,
             record: Some(records[best].clone()),
             copies: same.len(),
             health: Some(health[best].clone()),
+            duplicates,
             uncommitted_key: None,
             bookmark: None,
             time: (r.time, i),
@@ -397,11 +439,13 @@ pub fn status(
             snapshot: unc.snapshot.clone(),
             remote_name: None,
             guid: unc.guid,
+            local_guid: None,
             local: false,
             remote: Remote::Uncommitted,
             record: None,
             copies: 0,
             health: None,
+            duplicates: Vec::new(),
             uncommitted_key: Some(unc.key.clone()),
             bookmark: None,
             time: (i64::MAX, u),
@@ -553,6 +597,44 @@ mod tests {
             "only in S3 (destroyed or never local), not restorable: parent @s4 (guid 4) of @s5 is not in S3"
         );
         assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: full @s1 and 1 incremental(s)");
+    }
+
+    #[test]
+    fn zfs3backup_objects_are_legacy_without_a_guid_as_list_says() {
+        // zfs3backup stored d1 (full) and d2; zsnap then sent d3 on d2, and zfs3backup sent
+        // its own d3 from d2 as well: one backup stored twice.
+        let records = vec![
+            legacy("d1", None, 1),
+            legacy("d2", Some("d1"), 2),
+            rec("d3", 3, Some((12, "d2")), 3),
+            legacy("d3", Some("d2"), 4),
+        ];
+        let health = chain::health(&records);
+        let local = [snap("d1", 11, 1), snap("d2", 12, 2), snap("d3", 3, 3)];
+        let (rows, _) = status(&local, "d", &records, &health, &[], 0);
+        let ctx = Context { bucket: "b".into(), ..Default::default() };
+        let listed: Vec<Value> = list(&records, &health).iter().map(|e| e.to_json(&ctx)).collect();
+        let rows: Vec<Value> = rows.iter().map(|r| r.to_json(&ctx)).collect();
+        // (row, legacy, guid as list says it, local guid, duplicates)
+        for (row, legacy, guid, local_guid, dups) in
+            [(0, true, Value::Null, "11", 0), (1, true, Value::Null, "12", 0), (2, false, json!("3"), "3", 2)]
+        {
+            let r = &rows[row];
+            assert_eq!((r["legacy"].as_bool(), &r["guid"]), (Some(legacy), &guid), "{r}");
+            assert_eq!(r["local_guid"], local_guid, "{r}");
+            assert_eq!(r["duplicates"].as_array().map(Vec::len), Some(dups), "{r}");
+        }
+        for (row, entry) in [(0, 0), (1, 1)] {
+            assert_eq!(rows[row]["guid"], listed[entry]["guid"], "status and list agree on a zfs3backup object");
+            assert_eq!(rows[row]["legacy"], listed[entry]["legacy"]);
+        }
+        let reason = rows[2]["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains(
+                "stored 2 times from the same parent: tank/data/@d3/zsnap1,guid=3 by zsnap, tank/data@d3 by zfs3backup"
+            ),
+            "{reason}"
+        );
     }
 
     #[test]

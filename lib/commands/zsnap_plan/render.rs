@@ -90,12 +90,17 @@ pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
-/// A backup's kind as tables show it: `full`, `inc`, with ` raw` for a raw stream.
+/// A backup's kind as tables show it: `full`, `inc`, with ` raw` for a raw stream and
+/// ` legacy` for a zfs3backup object (matched by name, no guid), as the JSON's `legacy`.
 pub fn kind_cell(r: &crate::catalog::BackupRecord) -> String {
-    match r.send.raw() {
-        true => format!("{} raw", r.kind.as_str()),
-        false => r.kind.as_str().to_string(),
+    let mut cell = r.kind.as_str().to_string();
+    if r.send.raw() {
+        cell.push_str(" raw");
     }
+    if r.legacy {
+        cell.push_str(" legacy");
+    }
+    cell
 }
 
 #[cfg(test)]
@@ -106,5 +111,12 @@ mod tests {
     fn tables_align() {
         let t = table(&["A", "LONGER"], vec![vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    LONGER\nxyz  1\n");
+    }
+
+    #[test]
+    fn kinds_say_raw_and_legacy() {
+        use crate::catalog::chain::tests::{legacy, rec};
+        assert_eq!(kind_cell(&legacy("d2", Some("d1"), 1)), "inc legacy");
+        assert_eq!(kind_cell(&rec("s1", 1, None, 1)), "full");
     }
 }
