@@ -96,14 +96,27 @@ pub fn check_catalog(cat: &Catalog, now: i64, t: &Thresholds) -> (Vec<Finding>, 
 
     // Chain: every record whose chain is broken, named with its first missing link, so
     // the object to find or re-send and everything that depends on it are all listed.
-    for (r, h) in records.iter().zip(&health) {
+    // Each says what to do: once a newer backup restores, the orphan is only clutter that
+    // keeps this check critical, and `zsnap-prune --broken` removes exactly such records.
+    let superseded = crate::plan::prune::orphans(records, &health);
+    for ((r, h), by) in records.iter().zip(&health).zip(superseded) {
         if let Health::Broken { missing } = h {
+            let todo = match by {
+                Some(n) => format!(
+                    "{} {} restores a snapshot at least as new: run zsnap-prune --broken to delete this orphan",
+                    records[n].kind.as_str(),
+                    records[n].describe()
+                ),
+                None => "re-send the missing object, or send a full (zsnap-backup --full) and then run \
+                         zsnap-prune --broken to delete this orphan"
+                    .to_string(),
+            };
             out.push(Finding::new(
                 Severity::Critical,
                 ds,
                 "chain",
                 Some(format!("@{}", r.snapshot)),
-                format!("{} {} cannot be restored: {missing}", r.kind.as_str(), r.describe()),
+                format!("{} {} cannot be restored: {missing}; {todo}", r.kind.as_str(), r.describe()),
             ));
         }
     }
@@ -374,12 +387,32 @@ mod tests {
     fn a_broken_chain_names_the_missing_object() {
         let now = 100 * H;
         let (found, _) = check_catalog(
-            &cat(vec![rec("s1", 1, None, now), rec("s3", 3, Some((2, "s2")), now)]),
+            &cat(vec![rec("s1", 1, None, now - 10), rec("s3", 3, Some((2, "s2")), now)]),
             now,
             &Thresholds::default(),
         );
         assert_eq!(found.len(), 1);
         assert!(found[0].message.contains("parent @s2 (guid 2) of @s3 is not in S3"), "{}", found[0].message);
+        assert!(
+            found[0]
+                .message
+                .ends_with("send a full (zsnap-backup --full) and then run zsnap-prune --broken to delete this orphan"),
+            "{}",
+            found[0].message
+        );
+        // After a healing full of @s3, the orphan is named for zsnap-prune --broken.
+        let mut healed = rec("s3", 3, None, now);
+        healed.key.push_str("-full");
+        let records = vec![rec("s1", 1, None, now - 10), rec("s3", 3, Some((2, "s2")), now), healed];
+        let (found, _) = check_catalog(&cat(records), now, &Thresholds::default());
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].message.ends_with(
+                "full @s3 (guid 3) restores a snapshot at least as new: run zsnap-prune --broken to delete this orphan"
+            ),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]

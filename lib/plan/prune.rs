@@ -234,6 +234,95 @@ pub fn plan(
     Prune { verdicts, delete_order, unknown_locks, bytes_before, bytes_after, quota: policy.quota, quota_problem }
 }
 
+/// What a prune deletes: what the retention policy no longer keeps, or (`--broken`) only
+/// orphans, the records that cannot be restored once a newer backup restores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Policy,
+    Broken,
+}
+
+/// For each record that cannot be restored (an orphan: a link of its chain is gone), the
+/// restorable record that makes it superfluous: the newest restorable one, when it holds a
+/// snapshot at least as new (the healing full, or any later backup). `None` for restorable
+/// records and for orphans nothing newer restores, which are the only copy of their data.
+pub fn orphans(records: &[BackupRecord], health: &[Health]) -> Vec<Option<usize>> {
+    let newest = (0..records.len()).filter(|&i| health[i].is_restorable()).max_by_key(|&i| (records[i].time, i));
+    (0..records.len())
+        .map(|i| match (&health[i], newest) {
+            (Health::Broken { .. }, Some(n)) if records[n].time >= records[i].time => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Plan a `--broken` prune: delete the orphans that a newer restorable backup supersedes
+/// ([`orphans`]), children before parents, and nothing else. A restorable record is never
+/// deleted, so no complete chain loses a link; a locked orphan stays, and one whose lock
+/// state is unknown stays and is named in `unknown_locks`, as in [`plan`].
+pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks: &HashMap<String, LockState>) -> Prune {
+    let by = orphans(records, health);
+    let mut unknown_locks = Vec::new();
+    let mut deleted = vec![false; records.len()];
+    let verdicts = (0..records.len())
+        .map(|i| {
+            let r = &records[i];
+            let lock = locks.get(&r.key);
+            let keep =
+                |rules: Vec<String>, reason: String| Verdict { keep: true, rules, needed_by: Vec::new(), reason };
+            match (&health[i], by[i]) {
+                (Health::Restorable { .. }, _) => {
+                    keep(Vec::new(), "restorable: --broken deletes only backups that cannot be restored".into())
+                }
+                (Health::Broken { missing }, None) => keep(
+                    vec!["unrestorable".into()],
+                    format!(
+                        "cannot be restored ({missing}), but no restorable backup is as new: it is the only copy of \
+                         its data; re-send the missing object, or send a full (zsnap-backup --full) first"
+                    ),
+                ),
+                (Health::Broken { .. }, Some(_)) if lock.is_some_and(|l| l.is_locked_at(now)) => {
+                    let until = lock.and_then(|l| l.retain_until);
+                    let why = until
+                        .map_or("legal hold".to_string(), |u| format!("object lock until {}", calendar::rfc3339(u)));
+                    keep(vec!["lock".into()], format!("orphan, but {why}"))
+                }
+                (Health::Broken { .. }, Some(_)) if lock.is_none() => {
+                    unknown_locks.push(i);
+                    keep(Vec::new(), "orphan; lock state not read yet".into())
+                }
+                (Health::Broken { missing }, Some(n)) => {
+                    deleted[i] = true;
+                    Verdict {
+                        keep: false,
+                        rules: Vec::new(),
+                        needed_by: Vec::new(),
+                        reason: format!(
+                            "orphan: cannot be restored ({missing}); {} {} restores a snapshot at least as new",
+                            records[n].kind.as_str(),
+                            records[n].describe()
+                        ),
+                    }
+                }
+            }
+        })
+        .collect();
+    // List order puts parents first: reversed, an orphan goes before the orphans it builds on.
+    let delete_order: Vec<usize> = (0..records.len()).rev().filter(|&i| deleted[i]).collect();
+    let bytes_before: u64 = records.iter().map(|r| r.bytes).sum();
+    let freed: u64 = delete_order.iter().map(|&i| records[i].bytes).sum();
+    Prune {
+        verdicts,
+        delete_order,
+        unknown_locks,
+        bytes_before,
+        bytes_after: bytes_before - freed,
+        quota: None,
+        quota_problem: None,
+    }
+}
+
 /// The identity of the snapshot a record holds: its guid, or its name for zfs3backup
 /// objects (which have no guid).
 fn identity(r: &BackupRecord) -> (Option<u64>, &str) {
@@ -700,6 +789,57 @@ mod tests {
     }
 
     #[test]
+    fn broken_deletes_only_orphans_a_newer_backup_supersedes() {
+        // s1 full, s2 (its object gone), s3 and s4 on s2; then a healing full of s4, and s5
+        // on it. A second dataset history: t2 on a missing t1 with nothing newer restorable.
+        let records = vec![
+            rec("s1", 1, None, T0 - 6 * D),
+            rec("s3", 3, Some((2, "s2")), T0 - 4 * D),
+            rec("s4", 4, Some((3, "s3")), T0 - 3 * D),
+            rec("s4", 4, None, T0 - 3 * D),
+            rec("s5", 5, Some((4, "s4")), T0 - 2 * D),
+        ];
+        let mut records = records;
+        records[3].key = "full-s4".into();
+        let h = health(&records);
+        let p = plan_broken(&records, &h, T0, &unlocked(&records));
+        assert_eq!(p.delete_order, vec![2, 1], "the orphans, children first");
+        assert!(
+            p.verdicts[1].reason.starts_with("orphan: cannot be restored (parent @s2 (guid 2) of @s3"),
+            "{}",
+            p.verdicts[1].reason
+        );
+        assert!(
+            p.verdicts[1].reason.ends_with("inc @s5 (guid 5) restores a snapshot at least as new"),
+            "{}",
+            p.verdicts[1].reason
+        );
+        for i in [0, 3, 4] {
+            assert!(p.verdicts[i].keep && p.verdicts[i].reason.starts_with("restorable"), "{i}: {:?}", p.verdicts[i]);
+        }
+        assert_eq!(p.bytes_before - p.bytes_after, 200);
+        // What stays is every restorable record, each still restorable.
+        let left: Vec<BackupRecord> =
+            (0..records.len()).filter(|&i| p.verdicts[i].keep).map(|i| records[i].clone()).collect();
+        assert!(health(&left).iter().all(Health::is_restorable));
+
+        // Nothing newer restores: the orphan is the only copy, kept.
+        let only = vec![rec("t0", 10, None, T0 - 9 * D), rec("t2", 12, Some((11, "t1")), T0 - D)];
+        let p = plan_broken(&only, &health(&only), T0, &unlocked(&only));
+        assert!(p.delete_order.is_empty());
+        assert!(p.verdicts[1].reason.contains("no restorable backup is as new"), "{}", p.verdicts[1].reason);
+
+        // Locked orphans stay; unknown locks are named, never deleted.
+        let mut locks = unlocked(&records);
+        locks.insert(records[2].key.clone(), governance(Some(T0 + D)));
+        let p = plan_broken(&records, &h, T0, &locks);
+        assert_eq!(p.delete_order, vec![1]);
+        assert!(p.verdicts[2].reason.contains("object lock until"), "{}", p.verdicts[2].reason);
+        let p = plan_broken(&records, &h, T0, &HashMap::new());
+        assert_eq!((p.delete_order.len(), p.unknown_locks.clone()), (0, vec![1, 2]));
+    }
+
+    #[test]
     fn the_client_quota_leaves_a_share_for_each_dataset() {
         let p = |quota, client_quota| RetentionPolicy { quota, client_quota, ..none() };
         assert_eq!(budget(&p(None, None), 500), None);
@@ -777,6 +917,14 @@ mod tests {
             };
             let now = t + next(100) as i64 * H;
             run(&records, &policy, now);
+            // --broken: every restorable record stays, and stays restorable without the orphans.
+            let h = health(&records);
+            let p = plan_broken(&records, &h, now, &unlocked(&records));
+            let left: Vec<BackupRecord> =
+                (0..records.len()).filter(|&i| p.verdicts[i].keep).map(|i| records[i].clone()).collect();
+            let restorable = |h: &[Health]| h.iter().filter(|h| h.is_restorable()).count();
+            assert_eq!(restorable(&health(&left)), restorable(&h), "--broken broke a chain");
+            assert!(p.delete_order.iter().all(|&i| !h[i].is_restorable()));
         }
     }
 }
