@@ -59,6 +59,7 @@ pub struct Prune {
     pub quota: Option<u64>,
     /// Why the quota is not met, when it is not.
     pub quota_problem: Option<String>,
+    pub mode: Mode,
 }
 
 /// One snapshot stored in S3 (maybe as several objects): what the policy selects.
@@ -231,7 +232,16 @@ pub fn plan(
         .collect();
     let mut delete_order: Vec<usize> = (0..n).filter(|&i| !keep.kept(i)).collect();
     delete_order.reverse();
-    Prune { verdicts, delete_order, unknown_locks, bytes_before, bytes_after, quota: policy.quota, quota_problem }
+    Prune {
+        verdicts,
+        delete_order,
+        unknown_locks,
+        bytes_before,
+        bytes_after,
+        quota: policy.quota,
+        quota_problem,
+        mode: Mode::Policy,
+    }
 }
 
 /// What a prune deletes: what the retention policy no longer keeps, or (`--broken`) only
@@ -241,6 +251,15 @@ pub enum Mode {
     #[default]
     Policy,
     Broken,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Policy => "policy",
+            Mode::Broken => "broken",
+        }
+    }
 }
 
 /// For each record that cannot be restored (an orphan: a link of its chain is gone), the
@@ -320,6 +339,7 @@ pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks:
         bytes_after: bytes_before - freed,
         quota: None,
         quota_problem: None,
+        mode: Mode::Broken,
     }
 }
 
@@ -498,6 +518,8 @@ impl Prune {
             "quota": self.quota,
             "quota_met": self.quota_problem.is_none(),
             "quota_problem": self.quota_problem,
+            // What was asked: the policy, or only orphans (--broken).
+            "mode": self.mode.as_str(),
             "policy": policy,
         })
     }

@@ -27,5 +27,6 @@ mod timeouts;
 mod transport;
 mod transport_errors;
 mod transport_interrupts;
+mod zfs3backup;
 mod zfs_pipeline;
 mod zsync_ssh;

@@ -240,3 +240,81 @@ fn backup_two_fulls(site: &Site) {
         site.run("zsnap-backup", &["--full"]).success();
     }
 }
+
+/// An orphan on purpose: a middle object of a chain deleted, a healing full of the newest
+/// snapshot sent; `zsnap-prune --broken` lists exactly the orphan, `--yes` deletes it, and
+/// zsnap-health is then ok. Nothing a complete chain needs is touched.
+#[test]
+fn prune_broken_deletes_exactly_the_orphans_a_healing_full_leaves() {
+    let site = Site::new("ret-broken", "rb");
+    let mut trees = Vec::new();
+    for (i, snap) in ["s1", "s2", "s3"].iter().enumerate() {
+        site.write(&format!("f{i}"), &data(60_000, 70 + i as u64));
+        site.snapshot(snap);
+        site.run("zsnap-backup", &[]).success();
+        trees.push(tree(&site.dir()));
+    }
+    let middle = site.keys().into_iter().find(|k| k.contains("/@s2/")).expect("the @s2 object");
+    site.delete_key(&middle);
+    let orphan = site.keys().into_iter().find(|k| k.contains("/@s3/zsnap1,kind=inc")).expect("the @s3 incremental");
+
+    // Nothing as new restores yet: the orphan is the only copy of @s3, and --broken keeps it.
+    let crit = site.run("zsnap-health", &["--json"]);
+    assert_eq!(crit.code(), 2, "{}", crit.stderr);
+    let chain = crit.json_lines().into_iter().find(|l| l["check"] == "chain").expect("a chain finding");
+    assert!(
+        chain["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("send a full (zsnap-backup --full) and then run zsnap-prune --broken"),
+        "{chain}"
+    );
+    let plan = site.run("zsnap-prune", &["--broken", "--json"]).success().json_lines();
+    assert!(by_action(&plan, "delete").is_empty(), "{plan:?}");
+
+    // The healing full of @s3; health names the orphan for zsnap-prune --broken.
+    site.run("zsnap-backup", &["--full"]).success();
+    let crit = site.run("zsnap-health", &["--json"]);
+    assert_eq!(crit.code(), 2, "{}", crit.stderr);
+    let chain = crit.json_lines().into_iter().find(|l| l["check"] == "chain").expect("a chain finding");
+    assert!(
+        chain["message"].as_str().unwrap_or("").ends_with("run zsnap-prune --broken to delete this orphan"),
+        "{chain}"
+    );
+    let before = site.keys();
+    assert_eq!(before.len(), 3, "{before:?}");
+
+    // Shown, not done: exactly the orphan, and every other object kept with its reason.
+    let plan = site.run("zsnap-prune", &["--broken", "--json"]).success().json_lines();
+    let deletes: Vec<&Value> = plan.iter().filter(|l| l["action"] == "delete").collect();
+    assert_eq!(deletes.len(), 1, "{plan:?}");
+    assert_eq!(deletes[0]["key"], site.url(&orphan));
+    assert!(
+        deletes[0]["reason"].as_str().unwrap_or("").starts_with("orphan: cannot be restored (parent @s2"),
+        "{}",
+        deletes[0]
+    );
+    assert_eq!(by_action(&plan, "keep"), ["s1", "s3"]);
+    assert_eq!(summary(&plan)["mode"], "broken");
+    assert_eq!(site.keys(), before, "without --yes nothing is deleted");
+    let table = site.run("zsnap-prune", &["--broken", "--table"]).success().text();
+    assert!(table.contains("delete 1") && table.contains("--broken: only orphans"), "{table}");
+
+    let dry = site.run("zsnap-prune", &["--broken", "--dry-run"]).success().text();
+    assert_eq!(dry.lines().count(), 1, "{dry}");
+    assert!(dry.starts_with("s3put --delete ") && dry.contains(&orphan), "{dry}");
+    let out = site.run("zsnap-prune", &["--broken", "--yes"]).success();
+    let deleted = out.json_lines();
+    assert_eq!((deleted.len(), &deleted[0]["deleted"]), (1, &Value::Bool(true)), "{}", out.stderr);
+    let after = site.keys();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.iter().all(|k| k.contains("kind=full")) && !after.contains(&orphan), "{after:?}");
+
+    // Healthy, and the healed chain restores @s3's exact files.
+    site.run("zsnap-health", &[]).success();
+    let target = site.pool.ds("r-s3");
+    site.run("zsnap-restore", &["s3", "--target", &target]).success();
+    assert_same(&tree(&site.mountpoint(&target)), &trees[2], "s3");
+    let again = site.run("zsnap-prune", &["--broken", "--yes"]).success();
+    assert!(again.stderr.contains("nothing to delete"), "{}", again.stderr);
+}

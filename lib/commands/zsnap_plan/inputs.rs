@@ -46,8 +46,8 @@ pub struct Needs {
     pub policy: bool,
     /// The client's other datasets' bytes, when a client quota is in force.
     pub others: bool,
-    /// The lock state of every object a prune would delete.
-    pub locks: bool,
+    /// The lock state of every object a prune of this mode would delete.
+    pub locks: Option<prune::Mode>,
     /// Which sends to size with `zfs send -nP`, decided from what was read so far.
     pub sizing: Option<Sizer>,
     /// The identity (restores and saves of encrypted backups check it opens them).
@@ -129,8 +129,8 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         let mut policy = effective.policy.clone();
         policy.quota = prune::budget(&policy, others.unwrap_or(0));
         let locks = match needs.locks {
-            true => read_locks(&client, &ctx.bucket, &catalog, &policy, now).await?,
-            false => HashMap::new(),
+            Some(mode) => read_locks(&client, &ctx.bucket, &catalog, &policy, now, mode).await?,
+            None => HashMap::new(),
         };
         Ok::<_, Failure>((catalog, effective, policy, others, locks))
     })?;
@@ -219,13 +219,17 @@ async fn read_locks(
     catalog: &Catalog,
     policy: &RetentionPolicy,
     now: i64,
+    mode: prune::Mode,
 ) -> Result<HashMap<String, LockState>, Failure> {
     let records = &catalog.records;
     let health = catalog.health();
     let mut locks: HashMap<String, LockState> = HashMap::new();
     let mut lockable: Option<bool> = None;
     loop {
-        let p = prune::plan(records, &health, policy, now, &locks);
+        let p = match mode {
+            prune::Mode::Policy => prune::plan(records, &health, policy, now, &locks),
+            prune::Mode::Broken => prune::plan_broken(records, &health, now, &locks),
+        };
         if p.unknown_locks.is_empty() {
             return Ok(locks);
         }

@@ -81,6 +81,15 @@ const SETTINGS_FLAGS: &[Flag] = &[
 const COMMAND_FLAGS: &[Flag] = &[
     Flag {
         short: None,
+        long: "broken",
+        value: None,
+        doc: "prune: delete only orphans instead of applying the policy: backups that cannot be restored (a \
+              link of their chain is gone) once a restorable backup of a snapshot at least as new exists (the \
+              full that healed the chain, or any later backup). Nothing a complete chain needs is deleted, nor \
+              an orphan that is the only copy of its data, nor a locked one.",
+    },
+    Flag {
+        short: None,
         long: "send-option",
         value: Some("OPT"),
         doc: "backup: pass a zfs send option through, repeatable (or SEND_OPTIONS=\"-L -c\" in the config, \
@@ -134,7 +143,7 @@ const COMMAND_FLAGS: &[Flag] = &[
 
 pub static PAGE: Page = Page {
     name: "zsnap-plan",
-    synopsis: "zsnap-plan [OPTIONS] config|policy|backup|restore SELECTOR|list|save SELECTOR FILE|status|prune|snapshot TYPE|rotate",
+    synopsis: "zsnap-plan [OPTIONS] config|policy|backup|restore SELECTOR|list|save SELECTOR FILE|status|prune [--broken]|snapshot TYPE|rotate",
     about: "decide what to back up or restore, and print it as data",
     description: "zsnap-plan compares a dataset's local snapshots (zfs get) with its backups in S3 (one \
 ListObjectsV2 pass over PREFIX+DATASET, one ListMultipartUploads, one HEAD per zfs3backup object) and prints \
@@ -167,7 +176,9 @@ nothing with the chain is refused.
 list: the dataset's committed backups, oldest first, numbered from 1, with whether each is restorable. \
 save SELECTOR FILE [--force]: the command that writes one object's decompressed, verified stream to FILE \
 (through FILE.part, removed on any failure). An existing FILE is refused (exit 64) unless --force; a missing \
-directory or a FILE that is a directory is refused (exit 74) before anything is downloaded. status: local and remote side by side, one line per snapshot, then a summary line \
+directory or a FILE that is a directory is refused (exit 74) before anything is downloaded. status: local and remote side by side, one line per snapshot (a snapshot S3 holds only as zfs3backup \
+objects has \"legacy\":true and \"guid\":null, as in list: they record no guid and are matched by name; the \
+local snapshot's guid is \"local_guid\"; \"duplicates\" names the objects that hold one backup twice), then a summary line \
 {\"summary\":true} counting foreign objects and uncommitted uploads, with the policy in force and the bytes stored \
 against the quota; the dataset must exist locally (exit 66 otherwise), while list, restore, save and prune need \
 only S3.
@@ -186,7 +197,10 @@ on a bucket with Object Lock, one HEAD per object that would be deleted, else no
 needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
 cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
 the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
-100 objects each, children before parents.
+100 objects each, children before parents. prune --broken: instead of the policy, delete only orphans, \
+backups that cannot be restored once a restorable backup of a snapshot at least as new exists (the full that \
+healed the chain, or a later one); every restorable object is kept with the reason, and so are orphans that are \
+the only copy of their data and locked ones.
 
 snapshot TYPE: TYPE is hourly, daily, weekly, monthly or yearly. Prints zfs snapshot DATASET@PREFIXTYPE-\
 YYYY-MM-DD-HHMMSS (UTC), then rotates as rotate does, counting the new snapshot. rotate: for local snapshots \
@@ -264,7 +278,8 @@ pub enum Command {
     },
     Status,
     Policy,
-    Prune,
+    /// What it deletes: what the policy no longer keeps, or only orphans (`--broken`).
+    Prune(plan::prune::Mode),
     /// `snapshot TYPE` (Some) or `rotate` (None).
     Snapshot(Option<Period>),
 }
@@ -285,6 +300,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut flags = crate::config::Flags::default();
     let mut format = Format::Json;
     let (mut full, mut snapshot, mut target, mut force, mut now) = (false, None, None, false, None);
+    let mut broken = false;
     let (mut send_options, mut decrypt_send): (Vec<String>, bool) = (Vec::new(), false);
     let mut encrypt_to: Vec<String> = Vec::new();
     let mut words: Vec<String> = Vec::new();
@@ -311,6 +327,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
                 }
             }
             Long("full") => full = true,
+            Long("broken") => broken = true,
             Long("send-option") => send_options.push(p.value()?.string()?),
             Long("decrypt-send") => decrypt_send = true,
             Short('s') | Long("snapshot") => snapshot = Some(p.value()?.string()?),
@@ -388,8 +405,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Command::Policy
         }
         "prune" => {
-            arity(0, "prune")?;
-            Command::Prune
+            arity(0, "prune [--broken]")?;
+            Command::Prune(if broken { plan::prune::Mode::Broken } else { plan::prune::Mode::Policy })
         }
         "snapshot" => {
             arity(1, "snapshot hourly|daily|weekly|monthly|yearly")?;
@@ -412,6 +429,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let is = |c: &str| name == c;
     for (given, flag, owner) in [
         (full, "--full", "backup"),
+        (broken, "--broken", "prune"),
         (snapshot.is_some(), "--snapshot", "backup"),
         (target.is_some(), "--target", "restore"),
         (decrypt_send, "--decrypt-send", "backup"),
@@ -457,7 +475,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         Command::List => run_list(&args, settings)?,
         Command::Status => run(&args, settings, status::needs(), status::decide, status::render)?,
         Command::Policy => run(&args, settings, policy::needs(), |i| Ok(i.effective.clone()), policy::render)?,
-        Command::Prune => run(&args, settings, prune::needs(), prune::decide, prune::render)?,
+        Command::Prune(mode) => run(&args, settings, prune::needs(*mode), |i| prune::decide(i, *mode), prune::render)?,
         Command::Snapshot(period) => run(
             &args,
             settings,
@@ -536,7 +554,8 @@ mod tests {
     #[test]
     fn retention_commands() {
         assert_eq!(parse_ok(&["prune", "--now", "1795392000"]).now, Some(1_795_392_000));
-        assert_eq!(parse_ok(&["prune"]).command, Command::Prune);
+        assert_eq!(parse_ok(&["prune"]).command, Command::Prune(plan::prune::Mode::Policy));
+        assert_eq!(parse_ok(&["prune", "--broken"]).command, Command::Prune(plan::prune::Mode::Broken));
         assert_eq!(parse_ok(&["policy"]).command, Command::Policy);
         assert_eq!(parse_ok(&["snapshot", "weekly"]).command, Command::Snapshot(Some(Period::Weekly)));
         assert_eq!(parse_ok(&["--format", "sh", "rotate"]).command, Command::Snapshot(None));
@@ -560,6 +579,7 @@ mod tests {
             (&[][..], "missing command"),
             (&["frobnicate"][..], "unknown command 'frobnicate'"),
             (&["list", "--full"][..], "--full only applies to backup"),
+            (&["list", "--broken"][..], "--broken only applies to prune"),
             (&["backup", "--force"][..], "--force only applies to restore and save"),
             (&["restore"][..], "usage: zsnap-plan [OPTIONS] restore"),
             (&["save", "1"][..], "save SNAPSHOT|latest|N FILE"),

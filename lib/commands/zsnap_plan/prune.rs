@@ -1,5 +1,6 @@
 //! `zsnap-plan prune`: keep or delete for every committed object, and why (see
-//! `plan::prune`); a quota it cannot meet is the exit-1 warning.
+//! `plan::prune`); a quota it cannot meet is the exit-1 warning. With `--broken`, only the
+//! orphans a newer restorable backup supersedes are deleted (`plan::prune::plan_broken`).
 
 use super::inputs::{Inputs, LocalNeed, Needs};
 use super::render::{commands, table, Rendered};
@@ -7,15 +8,15 @@ use super::Format;
 use crate::calendar;
 use crate::cli::output::human_bytes;
 use crate::cli::{ExitCode, Failure};
-use crate::plan::prune::{self, Prune};
+use crate::plan::prune::{self, Mode, Prune};
 
 /// The local dataset, where there is one, only tells a mistyped `--dataset` (no backups
 /// and no such dataset, exit 66) from one with nothing to prune.
-pub fn needs() -> Needs {
-    Needs { policy: true, others: true, locks: true, local: LocalNeed::Optional, ..Needs::default() }
+pub fn needs(mode: Mode) -> Needs {
+    Needs { policy: true, others: true, locks: Some(mode), local: LocalNeed::Optional, ..Needs::default() }
 }
 
-pub fn decide(i: &Inputs) -> Result<Prune, Failure> {
+pub fn decide(i: &Inputs, mode: Mode) -> Result<Prune, Failure> {
     if i.catalog.records.is_empty() && i.local.is_none() {
         return Err(Failure::new(
             ExitCode::NotFound,
@@ -26,7 +27,10 @@ pub fn decide(i: &Inputs) -> Result<Prune, Failure> {
             ),
         ));
     }
-    Ok(prune::plan(&i.catalog.records, &i.health, &i.policy, i.now, &i.locks))
+    Ok(match mode {
+        Mode::Policy => prune::plan(&i.catalog.records, &i.health, &i.policy, i.now, &i.locks),
+        Mode::Broken => prune::plan_broken(&i.catalog.records, &i.health, i.now, &i.locks),
+    })
 }
 
 pub fn render<'a>(p: &'a Prune, i: &'a Inputs, f: Format) -> Rendered<'a> {
@@ -56,14 +60,17 @@ pub fn render<'a>(p: &'a Prune, i: &'a Inputs, f: Format) -> Rendered<'a> {
                 })
                 .collect();
             let mut t = table(&["ACTION", "SNAPSHOT", "KIND", "CREATED (UTC)", "SIZE", "REASON"], rows);
+            let what = match p.mode {
+                Mode::Policy => i.effective.summary(),
+                Mode::Broken => "--broken: only orphans that a newer restorable backup supersedes".to_string(),
+            };
             t.push_str(&format!(
-                "{} backups: keep {}, delete {} ({} of {} freed); {}\n",
+                "{} backups: keep {}, delete {} ({} of {} freed); {what}\n",
                 records.len(),
                 records.len() - p.delete_order.len(),
                 p.delete_order.len(),
                 human_bytes(p.bytes_before - p.bytes_after),
                 human_bytes(p.bytes_before),
-                i.effective.summary()
             ));
             if let Some(q) = &p.quota_problem {
                 t.push_str(&format!("warning: {q}\n"));
