@@ -263,15 +263,22 @@ impl Mode {
 }
 
 /// For each record that cannot be restored (an orphan: a link of its chain is gone), the
-/// restorable record that makes it superfluous: the newest restorable one, when it holds a
-/// snapshot at least as new (the healing full, or any later backup). `None` for restorable
-/// records and for orphans nothing newer restores, which are the only copy of their data.
+/// restorable record that makes it superfluous: a restorable copy of the same snapshot (the
+/// healing full), else the newest restorable record when its snapshot is strictly newer.
+/// Creation times are whole seconds and snapshots taken within one tie, so a tie says
+/// nothing about which is newer: it does not supersede. `None` for restorable records and
+/// for orphans that are the only copy of their data.
 pub fn orphans(records: &[BackupRecord], health: &[Health]) -> Vec<Option<usize>> {
-    let newest = (0..records.len()).filter(|&i| health[i].is_restorable()).max_by_key(|&i| (records[i].time, i));
+    let restorable = |i: &usize| health[*i].is_restorable();
+    let newest = (0..records.len()).filter(restorable).max_by_key(|&i| (records[i].time, i));
+    let copies: HashMap<(Option<u64>, &str), usize> =
+        (0..records.len()).filter(restorable).map(|i| (identity(&records[i]), i)).collect();
     (0..records.len())
-        .map(|i| match (&health[i], newest) {
-            (Health::Broken { .. }, Some(n)) if records[n].time >= records[i].time => Some(n),
-            _ => None,
+        .map(|i| {
+            if health[i].is_restorable() {
+                return None;
+            }
+            copies.get(&identity(&records[i])).copied().or(newest.filter(|&n| records[n].time > records[i].time))
         })
         .collect()
 }
@@ -844,6 +851,11 @@ mod tests {
         let left: Vec<BackupRecord> =
             (0..records.len()).filter(|&i| p.verdicts[i].keep).map(|i| records[i].clone()).collect();
         assert!(health(&left).iter().all(Health::is_restorable));
+
+        // Snapshots of one second tie: an older full of the same second does not supersede.
+        let tie = vec![rec("u1", 21, None, T0 - D), rec("u3", 23, Some((22, "u2")), T0 - D)];
+        let p = plan_broken(&tie, &health(&tie), T0, &unlocked(&tie));
+        assert!(p.delete_order.is_empty(), "{:?}", p.verdicts);
 
         // Nothing newer restores: the orphan is the only copy, kept.
         let only = vec![rec("t0", 10, None, T0 - 9 * D), rec("t2", 12, Some((11, "t1")), T0 - D)];

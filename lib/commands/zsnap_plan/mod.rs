@@ -84,8 +84,8 @@ const COMMAND_FLAGS: &[Flag] = &[
         long: "broken",
         value: None,
         doc: "prune: delete only orphans instead of applying the policy: backups that cannot be restored (a \
-              link of their chain is gone) once a restorable backup of a snapshot at least as new exists (the \
-              full that healed the chain, or any later backup). Nothing a complete chain needs is deleted, nor \
+              link of their chain is gone) once a restorable copy of the same snapshot (the full that healed the \
+              chain) or of a newer one exists. Nothing a complete chain needs is deleted, nor \
               an orphan that is the only copy of its data, nor a locked one.",
     },
     Flag {
@@ -198,8 +198,8 @@ needs (\"needed by kept @X\"). A quota deletes the oldest backups first but neve
 cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
 the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
 100 objects each, children before parents. prune --broken: instead of the policy, delete only orphans, \
-backups that cannot be restored once a restorable backup of a snapshot at least as new exists (the full that \
-healed the chain, or a later one); every restorable object is kept with the reason, and so are orphans that are \
+backups that cannot be restored once a restorable copy of the same snapshot (the full that healed the chain) \
+or of a newer one exists; every restorable object is kept with the reason, and so are orphans that are \
 the only copy of their data and locked ones.
 
 snapshot TYPE: TYPE is hourly, daily, weekly, monthly or yearly. Prints zfs snapshot DATASET@PREFIXTYPE-\
