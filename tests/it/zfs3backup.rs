@@ -19,8 +19,8 @@ use std::process::Command;
 
 const VENV_HELP: &str = "install it with: /usr/bin/python3 -m venv /opt/zsnap-virtualenv && \
 /opt/zsnap-virtualenv/bin/pip install virtualenv==20.21.1 && /opt/zsnap-virtualenv/bin/virtualenv -p \
-\"$(pyenv root)/versions/2.7.18/bin/python\" /opt/zsnap-zfs3backup, then install zfs3backup==0.2.2 into it \
-from its sdist with a VERSION file added (its sdist lacks the one its setup.py reads)";
+\"$(pyenv root)/versions/2.7.18/bin/python\" /opt/zsnap-zfs3backup && /opt/zsnap-zfs3backup/bin/pip install \
+zfs3backup==0.2.2 (Python 2: its py2 wheel; under Python 3 it neither installs nor runs)";
 
 fn venv() -> PathBuf {
     let dir = PathBuf::from(std::env::var("ZSNAP_ZFS3BACKUP_VENV").unwrap_or_else(|_| "/opt/zsnap-zfs3backup".into()));
