@@ -6,6 +6,7 @@
 
 pub mod deep;
 pub mod drill;
+pub mod scope;
 
 use crate::catalog::{chain, Catalog, Health};
 use crate::s3::uploads::PendingUpload;

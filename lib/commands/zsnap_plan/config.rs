@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn fs_datasets_one_a_line() {
-        let file = config::ConfigFile::parse("/etc/z.conf", "[fs:tank/a]\n[fs:tank/b c]\n[main]\nBUCKET=bkt\n").unwrap();
+        let file =
+            config::ConfigFile::parse("/etc/z.conf", "[fs:tank/a]\n[fs:tank/b c]\n[main]\nBUCKET=bkt\n").unwrap();
         let s = config::resolve(&config::Flags::default(), &|_| None, Some(&file)).unwrap();
         let out = config_text(&s, Format::Sh);
         assert!(out.contains("ZSNAP_FS_DATASETS='tank/a\ntank/b c'\nZSNAP_CONFIG_FILE='/etc/z.conf'\n"), "{out}");
