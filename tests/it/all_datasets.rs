@@ -255,3 +255,40 @@ fn snapshot_status_prune_and_health_for_all() {
     assert!(status_of(&site.data).is_none(), "only the [fs:] datasets are checked");
     site.run("zsnap-health", &["--all", "--dataset", &a]).fails(64, "without --dataset");
 }
+
+/// `[fs:]` sections that put datasets under different prefixes: each dataset is backed up
+/// and checked where its own section says, zsnap-health listing each place once.
+#[test]
+fn each_dataset_where_its_own_section_puts_it() {
+    let site = Site::new("all-places", "ap");
+    let [a, b, _] = three(&site);
+    let prefix = site.ctx.prefix.clone();
+    std::fs::write(&site.config, format!("[main]\nS3_PREFIX={prefix}\n[fs:{a}]\n[fs:{b}]\nS3_PREFIX={prefix}side/\n"))
+        .expect("config");
+    for ds in [&a, &b] {
+        site.pool.zfs(&["snapshot", &format!("{ds}@s1")]).success();
+    }
+    // The config's prefixes, not the harness's $ZSNAP_S3_PREFIX (which would beat them).
+    let run_here = |prog: &str, args: &[&str]| {
+        let mut c = site.cmd(prog, args);
+        c.env_remove("ZSNAP_S3_PREFIX");
+        run(c, None, TIMEOUT)
+    };
+    let out = run_here("zsnap-backup", &["--all"]).success();
+    assert_eq!(results(&each_lines(&out).0), [row(&a, "ok", 0), row(&b, "ok", 0)]);
+    assert_eq!(backed_up(&site, &a).len(), 1);
+    let side: Vec<String> = site.keys().into_iter().filter(|k| k.starts_with(&format!("side/{b}/@s1/"))).collect();
+    assert_eq!(side.len(), 1, "b under its own prefix: {:?}", site.keys());
+    assert!(backed_up(&site, &b).is_empty());
+
+    let status = |out: &Output, ds: &str| {
+        out.json_lines().iter().find(|l| l["dataset"] == ds && l.get("backups").is_some()).map(|l| l["status"].clone())
+    };
+    let out = run_here("zsnap-health", &["--all", "--json"]).success();
+    assert_eq!((status(&out, &a), status(&out, &b)), (Some("ok".into()), Some("ok".into())), "{}", out.text());
+    // b's object gone from its prefix: b is critical, a still ok, and the verdict is 2.
+    site.delete_key(&side[0]);
+    let out = run_here("zsnap-health", &["--all", "--json"]);
+    assert_eq!(out.code(), 2, "{}", out.text());
+    assert_eq!((status(&out, &a), status(&out, &b)), (Some("ok".into()), Some("critical".into())), "{}", out.text());
+}
