@@ -180,3 +180,113 @@ run_plan() {
     rm -f "$errs" "$errs.status" "$errs.fifo"
     trap - INT TERM HUP
 }
+
+# --all (every [fs:DATASET] section of the config) and --recursive (a dataset and each of
+# its descendants, `zfs list -r`): the script runs itself once per dataset, with these
+# options taken out and --dataset DS added, so each dataset is run as if given with
+# --dataset: its own settings ([fs:] section), lock, plan and exit status, and one failing
+# (even its lock held, 72) does not stop the others. A script notes its arguments (argv,
+# argc) before its option loop, calls each_option there, and run_each after it.
+each="" each_at=()
+each_option() {
+    [[ -z "$each" || "$each" == "${1#--}" ]] || die 64 "--all and --recursive do not go together: give one"
+    each=${1#--}
+    each_at+=("$2")
+}
+
+# Whether --dataset is among the options in `global` (a value that merely reads
+# "--dataset" does not count).
+dataset_given() {
+    local i
+    for ((i = 0; i < ${#global[@]}; i++)); do
+        case "${global[i]}" in
+        --dataset | --dataset=*) return 0 ;;
+        esac
+        [[ "${global[i]}" == *=* || "$plan_value_opts" != *" ${global[i]} "* ]] || i=$((i + 1))
+    done
+    return 1
+}
+
+# The datasets of an --all or --recursive run, one a line. Run in a subshell ($(...)): the
+# settings it evals must not leak into what the per-dataset runs inherit.
+each_datasets() {
+    local settings out
+    if [[ $each == all ]] && dataset_given; then
+        die 64 "--all runs for every [fs:DATASET] section of the config: give it without --dataset"
+    fi
+    need_commands zsnap-plan
+    settings=$(zsnap-plan "${global[@]}" --format sh config) || exit $?
+    eval "$settings"
+    if [[ $each == all ]]; then
+        [[ -n "$ZSNAP_FS_DATASETS" ]] ||
+            die 64 "--all needs [fs:DATASET] sections in the config, and ${ZSNAP_CONFIG_FILE:-/etc/zsnap/zsnap.conf (not found)} has none"
+        printf '%s\n' "$ZSNAP_FS_DATASETS"
+        return
+    fi
+    [[ -n "${ZSNAP_DATASET:-}" ]] || die 64 "--recursive needs a dataset: give --dataset or set DATASET in the config"
+    need_commands zfs
+    if ! out=$(zfs list -H -o name -t filesystem,volume -r "$ZSNAP_DATASET" 2>&1); then
+        [[ "$out" != *"does not exist"* ]] || die 66 "dataset $ZSNAP_DATASET does not exist"
+        die 1 "zfs list -r $ZSNAP_DATASET failed: ${out%%$'\n'*}"
+    fi
+    printf '%s\n' "$out"
+}
+
+json_string() {
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '"%s"' "$s"
+}
+
+# run_each VERDICTS JSON TABLE: run this script for each dataset (see each_option), then
+# exit. VERDICTS: the exit codes that are verdicts rather than failures (prune's 1,
+# --health's 1 and 2), counted as warning (1) or critical (2). JSON=1: after each
+# dataset's own output, a line {"dataset","scope","result","exit"} on stdout, and at the
+# end {"summary":true,"scope","datasets","ok","warning","critical","failed","exit"};
+# TABLE=1: each dataset's output under a "DATASET:" heading instead. Always a line per
+# dataset on stderr. The exit status is the worst: the first failing dataset's code (in
+# the order run), else the highest verdict (2 over 1), else 0. SIGINT, SIGTERM or SIGHUP
+# stops the loop once the running dataset is done (it gets the signal itself from a
+# terminal or systemd), and the status is 130, 143 or 129.
+run_each() {
+    local verdicts=" $1 " json=$2 table=$3 text ds rc result worst=0 failed=0 stop="" i n=0
+    local -a kept=() list=()
+    local -A count=([ok]=0 [warning]=0 [critical]=0 [failed]=0)
+    text=$(each_datasets) || exit $?
+    mapfile -t list <<<"$text"
+    for i in "${!argv[@]}"; do
+        [[ " ${each_at[*]} " == *" $i "* ]] || kept+=("${argv[i]}")
+    done
+    trap 'stop="SIGINT 130"' INT
+    trap 'stop="SIGTERM 143"' TERM
+    trap 'stop="SIGHUP 129"' HUP
+    for ds in "${list[@]}"; do
+        ((!table)) || { ((n == 0)) || echo; printf '%s:\n' "$ds"; }
+        n=$((n + 1))
+        rc=0
+        "${BASH:-bash}" "$here/$prog" "${kept[@]}" --dataset "$ds" || rc=$?
+        if ((rc == 0)); then
+            result=ok
+        elif [[ "$verdicts" == *" $rc "* ]]; then
+            result=critical
+            ((rc != 1)) || result=warning
+            ((failed || rc <= worst)) || worst=$rc
+        else
+            result=failed
+            ((failed)) || worst=$rc
+            failed=1
+        fi
+        count[$result]=$((count[$result] + 1))
+        if ((rc == 0)); then say "$ds: ok"; else say "$ds: $result (exit $rc)"; fi
+        ((!json)) || printf '{"dataset":%s,"scope":"%s","result":"%s","exit":%d}\n' \
+            "$(json_string "$ds")" "$each" "$result" "$rc"
+        [[ -z "$stop" ]] || break
+    done
+    trap - INT TERM HUP
+    [[ -z "$stop" ]] || worst=${stop#* }
+    say "$n of ${#list[@]} datasets run: ${count[ok]} ok, ${count[warning]} warning, ${count[critical]} critical, ${count[failed]} failed${stop:+, stopped by ${stop% *}}"
+    ((!json)) || printf '{"summary":true,"scope":"%s","datasets":%d,"run":%d,"ok":%d,"warning":%d,"critical":%d,"failed":%d,"exit":%d%s}\n' \
+        "$each" "${#list[@]}" "$n" "${count[ok]}" "${count[warning]}" "${count[critical]}" "${count[failed]}" \
+        "$worst" "${stop:+,\"stopped\":\"${stop% *}\"}"
+    exit "$worst"
+}

@@ -11,6 +11,7 @@ use crate::cli::values::parse_duration;
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
 use crate::config;
 use crate::crypt::Identities;
+use crate::health::scope::{self, Place, Scope, Target, Wanted};
 use crate::health::{self, DatasetSummary, Finding, Severity, Thresholds};
 use crate::plan::restore;
 use crate::s3::client::{self, Client};
@@ -29,6 +30,23 @@ const FLAGS: &[Flag] = &[
         value: Some("DATASET"),
         doc: "Check only this dataset. Default $ZSNAP_DATASET, then DATASET in [main]; without one, every \
               dataset with backups under the prefix.",
+    },
+    Flag {
+        short: None,
+        long: "all",
+        value: None,
+        doc: "Check every dataset of the config's [fs:DATASET] sections, each with its own settings (as if \
+              given with --dataset; one listing per bucket and prefix), and report each, one with no backup \
+              as critical. Not with --dataset; a config without [fs:] sections is refused (64).",
+    },
+    Flag {
+        short: None,
+        long: "recursive",
+        value: None,
+        doc: "Check the dataset (--dataset, $ZSNAP_DATASET or DATASET) and its descendants: those with backups \
+              under its bucket and prefix, and those with an [fs:] section (checked where it puts them). \
+              Reads no pool: a descendant that has neither is not seen. The dataset itself with no backup is \
+              critical.",
     },
     Flag {
         short: None,
@@ -148,8 +166,16 @@ unreachable endpoint) is critical: exit 2 with one line naming it; a bad flag is
     see_also: "zsnap-plan(1), zsnap-status(1), s3put(1)",
 };
 
+/// `--all` or `--recursive`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Each {
+    All,
+    Recursive,
+}
+
 pub struct Args {
     pub flags: config::Flags,
+    pub each: Option<Each>,
     pub s3: S3Args,
     pub thresholds: Thresholds,
     pub clean: bool,
@@ -175,6 +201,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut p = lexopt::Parser::from_iter(argv);
     let mut a = Args {
         flags: config::Flags::default(),
+        each: None,
         s3: S3Args::default(),
         thresholds: Thresholds::default(),
         clean: false,
@@ -200,6 +227,13 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("warn-age") => a.thresholds.warn_age = secs("warn-age", p.value()?.string()?)?,
             Long("crit-age") => a.thresholds.crit_age = secs("crit-age", p.value()?.string()?)?,
             Long("stale-uploads") => a.thresholds.stale_uploads = secs("stale-uploads", p.value()?.string()?)?,
+            Long("all") | Long("recursive") => {
+                let each = if matches!(arg, Long("all")) { Each::All } else { Each::Recursive };
+                if a.each.is_some_and(|e| e != each) {
+                    return Err(Failure::usage("--all and --recursive do not go together: give one"));
+                }
+                a.each = Some(each);
+            }
             Long("clean") => a.clean = true,
             Long("deep") => a.deep = true,
             Long("identity") => a.flags.identity = Some(p.value()?.string()?),
@@ -222,6 +256,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     }
     if !a.deep && (a.sample.is_some() || a.chain.is_some()) {
         return Err(Failure::usage("--sample and --chain need --deep"));
+    }
+    if a.each == Some(Each::All) && a.flags.dataset.is_some() {
+        return Err(Failure::usage("--all checks every [fs:DATASET] section of the config: give it without --dataset"));
     }
     if a.thresholds.crit_age < a.thresholds.warn_age {
         return Err(Failure::usage("--crit-age must not be shorter than --warn-age"));
@@ -274,32 +311,75 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             return crate::cli::output::emit(&text);
         }
     };
-    let settings = config::load(&args.flags, &|k| std::env::var(k).ok())?;
-    let bucket = settings.bucket()?.to_string();
-    let dataset = settings.dataset.value.clone();
-    let prefix = settings.s3_prefix().to_string();
-    let mut s3 = args.s3.clone();
-    s3.endpoint = settings.endpoint.value.clone();
-    s3.region = settings.region.value.clone();
-    s3.profile = settings.profile.value.clone();
-    let s3 = s3.with_env()?;
-    // The checks (deep downloads, the drill's commands) use the resolved settings.
-    args.s3 = s3.clone();
-    if args.deep {
-        args.identities = settings
-            .identity
-            .value
-            .as_ref()
-            .map(|f| Identities::load(std::slice::from_ref(f)).map(Arc::new).map_err(|e| e.message));
-    }
+    let env = |k: &str| std::env::var(k).ok();
+    let settings = config::load(&args.flags, &env)?;
+    let scope = match (args.each, &settings.dataset.value) {
+        (Some(Each::All), _) if settings.fs_datasets.is_empty() => {
+            return Err(Failure::usage(format!(
+                "--all needs [fs:DATASET] sections in the config, and {} has none",
+                settings.config_file.as_deref().unwrap_or("/etc/zsnap/zsnap.conf (not found)")
+            )))
+        }
+        (Some(Each::All), _) => Scope::All(settings.fs_datasets.clone()),
+        (Some(Each::Recursive), _) => Scope::Tree(settings.dataset()?.to_string()),
+        (None, Some(d)) => Scope::One(d.clone()),
+        (None, None) => Scope::Prefix,
+    };
+    // Each dataset where its own settings put it, as if given with --dataset.
+    let place_of = |ds: Option<&str>| -> Result<Place, Failure> {
+        let own;
+        let s = match ds {
+            Some(d) if settings.dataset.value.as_deref() != Some(d) => {
+                own = config::load(&config::Flags { dataset: Some(d.to_string()), ..args.flags.clone() }, &env)?;
+                &own
+            }
+            _ => &settings,
+        };
+        Ok(Place {
+            bucket: s
+                .bucket()
+                .map_err(|e| match ds {
+                    Some(d) => Failure::usage(format!("{d}: {}", e.message)),
+                    None => e,
+                })?
+                .to_string(),
+            prefix: s.s3_prefix().to_string(),
+            endpoint: s.endpoint.value.clone(),
+            region: s.region.value.clone(),
+            profile: s.profile.value.clone(),
+            identity: s.identity.value.clone(),
+        })
+    };
+    let targets = scope::targets(&scope, &settings.fs_datasets, &place_of)?;
     let now = args.now.unwrap_or_else(crate::calendar::now);
     let mut outcome = Outcome::default();
-    let checked = crate::commands::runtime()?.block_on(async {
-        let client = client::connect(&s3).await;
-        check(&client, &args, &bucket, &prefix, dataset.as_deref(), now, &mut outcome).await
-    });
+    let several = targets.len() > 1;
+    let runtime = crate::commands::runtime()?;
+    let mut failed: Option<Failure> = None;
+    for target in &targets {
+        // The checks (deep downloads, the drill's commands) use this place's settings.
+        let checked = reach(&mut args, &target.place).and_then(|s3| {
+            runtime.block_on(async {
+                let client = client::connect(&s3).await;
+                check(&client, &args, target, now, &mut outcome).await
+            })
+        });
+        // One place failing does not keep the others from being checked.
+        if let Err(f) = checked {
+            if several {
+                let names = match &target.wanted {
+                    Wanted::Named(v) => v.clone(),
+                    Wanted::Tree { root, .. } => vec![root.clone()],
+                    Wanted::Every => vec![String::new()],
+                };
+                for ds in names {
+                    outcome.findings.push(Finding::new(Severity::Critical, &ds, "s3", None, f.message.clone()));
+                }
+            }
+            failed.get_or_insert(f);
+        }
+    }
     // An S3 failure is a critical verdict for monitoring, reported like any other.
-    let failed = checked.err();
     if let Some(f) = &failed {
         outcome.error = Some(f.message.clone());
     }
@@ -328,17 +408,31 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     }
 }
 
-async fn check(
-    client: &Client,
-    args: &Args,
-    bucket: &str,
-    prefix: &str,
-    dataset: Option<&str>,
-    now: i64,
-    out: &mut Outcome,
-) -> Result<(), Failure> {
+/// Point `args` at `place` (its connection, and what --deep decrypts with) and return the
+/// connection settings, the environment filled in.
+fn reach(args: &mut Args, place: &Place) -> Result<S3Args, Failure> {
+    let mut s3 = args.s3.clone();
+    s3.endpoint = place.endpoint.clone();
+    s3.region = place.region.clone();
+    s3.profile = place.profile.clone();
+    let s3 = s3.with_env()?;
+    args.s3 = s3.clone();
+    if args.deep {
+        // Read once per place (a passphrase-protected file runs scrypt each time).
+        args.identities = place
+            .identity
+            .as_ref()
+            .map(|f| Identities::load(std::slice::from_ref(f)).map(Arc::new).map_err(|e| e.message));
+    }
+    Ok(s3)
+}
+
+async fn check(client: &Client, args: &Args, target: &Target, now: i64, out: &mut Outcome) -> Result<(), Failure> {
+    let (bucket, prefix) = (target.place.bucket.as_str(), target.place.prefix.as_str());
     // One listing pass (and one ListMultipartUploads) for one dataset or a hundred.
-    let (catalogs, pending) = catalog::listing::read_all(client, bucket, prefix, dataset).await?;
+    let (listed, mut pending) = catalog::listing::read_all(client, bucket, prefix, target.wanted.listing()).await?;
+    let catalogs = target.wanted.pick(prefix, listed);
+    pending.retain(|u| target.wanted.keeps_upload(prefix, &u.key));
     if catalogs.is_empty() {
         // Nothing backed up anywhere is the worst verdict, not "all 0 datasets are fine": an
         // empty or mistyped prefix must not look healthy to monitoring.
@@ -384,7 +478,10 @@ async fn check(
         key::ParsedKey::Foreign(_) => String::new(),
     };
     let stale = health::stale_uploads(&pending, now, &args.thresholds, &dataset_of);
-    out.stale_uploads = stale.len();
+    // Counted over every place checked; once aborted, they are stale no more.
+    if !args.clean {
+        out.stale_uploads += stale.len();
+    }
     for (upload, mut finding) in stale {
         if args.clean {
             uploads::abort(client, bucket, &upload).await?;
@@ -393,9 +490,6 @@ async fn check(
             finding.message.push_str(": aborted");
         }
         out.findings.push(finding);
-    }
-    if args.clean {
-        out.stale_uploads = 0;
     }
     Ok(())
 }
@@ -621,10 +715,15 @@ mod tests {
             .unwrap();
         assert_eq!(a.thresholds, Thresholds { warn_age: 7200, crit_age: 10800, stale_uploads: 0 });
         assert!(a.clean && a.json == Some(true));
+        assert_eq!(a.each, None);
+        assert_eq!(parse_args(&["--all"]).unwrap().unwrap().each, Some(Each::All));
+        assert_eq!(parse_args(&["-d", "tank/a", "--recursive"]).unwrap().unwrap().each, Some(Each::Recursive));
         for (args, needle) in [
             (&["--warn-age", "x"][..], "--warn-age"),
             (&["--warn-age", "3h", "--crit-age", "2h"][..], "--crit-age"),
             (&["--bogus"][..], "--bogus"),
+            (&["--all", "--dataset", "tank/a"][..], "give it without --dataset"),
+            (&["--recursive", "--all"][..], "--all and --recursive do not go together"),
         ] {
             let e = parse_args(args).err().unwrap_or_else(|| panic!("{args:?} parsed"));
             assert_eq!(e.code, ExitCode::Usage, "{args:?}");

@@ -144,6 +144,12 @@ impl ConfigFile {
         }
         Ok(file)
     }
+
+    /// The datasets that have an `[fs:DATASET]` section, in name order (a parent before its
+    /// children): what `--all` runs for.
+    pub fn datasets(&self) -> Vec<String> {
+        self.fs.keys().cloned().collect()
+    }
 }
 
 /// What to write instead of a zfs3backup key (a copied zfs3backup.conf is the likely
@@ -253,6 +259,8 @@ pub struct Settings {
     pub customs: BTreeMap<String, CustomCompressor>,
     /// Local retention settings (config key → setting), weaker than a policy object.
     pub retention: Vec<(&'static str, Setting)>,
+    /// The file's `[fs:DATASET]` sections, in name order: the datasets of `--all`.
+    pub fs_datasets: Vec<String>,
 }
 
 impl Settings {
@@ -425,6 +433,7 @@ pub fn resolve(
         profile,
         customs,
         retention,
+        fs_datasets: file.map(ConfigFile::datasets).unwrap_or_default(),
     })
 }
 
@@ -515,6 +524,17 @@ DECOMPRESS=xz -d
         assert_eq!(s.compressor.spec(), "zstd");
         assert_eq!(s.compressor_setting.source, Source::Default);
         assert!(s.bucket().is_err() && s.dataset().is_err());
+        assert!(s.fs_datasets.is_empty(), "no file, no [fs:] datasets");
+    }
+
+    #[test]
+    fn fs_sections_are_the_datasets_of_all() {
+        let none: &[(&str, &str)] = &[];
+        let s = resolve(&Flags::default(), &env_of(none), Some(&file())).unwrap();
+        assert_eq!(s.fs_datasets, ["tank/data", "tank/other"]);
+        // An empty section still names a dataset; name order puts a parent before its children.
+        let f = ConfigFile::parse("f.conf", "[fs:tank/b/c]\n[main]\nBUCKET=x\n[fs:tank/b]\nKEEP_DAILY=3\n").unwrap();
+        assert_eq!(f.datasets(), ["tank/b", "tank/b/c"]);
     }
 
     #[test]

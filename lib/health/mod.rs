@@ -6,6 +6,7 @@
 
 pub mod deep;
 pub mod drill;
+pub mod scope;
 
 use crate::catalog::{chain, BackupRecord, Catalog, Health, Kind};
 use crate::cli::output::human_age;

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod all_datasets;
 mod backup_restore;
 mod cluster;
 mod credentials;

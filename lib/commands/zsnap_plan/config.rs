@@ -1,5 +1,6 @@
 //! `zsnap-plan config`: the resolved settings and where each came from; with --format sh,
-//! assignments the scripts eval. It reads nothing but the settings.
+//! assignments the scripts eval. It reads nothing but the settings. It also lists the
+//! config's `[fs:DATASET]` sections: the datasets `--all` runs for.
 
 use super::render::{lines, table, Rendered};
 use super::Format;
@@ -30,6 +31,10 @@ fn config_text(s: &Settings, f: Format) -> String {
             if let Some(e) = &s.endpoint.value {
                 out.push_str(&format!("ZSNAP_S3_ENDPOINT={}\n", q(e)));
             }
+            // For --all: one dataset a line (a POSIX sh string; bash reads it with mapfile),
+            // and the file they came from, for the message when there are none.
+            out.push_str(&format!("ZSNAP_FS_DATASETS={}\n", q(&s.fs_datasets.join("\n"))));
+            out.push_str(&format!("ZSNAP_CONFIG_FILE={}\n", q(s.config_file.as_deref().unwrap_or(""))));
             out
         }
         Format::Json => lines(std::iter::once(json!({
@@ -47,6 +52,7 @@ fn config_text(s: &Settings, f: Format) -> String {
             "region": s.region.value,
             "profile": s.profile.value,
             "config_file": s.config_file,
+            "fs_datasets": s.fs_datasets,
             "sources": {
                 "dataset": s.dataset.source.to_string(),
                 "bucket": s.bucket.source.to_string(),
@@ -75,6 +81,11 @@ fn config_text(s: &Settings, f: Format) -> String {
             ]
             .into_iter()
             .map(|(k, val, src)| vec![k.to_string(), val, src.to_string()])
+            .chain(std::iter::once(vec![
+                "fs-datasets".to_string(),
+                s.fs_datasets.join(" "),
+                s.config_file.clone().unwrap_or_else(|| "-".into()),
+            ]))
             .collect(),
         ),
     }
@@ -97,10 +108,21 @@ mod tests {
         assert_eq!(
             out,
             "ZSNAP_DATASET='tank/data'\nZSNAP_BUCKET='bkt'\nZSNAP_S3_PREFIX='it'\\''s/'\nZSNAP_SNAPSHOT_PREFIX=''\n\
-             ZSNAP_COMPRESSOR='zstd'\nZSNAP_S3_URL='s3://bkt/it'\\''s/'\n"
+             ZSNAP_COMPRESSOR='zstd'\nZSNAP_S3_URL='s3://bkt/it'\\''s/'\nZSNAP_FS_DATASETS=''\nZSNAP_CONFIG_FILE=''\n"
         );
         let j: serde_json::Value = serde_json::from_str(config_text(&s, Format::Json).trim()).unwrap();
         assert_eq!(j["sources"]["bucket"], "flag --bucket");
         assert_eq!(j["sources"]["compressor"], "default");
+    }
+
+    #[test]
+    fn fs_datasets_one_a_line() {
+        let file =
+            config::ConfigFile::parse("/etc/z.conf", "[fs:tank/a]\n[fs:tank/b c]\n[main]\nBUCKET=bkt\n").unwrap();
+        let s = config::resolve(&config::Flags::default(), &|_| None, Some(&file)).unwrap();
+        let out = config_text(&s, Format::Sh);
+        assert!(out.contains("ZSNAP_FS_DATASETS='tank/a\ntank/b c'\nZSNAP_CONFIG_FILE='/etc/z.conf'\n"), "{out}");
+        let j: serde_json::Value = serde_json::from_str(config_text(&s, Format::Json).trim()).unwrap();
+        assert_eq!(j["fs_datasets"], serde_json::json!(["tank/a", "tank/b c"]));
     }
 }

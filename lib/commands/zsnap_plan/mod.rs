@@ -150,7 +150,9 @@ ListObjectsV2 pass over PREFIX+DATASET, one ListMultipartUploads, one HEAD per z
 what to do. It changes nothing: scripts run the commands it prints. Key names are described in docs/FORMAT.md.
 
 config: the resolved settings and where each came from; with --format sh, shell assignments \
-(ZSNAP_DATASET, ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_SNAPSHOT_PREFIX, ZSNAP_COMPRESSOR, ZSNAP_S3_URL) to eval.
+(ZSNAP_DATASET, ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_SNAPSHOT_PREFIX, ZSNAP_COMPRESSOR, ZSNAP_S3_URL) to eval, \
+and ZSNAP_FS_DATASETS: the datasets of the file's [fs:DATASET] sections, one a line in name order (what the \
+scripts' --all runs for; \"fs_datasets\" in JSON).
 
 backup [--full] [--snapshot NAME]: the base is the newest local snapshot (matching the prefix, ordered by \
 createtxg) that S3 holds with a restorable chain, matched by guid (zfs3backup objects by name). Every later \
