@@ -11,6 +11,8 @@
 //! A recipient is named in keys and reports by its fingerprint ([`fingerprint`]): the first
 //! 8 hex digits of the SHA-256 of its `age1…` string; never the key itself.
 
+pub mod seal;
+
 use crate::cli::{ExitCode, Failure};
 use age::x25519;
 use sha2::{Digest, Sha256};
@@ -80,14 +82,16 @@ impl Recipients {
         Recipients { keys: self.keys.iter().filter(|k| wanted.contains(&fingerprint(k))).cloned().collect() }
     }
 
-    /// An age writer over `out`; the header is written now. Call `finish` at the end, or
-    /// the file is cut (and fails to decrypt).
-    pub fn encrypt<W: Write>(&self, out: W) -> io::Result<age::stream::StreamWriter<W>> {
+    /// An age writer over `out`, sealing on up to `threads` threads; the header is written
+    /// now. Call `finish` at the end, or the file is cut (and fails to decrypt).
+    pub fn encrypt<W: Write>(&self, threads: usize, out: W) -> io::Result<seal::Sealer<W>> {
         let parsed: Vec<x25519::Recipient> =
             self.keys.iter().filter_map(|k| x25519::Recipient::from_str(k).ok()).collect();
-        let enc = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| io::Error::other(format!("cannot encrypt: {e}")))?;
-        enc.wrap_output(out)
+        if parsed.is_empty() {
+            return Err(io::Error::other("cannot encrypt: no recipient"));
+        }
+        let refs: Vec<&dyn age::Recipient> = parsed.iter().map(|r| r as &dyn age::Recipient).collect();
+        seal::Sealer::new(&refs, threads, out)
     }
 }
 
@@ -218,7 +222,7 @@ mod tests {
         let (secret, public) = pair();
         let r = Recipients::parse(std::slice::from_ref(&public)).unwrap();
         let mut stored = Vec::new();
-        let mut w = r.encrypt(&mut stored).unwrap();
+        let mut w = r.encrypt(2, &mut stored).unwrap();
         w.write_all(b"hello zfs stream").unwrap();
         w.finish().unwrap();
         assert!(stored.starts_with(b"age-encryption.org/v1\n"));

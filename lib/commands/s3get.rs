@@ -110,8 +110,8 @@ Nothing is written after an error is detected; note that bytes already written c
 consumers such as zfs recv must also check the stream (zfs send streams carry their own checksums).
 
 With --decompress and --zfs-stream the object is decompressed and checked as a zfs send stream as it is \
-written, in a thread beside the downloads; memory grows by about three part sizes (ranges in flight to \
-it) plus the decoder's window. Each piece is \
+written, in a thread beside the downloads; memory grows by at most 9 MiB (the pipe to it) plus the \
+decoder's window. Each piece is \
 checked before it is written, so nothing after a detected error reaches stdout, but what came before it \
 may already be out (an END checksum can only fail at the end): let zfs recv, which discards an \
 incomplete receive, be the reader, and trust the exit status.
@@ -271,7 +271,8 @@ async fn run(args: Args) -> Result<(), Failure> {
     let (result, stream) = if plain {
         (download::download(&client, &args.spec, &mut out, &progress).await, None)
     } else {
-        let (mut sink, input) = crate::compress::channel::channel(2);
+        // Eight 1 MiB pieces in flight to the decoder: slack for it, whatever the part size.
+        let (mut sink, input) = crate::compress::channel::channel(8);
         let (codec, gate, url, filter) = (args.codec, args.gate, args.spec.url.clone(), args.filter.clone());
         let worker = std::thread::Builder::new()
             .name("s3get-decode".into())

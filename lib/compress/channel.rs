@@ -11,6 +11,10 @@ pub fn channel(depth: usize) -> (ChannelWriter, ChannelReader) {
     (ChannelWriter { tx }, ChannelReader { rx, cur: Vec::new(), at: 0 })
 }
 
+/// The largest piece sent at once: what the pipe holds is at most `depth` of these (plus
+/// the one being read), whatever size the writer's writes are (s3get writes whole ranges).
+pub const PIECE: usize = 1 << 20;
+
 /// The download side. A gone decoder looks like a closed pipe (BrokenPipe) to the
 /// downloader, which then stops; the decoder's own error says why.
 pub struct ChannelWriter {
@@ -19,10 +23,11 @@ pub struct ChannelWriter {
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(PIECE);
         self.tx
-            .send(data.to_vec())
+            .send(data[..n].to_vec())
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "decoder stopped"))?;
-        Ok(data.len())
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -35,6 +40,19 @@ pub struct ChannelReader {
     rx: mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     at: usize,
+}
+
+impl ChannelReader {
+    /// The next piece whole, as the writer sent it (what is left of it after reads);
+    /// `None` at the end.
+    pub fn next_piece(&mut self) -> Option<Vec<u8>> {
+        if self.at < self.cur.len() {
+            let rest = std::mem::take(&mut self.cur).split_off(self.at);
+            self.at = 0;
+            return Some(rest);
+        }
+        self.rx.recv().ok()
+    }
 }
 
 impl Read for ChannelReader {
@@ -68,6 +86,16 @@ mod tests {
         let mut got = Vec::new();
         r.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"abcde");
+        let (mut w, mut r) = channel(4);
+        w.write_all(b"abc").unwrap();
+        w.write_all(b"de").unwrap();
+        drop(w);
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).unwrap();
+        assert_eq!(
+            (r.next_piece(), r.next_piece(), r.next_piece()),
+            (Some(b"bc".to_vec()), Some(b"de".to_vec()), None)
+        );
         let (mut w, r) = channel(1);
         drop(r);
         assert_eq!(w.write(b"x").unwrap_err().kind(), std::io::ErrorKind::BrokenPipe);

@@ -3,7 +3,9 @@
 //!
 //! Invariants:
 //! - Memory: at most `concurrency` ranges are fetched or waiting, plus the one being
-//!   written: `(concurrency + 1) × chunk size`.
+//!   written: `(concurrency + 1) × chunk size`, in buffers allocated once and reused (a
+//!   fresh buffer per range lets the allocator's per-thread arenas keep freed ones, and
+//!   RSS grows past the bound).
 //! - Every range is pinned to the ETag seen first (If-Match), so an object replaced
 //!   mid-read fails instead of splicing two versions.
 //! - Nothing is written past a detected error; the byte count is always checked, and the
@@ -17,9 +19,9 @@ use crate::cli::values::ByteRange;
 use crate::cli::{ExitCode, Failure};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
-use bytes::Bytes;
 use futures_util::StreamExt;
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct DownloadSpec {
@@ -88,6 +90,7 @@ pub async fn download(
     let mut verifier = Verifier::new(if whole { info.meta_part_size } else { None });
 
     let chunk = spec.chunk_size.max(1);
+    let pool = Pool::default();
     let pieces: Vec<(u64, u64)> = (from..to).step_by(chunk as usize).map(|a| (a, (a + chunk).min(to))).collect();
     let fetches = futures_util::stream::iter(pieces).map(|(a, b)| {
         let job = RangeJob {
@@ -96,6 +99,7 @@ pub async fn download(
             etag: info.etag.clone(),
             retries: spec.retries,
             body_timeout: spec.body_timeout,
+            pool: pool.clone(),
         };
         tokio::spawn(job.fetch(a, b))
     });
@@ -107,6 +111,7 @@ pub async fn download(
         tokio::task::block_in_place(|| out.write_all(&data)).map_err(|e| write_failure(e, &spec.url))?;
         written += data.len() as u64;
         progress.add(data.len() as u64);
+        pool.give(data);
     }
     tokio::task::block_in_place(|| out.flush()).map_err(|e| write_failure(e, &spec.url))?;
 
@@ -197,6 +202,28 @@ async fn probe(client: &Client, url: &S3Url, fallback: Failure) -> Failure {
     }
 }
 
+/// Range buffers, reused: a range takes a free one (or allocates one) and the writer
+/// gives it back once written. `buffered` bounds the ranges alive to `concurrency`, so
+/// no more than concurrency + 1 buffers are ever made, and they are the same ones from
+/// the first range to the last.
+#[derive(Clone, Default)]
+struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Pool {
+    fn take(&self, want: usize) -> Vec<u8> {
+        let mut buf = self.0.lock().ok().and_then(|mut free| free.pop()).unwrap_or_default();
+        buf.clear();
+        buf.reserve_exact(want);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut free) = self.0.lock() {
+            free.push(buf);
+        }
+    }
+}
+
 /// One range, owned so it can run as a task; retried when the failure is transient
 /// (the SDK retries requests, but not a body that breaks off mid-read).
 struct RangeJob {
@@ -205,10 +232,11 @@ struct RangeJob {
     etag: Option<String>,
     retries: u32,
     body_timeout: Option<Duration>,
+    pool: Pool,
 }
 
 impl RangeJob {
-    async fn fetch(self, a: u64, b: u64) -> Result<Bytes, Failure> {
+    async fn fetch(self, a: u64, b: u64) -> Result<Vec<u8>, Failure> {
         let mut attempt = 0;
         loop {
             match self.fetch_once(a, b).await {
@@ -222,7 +250,7 @@ impl RangeJob {
         }
     }
 
-    async fn fetch_once(&self, a: u64, b: u64) -> Result<Bytes, Failure> {
+    async fn fetch_once(&self, a: u64, b: u64) -> Result<Vec<u8>, Failure> {
         let what = format!("reading bytes {a}-{} of {} failed", b - 1, self.url);
         let resp = self
             .client
@@ -238,7 +266,7 @@ impl RangeJob {
         // and then flattening it would hold every range twice (and copy it once more).
         let want = (b - a) as usize;
         let mut body = resp.body;
-        let mut data = Vec::with_capacity(want);
+        let mut data = self.pool.take(want);
         loop {
             let next = match self.body_timeout {
                 Some(t) => tokio::time::timeout(t, body.next()).await.map_err(|_| {
@@ -269,7 +297,6 @@ impl RangeJob {
                 format!("{what}: got {} bytes, expected {want}", data.len()),
             ));
         }
-        let data = Bytes::from(data);
         Ok(data)
     }
 }

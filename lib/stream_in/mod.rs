@@ -90,13 +90,19 @@ fn transform(
 
 /// The age stage: what arrives on `rx` is encrypted into `sink`, the header first and the
 /// last chunk at the end of input (the commit is decided elsewhere, by the verdict).
+/// Chunks are sealed on up to `threads` threads.
 fn encrypt_into(
     recipients: &crate::crypt::Recipients,
+    threads: usize,
     mut rx: crate::compress::channel::ChannelReader,
     sink: &mut (dyn PartSink + Send),
 ) -> Result<(), Failure> {
-    let mut w = recipients.encrypt(&mut *sink).map_err(|e| pump::sink_failure(e, "cannot start encrypting"))?;
-    std::io::copy(&mut rx, &mut w).map_err(|e| pump::sink_failure(e, "encrypting failed"))?;
+    let mut w =
+        recipients.encrypt(threads, &mut *sink).map_err(|e| pump::sink_failure(e, "cannot start encrypting"))?;
+    // Whole pieces as they arrived, not copied through a small buffer.
+    while let Some(piece) = rx.next_piece() {
+        w.write_all(&piece).map_err(|e| pump::sink_failure(e, "encrypting failed"))?;
+    }
     w.finish().map(|_| ()).map_err(|e| pump::sink_failure(e, "encrypting failed"))
 }
 
@@ -203,7 +209,8 @@ impl Opened {
             // compressing instead of after them (the only CPU it takes from them is a copy).
             Some(recipients) => std::thread::scope(|scope| -> Result<Transformed, Failure> {
                 let (mut tx, rx) = crate::compress::channel::channel(8);
-                let worker = scope.spawn(move || encrypt_into(recipients, rx, sink));
+                let threads = spec.threads;
+                let worker = scope.spawn(move || encrypt_into(recipients, threads, rx, sink));
                 let res = transform(&spec, src, gate, &mut tx);
                 // End of input for the encrypting side: it writes the last chunk.
                 drop(tx);
