@@ -417,7 +417,7 @@ fn reach(args: &mut Args, place: &Place) -> Result<S3Args, Failure> {
     s3.profile = place.profile.clone();
     let s3 = s3.with_env()?;
     args.s3 = s3.clone();
-    if args.deep {
+    if args.deep || args.drill.is_some() {
         // Read once per place (a passphrase-protected file runs scrypt each time).
         args.identities = place
             .identity
@@ -457,10 +457,16 @@ async fn check(client: &Client, args: &Args, target: &Target, now: i64, out: &mu
                 bucket: bucket.to_string(),
                 prefix: prefix.to_string(),
                 dataset: ds.to_string(),
+                identity: drill_identity(target.place.identity.as_deref(), args.identities.as_ref()),
                 ..Default::default()
             };
             let env = drill_env(&args.s3);
-            let (severity, message) = match tokio::task::block_in_place(|| health::drill::run(&ctx, cat, pool, &env)) {
+            let drilled = match (&args.identities, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
+                // The identity could not be read: say why, not "give --identity".
+                (Some(Err(message)), true) => Err(message.clone()),
+                _ => tokio::task::block_in_place(|| health::drill::run(&ctx, cat, pool, &env)),
+            };
+            let (severity, message) = match drilled {
                 Ok(m) => (Severity::Ok, m),
                 Err(m) => (Severity::Critical, format!("restore drill failed: {m}")),
             };
@@ -492,6 +498,18 @@ async fn check(client: &Client, args: &Args, target: &Target, now: i64, out: &mu
         out.findings.push(finding);
     }
     Ok(())
+}
+
+/// What the drill's restore decrypts with: the identity file this place resolved (flag,
+/// AGE_IDENTITY_FILE or IDENTITY_FILE), named on its s3get lines, and what it opens.
+fn drill_identity(file: Option<&str>, loaded: Option<&Result<Arc<Identities>, String>>) -> crate::plan::IdentityUse {
+    match (file, loaded) {
+        (Some(f), Some(Ok(ids))) => crate::plan::IdentityUse {
+            args: vec!["--identity".to_string(), f.to_string()],
+            opens: Some(ids.fingerprints()),
+        },
+        _ => Default::default(),
+    }
 }
 
 /// What the drill's s3get commands need: our own directory first on PATH (the s3get next

@@ -500,13 +500,14 @@ impl Sender<'_> {
     }
 }
 
-/// `s3put --extend-lock` over `urls`, at most [`super::prune::COMMAND_BATCH`] a command.
+/// `s3put --extend-lock` over `urls`, as few commands as fit (see [`super::pack_lines`]).
 fn lock_steps(ctx: &Context, urls: Vec<String>, lock: LockUntil) -> Vec<Step> {
-    urls.chunks(super::prune::COMMAND_BATCH)
-        .map(|batch| {
-            let call = S3putExtendLock { lock, urls: batch.to_vec(), connection: ctx.connection.clone() };
-            Step::Lock { urls: batch.to_vec(), until: lock.until, command: join(&call.argv()) }
-        })
+    let line = |batch: &[String]| {
+        join(&S3putExtendLock { lock, urls: batch.to_vec(), connection: ctx.connection.clone() }.argv())
+    };
+    super::pack_lines(&urls, &line)
+        .into_iter()
+        .map(|(urls, command)| Step::Lock { urls, until: lock.until, command })
         .collect()
 }
 

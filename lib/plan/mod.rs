@@ -116,9 +116,56 @@ pub fn join(words: &[String]) -> String {
     words.iter().map(|w| quote(w)).collect::<Vec<_>>().join(" ")
 }
 
+/// Objects per command at most: one DeleteObjects request carries 1,000 keys.
+pub const URLS_PER_COMMAND: usize = 1_000;
+/// Bytes per command line at most: a plan line is run as `bash -c LINE`, one argument,
+/// which Linux caps at 128 KiB (MAX_ARG_STRLEN); the rest is margin.
+pub const LINE_BUDGET: usize = 120 * 1024;
+
+/// `urls` in order, cut into as few command lines as fit: each `line(batch)` holds at most
+/// [`URLS_PER_COMMAND`] URLs and [`LINE_BUDGET`] bytes. Returns (batch, line) pairs.
+pub fn pack_lines(urls: &[String], line: &dyn Fn(&[String]) -> String) -> Vec<(Vec<String>, String)> {
+    let mut out = Vec::new();
+    let mut rest = urls;
+    while !rest.is_empty() {
+        // Grow the batch while the quoted URLs fit beside the command's own words.
+        let base = line(&[]).len();
+        let (mut n, mut len) = (0, base);
+        while n < rest.len() && n < URLS_PER_COMMAND {
+            let add = quote(&rest[n]).len() + 1;
+            if n > 0 && len + add > LINE_BUDGET {
+                break;
+            }
+            len += add;
+            n += 1;
+        }
+        let batch = rest[..n].to_vec();
+        let text = line(&batch);
+        out.push((batch, text));
+        rest = &rest[n..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_hold_a_thousand_urls_or_fit_the_argument_limit() {
+        let line = |b: &[String]| join(&[vec!["s3put".to_string(), "--delete".to_string()], b.to_vec()].concat());
+        let short: Vec<String> = (0..2_500).map(|i| format!("s3://b/tank/@s{i}/zsnap1,kind=full")).collect();
+        let lines = pack_lines(&short, &line);
+        assert_eq!(lines.iter().map(|(b, _)| b.len()).collect::<Vec<_>>(), vec![1_000, 1_000, 500]);
+        assert_eq!(lines.iter().flat_map(|(b, _)| b.clone()).collect::<Vec<_>>(), short);
+        // Long keys (and ones that need quoting): fewer a line, never past the limit.
+        let long: Vec<String> = (0..900).map(|i| format!("s3://b/{}/it's @{i}", "p".repeat(400))).collect();
+        let lines = pack_lines(&long, &line);
+        assert!(lines.len() > 1);
+        assert!(lines.iter().all(|(b, l)| l.len() <= LINE_BUDGET && l.matches("s3://").count() == b.len()));
+        assert_eq!(lines.iter().map(|(b, _)| b.len()).sum::<usize>(), 900);
+        assert!(pack_lines(&[], &line).is_empty());
+    }
 
     #[test]
     fn quoting() {

@@ -19,10 +19,6 @@ use crate::s3::objects::LockState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-/// At most this many objects per delete command: a command line is passed to
-/// `bash -c` as one argument, which Linux caps at 128 KiB.
-pub const COMMAND_BATCH: usize = 100;
-
 /// The quota prune applies to one dataset: its own `quota`, and what the client's quota
 /// leaves once its other datasets under the prefix (`others` bytes) are counted.
 pub fn budget(policy: &RetentionPolicy, others: u64) -> Option<u64> {
@@ -531,15 +527,14 @@ impl Prune {
         })
     }
 
-    /// The delete commands, children first, at most [`COMMAND_BATCH`] objects each.
+    /// The delete commands, children first, as few as fit (see [`super::pack_lines`]):
+    /// up to 1,000 objects each, one DeleteObjects request.
     pub fn commands(&self, ctx: &Context, records: &[BackupRecord]) -> Vec<String> {
-        self.delete_order
-            .chunks(COMMAND_BATCH)
-            .map(|batch| {
-                let urls = batch.iter().map(|&i| ctx.url(&records[i].key)).collect();
-                join(&super::calls::S3putDelete { urls, connection: ctx.connection.clone() }.argv())
-            })
-            .collect()
+        let urls: Vec<String> = self.delete_order.iter().map(|&i| ctx.url(&records[i].key)).collect();
+        let line = |batch: &[String]| {
+            join(&super::calls::S3putDelete { urls: batch.to_vec(), connection: ctx.connection.clone() }.argv())
+        };
+        super::pack_lines(&urls, &line).into_iter().map(|(_, l)| l).collect()
     }
 }
 
@@ -896,7 +891,7 @@ mod tests {
 
     #[test]
     fn commands_are_batched_children_first() {
-        let records = series(250, T0 - 250 * D, D, 1);
+        let records = series(2_250, T0 - 2_250 * D, D, 1);
         let ctx = Context {
             bucket: "bkt".into(),
             connection: vec!["--endpoint".into(), "http://h:1".into()],
@@ -904,9 +899,11 @@ mod tests {
         };
         let p = run(&records, &none(), T0);
         let cmds = p.commands(&ctx, &records);
+        // 1,000 objects a command (one DeleteObjects each), the newest (children) first.
         assert_eq!(cmds.len(), 3);
-        assert!(cmds[0].starts_with("s3put --delete --endpoint http://h:1 s3://bkt/tank/data/@s249/"), "{}", cmds[0]);
-        assert_eq!(cmds[2].matches(" s3://").count(), 49);
+        assert!(cmds[0].starts_with("s3put --delete --endpoint http://h:1 s3://bkt/tank/data/@s2249/"), "{}", cmds[0]);
+        assert_eq!(cmds[0].matches(" s3://").count(), 1_000);
+        assert_eq!(cmds[2].matches(" s3://").count(), 249);
         assert!(cmds.iter().all(|c| c.len() < 128 * 1024));
     }
 

@@ -74,6 +74,19 @@ fn a_host_with_only_the_recipient_backs_up_and_only_the_identity_restores() {
     assert_eq!(deep.code(), 2, "{}", deep.stderr);
     assert!(deep.text().contains("--deep needs --identity"), "{}\n{}", deep.text(), deep.stderr);
     site.run("zsnap-health", &["--deep", "--identity", &key.display().to_string()]).success();
+    // The restore drill decrypts with the identity given as a flag, and without one says
+    // what it needs (it received nothing).
+    let drill =
+        site.run("zsnap-health", &["--restore-drill", &site.pool.name, "--identity", &key.display().to_string()]);
+    assert!(
+        drill.json_lines().iter().any(|l| l["check"] == "restore-drill" && l["severity"] == "ok"),
+        "{}\n{}",
+        drill.text(),
+        drill.stderr
+    );
+    let blind = site.run("zsnap-health", &["--restore-drill", &site.pool.name]);
+    assert_eq!(blind.code(), 2, "{}", blind.stderr);
+    assert!(blind.text().contains("give --identity FILE"), "{}", blind.text());
 
     // Without the identity, with another one, and with a flipped byte: refused, each with its
     // own code, and the target never created.

@@ -198,8 +198,9 @@ backups younger than min_age, objects under Object Lock or legal hold (one GetOb
 on a bucket with Object Lock, one HEAD per object that would be deleted, else none) and objects that cannot be restored are always kept, and so is every object a kept backup's chain \
 needs (\"needed by kept @X\"). A quota deletes the oldest backups first but never breaks a chain: when it \
 cannot be met, the plan says why and zsnap-plan exits 1. With CLIENT_QUOTA the quota is the lower of QUOTA and what \
-the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, at most \
-100 objects each, children before parents. prune --broken: instead of the policy, delete only orphans, \
+the client's other datasets under the prefix leave of CLIENT_QUOTA (one listing of the prefix). With --format sh: s3put --delete commands, up to \
+1,000 objects each (one DeleteObjects request; fewer when long keys would pass the 128 KiB command line), \
+children before parents. prune --broken: instead of the policy, delete only orphans, \
 backups that cannot be restored once a restorable copy of the same snapshot (the full that healed the chain) \
 or of a newer one exists; every restorable object is kept with the reason, and so are orphans that are \
 the only copy of their data and locked ones.
