@@ -14,6 +14,7 @@ mod health;
 mod install;
 mod object_lock;
 mod openzfs;
+mod package;
 mod plan;
 mod resume;
 mod retention;
