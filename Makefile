@@ -74,6 +74,9 @@ uninstall:
 
 deb:
 	@test -n "$(VERSION)" || { echo "make deb: no version = \"...\" line in Cargo.toml" >&2; exit 1; }
+	@for t in dpkg-deb dpkg-shlibdeps; do \
+		command -v $$t >/dev/null || { echo "make deb: $$t is missing: apt-get install dpkg-dev" >&2; exit 1; }; \
+	done
 	rm -rf "$(DEBWORK)/debian"
 	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR="$(debroot)" BUILT="$(BUILT)"
 	gzip -9n "$(debroot)/usr/share/man/man1/"*.1

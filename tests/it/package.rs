@@ -324,6 +324,9 @@ fn around_needed() -> (String, String, String) {
 
 #[test]
 fn toolchain_step_keeps_a_new_enough_cargo() {
+    let readme = std::fs::read_to_string(repo_path("README.md")).expect("README");
+    let needed = env!("CARGO_PKG_RUST_VERSION");
+    assert!(readme.contains(&format!("Building needs Rust >= {needed} ")), "the README names rust-version {needed}");
     let (_, equal, newer) = around_needed();
     for version in [equal, newer] {
         let tb = Toolbox::new("new-enough");
