@@ -219,9 +219,14 @@ fn deb_holds_exactly_the_install_layout_and_installs_removes_and_purges() {
     assert!(cron("s3put", &["--help"]).contains("Usage: s3put"), "s3put --help");
     assert!(cron("zsnap-restore", &["--help"]).contains("Usage: zsnap-restore"));
 
-    // Removed: only the admin's (edited) conffile stays; purged: nothing.
+    // Reinstalled over the admin's edit: kept, without a question (stdin is closed).
     let edited = [conf.as_slice(), b"DATASET=tank/edited\n"].concat();
     std::fs::write(root.join(CONFFILE), &edited).expect("edit the conffile");
+    dpkg_in(&root, &["-i", &deb_arg]).success();
+    assert!(std::fs::read(root.join(CONFFILE)).expect("kept") == edited, "a reinstall keeps the admin's edit");
+    assert_eq!(files_under(&root), expected_files(), "reinstalled files");
+
+    // Removed: only the admin's (edited) conffile stays; purged: nothing.
     dpkg_in(&root, &["-r", "zsnap"]).success();
     assert_eq!(files_under(&root), BTreeSet::from([CONFFILE.to_string()]), "left after dpkg -r");
     assert!(std::fs::read(root.join(CONFFILE)).expect("kept") == edited, "dpkg -r keeps the admin's edit");
