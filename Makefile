@@ -2,9 +2,10 @@
 #   make                                   # cargo build --release --locked
 #   make install PREFIX=/usr/local         # as root; DESTDIR=/tmp/stage for packaging
 #   make uninstall PREFIX=/usr/local       # removes exactly what install put there
-# install does not build (so `sudo make install` never runs cargo as root or needs the
-# network): it copies BUILT's binaries (default target/release; BUILT=target/debug for a
-# debug build) and fails with one line when they are missing.
+#   make deb                               # target/zsnap_VERSION_ARCH.deb, for dpkg -i
+# install and deb do not build (so `sudo make install` never runs cargo as root or needs the
+# network): they copy BUILT's binaries (default target/release; BUILT=target/debug for a
+# debug build) and fail with one line when they are missing.
 
 PREFIX ?= /usr/local
 DESTDIR ?=
@@ -27,7 +28,21 @@ UNITS = zsnap-snapshot@.service zsnap-snapshot@.timer zsnap-backup.service zsnap
 DOCS = zsnap.conf.example
 BINDIR_DOCS = zsnap.cron.example
 
-.PHONY: all install uninstall
+# The package is `make install PREFIX=/usr` into a staging root, plus what Debian adds: man
+# pages gzipped, the example config as the conffile /etc/zsnap/zsnap.conf, a copyright file,
+# md5sums, and a control file (dist/deb/control) whose shared-library Depends come from
+# dpkg-shlibdeps. Built with dpkg-deb alone; DEB names the output, DEBWORK the staging
+# directory (its debian/ is replaced), DEB_COMPRESS dpkg-deb's -Z. Directories are made 755
+# whatever the umask; dpkg-deb --root-owner-group makes every file root's without fakeroot.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB ?= target/zsnap_$(VERSION)_$(DEB_ARCH).deb
+DEBWORK ?= target/deb
+DEB_COMPRESS ?= xz
+# dpkg-shlibdeps wants the files in debian/PACKAGE beside a debian/control.
+debroot = $(DEBWORK)/debian/zsnap
+
+.PHONY: all install uninstall deb deb-path
 
 all:
 	cargo build --release --locked
@@ -56,3 +71,29 @@ uninstall:
 	rm -f $(UNITS:%="$(DESTDIR)$(unitdir)/%")
 	# Only the directories that are zsnap's own, and only when empty.
 	for d in "$(DESTDIR)$(libdir)" "$(DESTDIR)$(docdir)"; do rmdir "$$d" 2>/dev/null || true; done
+
+deb:
+	@test -n "$(VERSION)" || { echo "make deb: no version = \"...\" line in Cargo.toml" >&2; exit 1; }
+	@for t in dpkg-deb dpkg-shlibdeps; do \
+		command -v $$t >/dev/null || { echo "make deb: $$t is missing: apt-get install dpkg-dev" >&2; exit 1; }; \
+	done
+	rm -rf "$(DEBWORK)/debian"
+	$(MAKE) --no-print-directory install PREFIX=/usr DESTDIR="$(debroot)" BUILT="$(BUILT)"
+	gzip -9n "$(debroot)/usr/share/man/man1/"*.1
+	install -d -m 755 "$(debroot)/DEBIAN" "$(debroot)/etc/zsnap"
+	install -m 644 dist/zsnap.conf.example "$(debroot)/etc/zsnap/zsnap.conf"
+	install -m 644 dist/deb/copyright "$(debroot)/usr/share/doc/zsnap/copyright"
+	install -m 644 dist/deb/conffiles "$(debroot)/DEBIAN/conffiles"
+	cd "$(debroot)" && find usr -type f -print0 | LC_ALL=C sort -z | xargs -0 md5sum >DEBIAN/md5sums
+	printf 'Source: zsnap\n\nPackage: zsnap\nArchitecture: any\n' >"$(DEBWORK)/debian/control"
+	shlibs=$$(cd "$(DEBWORK)" && dpkg-shlibdeps -O $(BINS:%=debian/zsnap/usr/bin/%)) && \
+	shlibs=$${shlibs#shlibs:Depends=} && test -n "$$shlibs" && \
+	size=$$(du -sk --apparent-size --exclude=DEBIAN "$(debroot)" | cut -f 1) && \
+	sed -e 's|@VERSION@|$(VERSION)|' -e 's|@ARCH@|$(DEB_ARCH)|' -e "s|@INSTALLED_SIZE@|$$size|" \
+		-e "s|@SHLIBS_DEPENDS@|$$shlibs|" dist/deb/control >"$(debroot)/DEBIAN/control"
+	find "$(debroot)" -type d -exec chmod 755 {} +
+	dpkg-deb --root-owner-group -Z$(DEB_COMPRESS) --build "$(debroot)" "$(DEB)"
+
+# Where `make deb` writes the package (for .ci/run).
+deb-path:
+	@echo "$(DEB)"

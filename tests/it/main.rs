@@ -15,6 +15,7 @@ mod health;
 mod install;
 mod object_lock;
 mod openzfs;
+mod package;
 mod plan;
 mod resume;
 mod retention;
