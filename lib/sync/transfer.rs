@@ -61,8 +61,16 @@ impl ProgressMode {
     }
 }
 
-/// Run the stages of one transfer; the bytes `zfs send` produced on success.
-pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMode) -> Result<u64, Failure> {
+/// Run the stages of one transfer; the bytes `zfs send` produced on success. With `idle`,
+/// a stream that stops moving for that long (while the first stage still has bytes for the
+/// next: an ssh or zfs recv that stopped reading) kills every stage: exit 69.
+pub fn run(
+    stages: &[Stage],
+    target: &Location,
+    what: &str,
+    progress: ProgressMode,
+    idle: Option<Duration>,
+) -> Result<u64, Failure> {
     check_signal()?;
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::with_capacity(stages.len());
@@ -83,12 +91,29 @@ pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMo
         progress.enabled.then(|| spawn_ticker(what.to_string(), counted.clone(), done.clone(), progress.every));
     let mut status = vec![None; children.len()];
     let mut killed = false;
+    let mut stalled = None;
+    let mut moved = (0u64, Instant::now());
     while status.iter().any(Option::is_none) {
         if !killed && SIGNAL.load(Ordering::SeqCst) != 0 {
             for c in &mut children {
                 let _ = c.kill();
             }
             killed = true;
+        }
+        // Idle: bytes counted only once the next stage took them, so a reader that stopped
+        // shows as a count that stops while the copier is still at work.
+        let n = counted.load(Ordering::Relaxed);
+        if n != moved.0 {
+            moved = (n, Instant::now());
+        }
+        if let Some(limit) = idle.filter(|_| !killed && !copier.is_finished()) {
+            if moved.1.elapsed() >= limit {
+                for c in &mut children {
+                    let _ = c.kill();
+                }
+                killed = true;
+                stalled = Some(limit);
+            }
         }
         for (i, c) in children.iter_mut().enumerate() {
             if status[i].is_none() {
@@ -112,6 +137,16 @@ pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMo
         let _ = t.join();
     }
     check_signal()?;
+    if let Some(limit) = stalled {
+        return Err(Failure::new(
+            ExitCode::Unreachable,
+            format!(
+                "{what}: no byte moved for {}s (--idle-timeout): the receiving side stopped reading, so every \
+                 stage was killed; the target keeps its last good snapshot",
+                limit.as_secs()
+            ),
+        ));
+    }
     let ended: Vec<Ended> = status
         .into_iter()
         .zip(errs)
