@@ -201,7 +201,7 @@ SIGINT, SIGTERM and SIGHUP (a kill -9 leaves the hold: zfs release zsync-ssh-PID
 
 The target only moves forward. It has diverged when it holds snapshots after the common one, or was \
 written since its newest snapshot (the written property on OpenZFS; on zfs-fuse, which lacks it, a \
-changed referenced size or blocks held only by the newest snapshot). Then nothing is sent and exit is 2, \
+changed referenced size or blocks held only by the newest snapshot). Then nothing is sent and exit is 79, \
 with the sender-only and receiver-only snapshots in the JSON, unless --rollback. Changes no property \
 shows (atime updates, chmod) surface as zfs recv's \"destination has been modified\" and are reported \
 the same way: give replicas atime=off or readonly=on. No common snapshot at all is refused even with \
@@ -215,16 +215,40 @@ whole stream arrived, so the target keeps its last good snapshot. Where the targ
 has neither (probed once per run: its answer is \"invalid option\"); there a cut transfer leaves \
 nothing behind and the next run starts that snapshot again.
 
-One send, many sinks: one zfs send can feed both an S3 backup and a replica, and a new replica can be \
-seeded from S3 instead of the source (see EXAMPLES).
+A transfer whose bytes stop moving for --idle-timeout (default 5m) while zfs send still has more (an \
+ssh or zfs recv that stopped reading) is killed: exit 69, the target keeps its last good snapshot.
 
-stdout carries one JSON line: {\"source\", \"target\", \"common\" ({\"snapshot\", \"target_snapshot\", \
-\"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (send stream bytes), \"seconds\", \
-\"action\"}; action is \"sent\", \"none\", \"dry-run\", \"refused\" (also \"reason\", \"sender_only\", \
-\"receiver_only\") or \"failed\" (also \"error\"). Exit status: 0 sent (or nothing to do, see \
---exit-nothing), 79 refused because the target diverged, 67 a transfer stage failed or was cut (nothing \
-partial kept), 66 dataset or snapshot missing, 69/71/78 ssh could not connect, resolve or log in, 77 \
-permission denied on a zfs command, 128+N stopped by signal N.",
+--prune-target destroys, after a successful sync, the replica's snapshots that zsnap's retention policy \
+does not keep, by the rules zsnap-plan prune applies to backups (newest, KEEP_LAST, the newest of each of \
+the last KEEP_HOURLY … KEEP_YEARLY periods that have one, MIN_AGE; by each snapshot's creation time, \
+which zfs recv keeps), read from zsnap's configuration ([fs:SRC_DATASET], then [main], or ZSNAP_KEEP_*). \
+Only snapshots matching the snapshot prefix (-s, else SNAPSHOT_PREFIX) older than the common snapshot \
+are candidates; the common snapshot (the base of the next sync), anything newer, held snapshots and \
+other names are never destroyed.
+
+--from-s3 seeds or catches up the replica from SRC_DATASET's backups in S3 (BUCKET, S3_PREFIX and the \
+endpoint from flags, environment or zsnap's configuration, as zsnap-plan reads them): the chain to the \
+newest backup that zsnap-plan restore would receive, after the newest snapshot the replica holds (by \
+guid). Each object is one s3get --zfs-stream (its gate checks every record and checksum before zfs recv \
+sees it) piped into ssh HOST 'zfs recv DST'; a failure stops the run with the failing stage's code \
+(s3get's own: 65 corrupt, 66 missing, 69 unreachable …), and since zfs recv commits a snapshot only \
+whole (no -s: a cut stream from S3 cannot be resumed), the replica keeps the snapshots that arrived \
+whole and nothing of the one that failed. The next --from-s3 run, or an ordinary run from the source, \
+continues from there by guid. One send, many sinks: one zfs send can also feed both an S3 backup and a \
+replica (see EXAMPLES).
+
+stdout is JSON lines. A run prints one summary line: {\"source\", \"target\", \"common\" ({\"snapshot\", \
+\"target_snapshot\", \"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (stream bytes), \
+\"seconds\", \"action\"}; action is \"sent\", \"none\", \"dry-run\", \"refused\" (also \"reason\", \
+\"sender_only\", \"receiver_only\") or \"failed\" (also \"error\"); with --from-s3 also \"from\", with \
+--prune-target \"pruned\" (\"to_prune\" in a dry run, and \"prune_error\" when only the prune failed), \
+each destroyed snapshot having its own line before it. --dry-run prints, before the summary, one line \
+per action with its \"action\" (send, resume, abort-resume, rollback, bookmark, recv, destroy), \
+\"target\" and exact \"command\"; with --format sh only those commands. Exit status: 0 sent (or nothing \
+to do, see --exit-nothing), 79 refused because the target diverged, 67 a transfer stage failed or was \
+cut (nothing partial kept), 66 dataset or snapshot missing, 69/71/78 ssh could not connect, resolve or \
+log in (69 also --idle-timeout), 77 permission denied on a zfs command, with --from-s3 s3get's code, \
+128+N stopped by signal N.",
     groups: &[
         ("Options", FLAGS),
         ("ssh", SSH_FLAGS),
@@ -236,7 +260,7 @@ permission denied on a zfs command, 128+N stopped by signal N.",
     examples: &[
         ("zsync-ssh tank/data backup@nas:pool/data", "Replicate tank/data to nas (full the first time, then incrementals)."),
         ("zsync-ssh -c zstd -b 256M -s daily- tank/data nas:pool/data", "Compressed and buffered, daily snapshots only."),
-        ("zsync-ssh --dry-run tank/data nas:pool/data", "Show the commands without running them."),
+        ("zsync-ssh --dry-run tank/data nas:pool/data", "What a run would do, as JSON lines with each command."),
         ("zsync-ssh --rollback tank/data nas:pool/data", "Discard what was done on the replica since the common snapshot."),
         (
             "zfs send -i tank/data@d1 tank/data@d2 | tee >(ssh nas zfs recv pool/data) | s3put --zfs-stream --compress zstd s3://backups/tank/data@d2",
@@ -244,9 +268,17 @@ permission denied on a zfs command, 128+N stopped by signal N.",
              zfs recv only a whole stream; check both exit statuses, e.g. with set -o pipefail and wait).",
         ),
         (
-            "s3get --decompress zstd --zfs-stream s3://backups/tank/data@d1 | ssh nas zfs recv pool/data",
-            "Seed a new replica from S3 instead of the source; later runs of zsync-ssh continue from the \
-             common snapshot (matched by guid).",
+            "zsync-ssh --from-s3 --bucket backups tank/data nas:pool/data",
+            "Seed a new replica (or catch one up) from tank/data's backups in S3 instead of the source; later \
+             runs of zsync-ssh continue from the common snapshot (matched by guid).",
+        ),
+        (
+            "zsync-ssh -s daily- --prune-target tank/data nas:pool/data",
+            "Sync, then destroy the replica's daily- snapshots zsnap's retention policy no longer keeps.",
+        ),
+        (
+            "zsync-ssh --dry-run --format sh tank/data nas:pool/data",
+            "Only the commands a run would execute, one per line.",
         ),
     ],
     see_also: "s3put(1), s3get(1), zsnap-backup(1), zfs-send(8), zfs-recv(8), ssh(1)",
@@ -506,6 +538,7 @@ struct Summary {
     planned: Vec<(String, Value)>,
     /// `--prune-target`: the snapshots destroyed on the target.
     prune: bool,
+    dry_run: bool,
     pruned: Vec<String>,
     /// The sync is done and the prune after it runs: a failure now is the prune's.
     pruning: bool,
@@ -528,6 +561,7 @@ impl Summary {
             extra: Vec::new(),
             planned: Vec::new(),
             prune: args.prune_target,
+            dry_run: args.dry_run,
             pruned: Vec::new(),
             pruning: false,
         }
@@ -551,18 +585,16 @@ impl Summary {
             "action": self.action,
         });
         if let Value::Object(m) = &mut v {
-            if self.prune {
-                let key = if self.planned.is_empty() { "pruned" } else { "to_prune" };
-                let names: Vec<String> = match key {
-                    "pruned" => self.pruned.clone(),
-                    _ => self
-                        .planned
-                        .iter()
-                        .filter(|(_, j)| j["action"] == "destroy")
-                        .filter_map(|(_, j)| j["snapshot"].as_str().map(str::to_string))
-                        .collect(),
-                };
-                m.insert(key.into(), json!(names));
+            if self.prune && self.dry_run {
+                let names: Vec<&str> = self
+                    .planned
+                    .iter()
+                    .filter(|(_, j)| j["action"] == "destroy")
+                    .filter_map(|(_, j)| j["snapshot"].as_str())
+                    .collect();
+                m.insert("to_prune".into(), json!(names));
+            } else if self.prune {
+                m.insert("pruned".into(), json!(self.pruned));
             }
             for (k, x) in &self.extra {
                 m.insert(k.clone(), x.clone());
@@ -858,22 +890,21 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         summary.plan(args, &actions);
         summary.sent = arriving.iter().map(|r| r.snapshot.clone()).collect();
         summary.action = "dry-run".into();
+        // What the replica will hold: its snapshots, then the chain's (each keeps its
+        // snapshot's creation time, which zfs recv carries over).
         let mut after = have.clone().unwrap_or_default();
-        let mut txg = after.iter().map(|s| s.createtxg).max().unwrap_or(0);
-        for r in &arriving {
-            txg += 1;
-            after.push(crate::zfs::snapshots::Snapshot {
-                dataset: dst.clone(),
-                name: r.snapshot.clone(),
-                guid: r.guid.unwrap_or(0),
-                createtxg: txg,
-                creation: r.time,
-                used: 0,
-                referenced: 0,
-                logical_referenced: None,
-                holds: 0,
-            });
-        }
+        let base = after.iter().map(|s| s.createtxg).max().unwrap_or(0);
+        after.extend(arriving.iter().enumerate().map(|(k, r)| crate::zfs::snapshots::Snapshot {
+            dataset: dst.clone(),
+            name: r.snapshot.clone(),
+            guid: r.guid.unwrap_or(0),
+            createtxg: base + 1 + k as u64,
+            creation: r.time,
+            used: 0,
+            referenced: 0,
+            logical_referenced: None,
+            holds: 0,
+        }));
         prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
         return Ok(ExitCode::Ok);
     }

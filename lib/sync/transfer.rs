@@ -219,10 +219,14 @@ fn copy(mut from: ChildStdout, mut to: ChildStdin, counted: &AtomicU64) -> u64 {
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
+                // Counted in pipe-sized pieces, so a slow reader still shows as moving to
+                // the idle timeout.
+                for piece in buf[..n].chunks(64 << 10) {
+                    if to.write_all(piece).is_err() {
+                        return counted.load(Ordering::Relaxed);
+                    }
+                    counted.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 }
-                counted.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,

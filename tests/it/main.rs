@@ -28,4 +28,5 @@ mod transport;
 mod transport_errors;
 mod transport_interrupts;
 mod zfs_pipeline;
+mod zsync_from_s3;
 mod zsync_ssh;
