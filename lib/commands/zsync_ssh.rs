@@ -1211,6 +1211,40 @@ mod tests {
     }
 
     #[test]
+    fn prune_from_s3_format_and_idle_flags() {
+        let a = parse_ok(&["--prune-target", "--config", "/c", "-s", "d-", "t/d", "h:p/d"]);
+        assert!(a.prune_target && !a.from_s3 && a.prefix_given);
+        assert_eq!(a.idle_timeout, IDLE_TIMEOUT);
+        assert_eq!(
+            (a.settings.config.as_deref(), a.settings.dataset.as_deref(), a.settings.snapshot_prefix.as_deref()),
+            (Some("/c"), Some("t/d"), Some("d-")),
+            "the source's [fs:] section, and -s over SNAPSHOT_PREFIX"
+        );
+        let a =
+            parse_ok(&["--from-s3", "--bucket", "b", "--s3-prefix", "p/", "--endpoint", "http://h:1", "t/d", "h:p/d"]);
+        assert!(a.from_s3 && !a.prefix_given);
+        assert_eq!((a.settings.bucket.as_deref(), a.settings.s3_prefix.as_deref()), (Some("b"), Some("p/")));
+        assert_eq!(a.settings.endpoint.as_deref(), Some("http://h:1"), "flags > environment > file");
+        assert_eq!(a.settings.snapshot_prefix, None);
+        let a = parse_ok(&["-n", "-f", "sh", "--idle-timeout", "90s", "t/d", "h:p/d"]);
+        assert_eq!((a.format, a.idle_timeout), (Some(Format::Sh), Duration::from_secs(90)));
+        assert_eq!(parse_ok(&["--format", "json", "t/d", "h:p/d"]).format, Some(Format::Json));
+        for (bad, needle) in [
+            (&["--format", "sh", "t/d", "h:p/d"][..], "--format sh prints the commands of a --dry-run"),
+            (&["-n", "--format", "yaml", "t/d", "h:p/d"][..], "not json or sh"),
+            (&["--idle-timeout", "0", "t/d", "h:p/d"][..], "at least 1s"),
+            (&["--idle-timeout", "soon", "t/d", "h:p/d"][..], "--idle-timeout"),
+            (&["--from-s3", "-I", "t/d", "h:p/d"][..], "--intermediates is about zfs send"),
+            (&["--from-s3", "--send-option", "-c", "t/d", "h:p/d"][..], "--send-option is about zfs send"),
+            (&["--bogus", "t/d", "h:p/d"][..], "invalid option '--bogus'"),
+        ] {
+            let f = parse_err(bad);
+            assert_eq!(f.code, ExitCode::Usage);
+            assert!(f.message.contains(needle), "{bad:?}: {}", f.message);
+        }
+    }
+
+    #[test]
     fn exit_nothing_codes() {
         assert_eq!(crate::cli::exit::from_code(2), ExitCode::Critical);
         assert_eq!(crate::cli::exit::from_code(3).code(), 3);
