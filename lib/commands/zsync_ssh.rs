@@ -863,19 +863,15 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         });
         arriving.push(rec);
     }
-    let newest = records.last();
-    let common = newest.map(|r| plan::Common {
-        source: r.snapshot.clone(),
-        target: have
-            .iter()
-            .flatten()
-            .rfind(|t| r.holds(t.guid, &t.name))
-            .map_or(r.snapshot.clone(), |t| t.name.clone()),
-        guid: r.guid.unwrap_or(0),
+    // As for a sync from the source: the common snapshot is where the chain starts, the
+    // replica's newest snapshot that a backup holds.
+    let common = have.iter().flatten().rev().find_map(|t| {
+        let r = records.iter().find(|r| r.holds(t.guid, &t.name))?;
+        Some(plan::Common { source: r.snapshot.clone(), target: t.name.clone(), guid: t.guid })
     });
-    let newest_guid = newest.and_then(|r| r.guid);
+    summary.common = common_json(common.as_ref());
+    let newest_guid = records.last().and_then(|r| r.guid);
     if arriving.is_empty() {
-        summary.common = common_json(common.as_ref());
         summary.action = "none".into();
         if args.dry_run {
             summary.plan(args, &actions);
@@ -909,7 +905,6 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         return Ok(ExitCode::Ok);
     }
     execute(args, &source, &target, &actions, summary)?;
-    summary.common = common_json(common.as_ref());
     summary.action = "sent".into();
     if args.prune_target {
         let after = target.snapshots(dst)?.unwrap_or_default();
@@ -1064,8 +1059,9 @@ fn execute(
                     eprintln!("zsync-ssh: warning: {f}");
                 }
             }
-            Action::FromS3 { snapshot, url, stages, .. } => {
-                let what = format!("{url} (@{snapshot}) to {}", summary.target);
+            Action::FromS3 { snapshot, stages, .. } => {
+                // s3get's own message names the object.
+                let what = format!("receiving @{snapshot} from S3 into {}", summary.target);
                 summary.action = "sent".into();
                 summary.bytes += transfer::run(stages, &args.target, &what, progress, idle)?;
                 summary.sent.push(snapshot.clone());

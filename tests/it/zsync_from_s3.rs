@@ -100,6 +100,7 @@ fn seed_from_s3_then_zsync_continues_by_guid_and_s3_catches_up() {
 
     let j = s.zsync(&["--from-s3"]).success().json();
     assert_eq!((j["action"].as_str(), j["sent"].clone()), (Some("sent"), serde_json::json!(["s1", "s2", "s3"])), "{j}");
+    assert!(j["common"].is_null(), "a new replica: {j}");
     assert_eq!(s.remote_snapshots(), ["s1", "s2", "s3"]);
     for snap in ["s1", "s2", "s3"] {
         assert_eq!(s.remote_guid(snap), s.site.pool.guid(&format!("{}@{snap}", s.site.data)), "{snap} by guid");
@@ -124,7 +125,12 @@ fn seed_from_s3_then_zsync_continues_by_guid_and_s3_catches_up() {
     s.backed_up("s5", MIB / 5, 5);
     let j = s.zsync(&["--from-s3"]).success().json();
     assert_eq!(j["sent"], serde_json::json!(["s5"]), "{j}");
-    assert_eq!(j["common"]["guid"].as_str(), Some(s.site.pool.guid(&format!("{}@s5", s.site.data)).as_str()));
+    let s4 = s.site.pool.guid(&format!("{}@s4", s.site.data));
+    assert_eq!(
+        (j["common"]["snapshot"].as_str(), j["common"]["guid"].as_str()),
+        (Some("s4"), Some(s4.as_str())),
+        "{j}"
+    );
     assert_eq!(s.remote_snapshots(), ["s1", "s2", "s3", "s4", "s5"]);
     s.assert_same_files();
 }
@@ -141,7 +147,8 @@ fn a_corrupt_object_fails_with_65_and_leaves_no_partial_snapshot() {
     let out = out.fails_last(65, "zsync-ssh", "s3get exited 65");
     let j = out.json();
     assert_eq!((j["action"].as_str(), j["sent"].clone()), (Some("failed"), serde_json::json!(["s1"])), "{j}");
-    assert!(j["error"].as_str().unwrap_or("").contains("@s2"), "names the object: {j}");
+    let error = j["error"].as_str().unwrap_or("");
+    assert!(error.contains("receiving @s2 from S3") && error.contains("/@s2/zsnap1,"), "names the object: {j}");
     // s1 is whole; nothing of s2 (no snapshot, no clone, no partial dataset) is left.
     assert_eq!(s.remote_all(), [s.dst.clone(), format!("{}@s1", s.dst)]);
     let token = s.remote(&["zfs", "get", "-H", "-o", "value", "receive_resume_token", &s.dst]);
