@@ -89,6 +89,8 @@ pub fn run(
     let done = Arc::new(AtomicBool::new(false));
     let ticker =
         progress.enabled.then(|| spawn_ticker(what.to_string(), counted.clone(), done.clone(), progress.every));
+    let first = &stages[0].name;
+    let next = stages.get(1).map_or("the next stage", |s| s.name.as_str());
     let mut status = vec![None; children.len()];
     let mut killed = false;
     let mut stalled = None;
@@ -102,7 +104,7 @@ pub fn run(
         }
         // Idle: bytes counted only once the next stage took them, so a reader that stopped
         // shows as a count that stops while the copier is still at work.
-        let n = counted.load(Ordering::Relaxed);
+        let n = counted.bytes.load(Ordering::Relaxed);
         if n != moved.0 {
             moved = (n, Instant::now());
         }
@@ -112,7 +114,8 @@ pub fn run(
                     let _ = c.kill();
                 }
                 killed = true;
-                stalled = Some(limit);
+                // Blocked writing: the reader stopped; blocked reading: the producer did.
+                stalled = Some((limit, counted.writing.load(Ordering::Relaxed)));
             }
         }
         for (i, c) in children.iter_mut().enumerate() {
@@ -137,12 +140,16 @@ pub fn run(
         let _ = t.join();
     }
     check_signal()?;
-    if let Some(limit) = stalled {
+    if let Some((limit, writing)) = stalled {
+        let who = match writing {
+            true => format!("{next} stopped reading"),
+            false => format!("{first} stopped writing"),
+        };
         return Err(Failure::new(
             ExitCode::Unreachable,
             format!(
-                "{what}: no byte moved for {}s (--idle-timeout): the receiving side stopped reading, so every \
-                 stage was killed; the target keeps its last good snapshot",
+                "{what}: no byte moved for {}s (--idle-timeout): {who}, so every stage was killed; the target \
+                 keeps its last good snapshot",
                 limit.as_secs()
             ),
         ));
@@ -165,7 +172,15 @@ pub fn run(
     Ok(bytes)
 }
 
-type Copier = (JoinHandle<u64>, Arc<AtomicU64>);
+/// What the copier between the first two stages has done: bytes the next stage took, and
+/// whether it is waiting for that stage to take more (else for the first to give more).
+#[derive(Default)]
+struct Flow {
+    bytes: AtomicU64,
+    writing: AtomicBool,
+}
+
+type Copier = (JoinHandle<u64>, Arc<Flow>);
 
 /// Start every stage, wired stdout to stdin, with this process copying from the first stage
 /// to the second. Returns the copier and one stderr collector per stage.
@@ -205,7 +220,7 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
     let (Some(from), Some(to)) = (first_out, second_in) else {
         return Err(Failure::new(ExitCode::Internal, "pipeline has fewer than two stages"));
     };
-    let counted = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(Flow::default());
     let c = counted.clone();
     let copier = std::thread::spawn(move || copy(from, to, &c));
     Ok(((copier, counted), errs))
@@ -213,7 +228,7 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
 
 /// Copy until end of input or until the next stage stops reading (then dropping our end
 /// of `zfs send`'s pipe stops it too).
-fn copy(mut from: ChildStdout, mut to: ChildStdin, counted: &AtomicU64) -> u64 {
+fn copy(mut from: ChildStdout, mut to: ChildStdin, flow: &Flow) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match from.read(&mut buf) {
@@ -221,18 +236,20 @@ fn copy(mut from: ChildStdout, mut to: ChildStdin, counted: &AtomicU64) -> u64 {
             Ok(n) => {
                 // Counted in pipe-sized pieces, so a slow reader still shows as moving to
                 // the idle timeout.
+                flow.writing.store(true, Ordering::Relaxed);
                 for piece in buf[..n].chunks(64 << 10) {
                     if to.write_all(piece).is_err() {
-                        return counted.load(Ordering::Relaxed);
+                        return flow.bytes.load(Ordering::Relaxed);
                     }
-                    counted.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    flow.bytes.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 }
+                flow.writing.store(false, Ordering::Relaxed);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    counted.load(Ordering::Relaxed)
+    flow.bytes.load(Ordering::Relaxed)
 }
 
 /// A stage's stderr, keeping at most the last 64 KiB.
@@ -252,7 +269,7 @@ fn collect(err: Option<std::process::ChildStderr>) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-fn spawn_ticker(what: String, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
+fn spawn_ticker(what: String, flow: Arc<Flow>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut next = every;
@@ -260,7 +277,7 @@ fn spawn_ticker(what: String, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>, ever
             std::thread::sleep(Duration::from_millis(100));
             if start.elapsed() >= next {
                 next += every;
-                let n = bytes.load(Ordering::Relaxed);
+                let n = flow.bytes.load(Ordering::Relaxed);
                 eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
             }
         }

@@ -416,11 +416,27 @@ fn an_ssh_that_stops_reading_is_killed_by_the_idle_timeout() {
     let start = Instant::now();
     let out = run(c, None, TIMEOUT);
     let took = start.elapsed();
-    let out = out.fails(69, "no byte moved for 2s (--idle-timeout)");
+    let out =
+        out.fails(69, &format!("no byte moved for 2s (--idle-timeout): ssh {} stopped reading", env("ZSNAP_HOST2")));
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert_eq!(out.json()["action"], "failed");
     assert_eq!(s.remote_snapshots(), ["s1"], "the target keeps its last good snapshot");
-    // Without the stand-in the next run completes.
+
+    // A zfs send that stops producing is named as such.
+    let mut which = Command::new("sh");
+    which.args(["-c", "command -v zfs"]);
+    let real_zfs = run(which, None, TIMEOUT).success().text().trim().to_string();
+    let wrapper = dir.join("zfs");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n[ \"$1\" = send ] && exec sleep 600\nexec '{real_zfs}' \"$@\"\n"))
+        .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::remove_file(dir.join("ssh")).expect("rm ssh stand-in");
+    let mut c = s.cmd(&["--idle-timeout", "2s"]);
+    c.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
+    run(c, None, TIMEOUT).fails(69, "no byte moved for 2s (--idle-timeout): zfs send stopped writing");
+    assert_eq!(s.remote_snapshots(), ["s1"]);
+
+    // Without the stand-ins the next run completes.
     assert_eq!(s.sync(&[]).success().json()["sent"], serde_json::json!(["s2"]));
     s.assert_same_files();
 }
