@@ -1,7 +1,9 @@
 //! `zsync-ssh`: bring a replica of a dataset (on another host through ssh, or local) up to
 //! the source's newest snapshot with `zfs send | ssh HOST zfs recv`. The replica only moves
 //! forward: a diverged target is refused unless --rollback; a failed transfer leaves it at
-//! its last good snapshot.
+//! its last good snapshot. --from-s3 brings it forward from the chain in S3 instead (each
+//! object through s3get's gate), and --prune-target then applies zsnap's retention rules
+//! to it, never touching the common snapshot or anything newer.
 
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::json_line;
