@@ -1,12 +1,17 @@
 //! `zsync-ssh`: bring a replica of a dataset (on another host through ssh, or local) up to
 //! the source's newest snapshot with `zfs send | ssh HOST zfs recv`. The replica only moves
 //! forward: a diverged target is refused unless --rollback; a failed transfer leaves it at
-//! its last good snapshot.
+//! its last good snapshot. --from-s3 brings it forward from the chain in S3 instead (each
+//! object through s3get's gate), and --prune-target then applies zsnap's retention rules
+//! to it, never touching the common snapshot or anything newer.
 
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::json_line;
-use crate::cli::values::{parse_number, parse_size};
+use crate::cli::s3_flags::{self, S3Args};
+use crate::cli::values::{parse_duration, parse_number, parse_size};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
+use crate::config::Settings;
+use crate::plan::{restore, Context};
 use crate::sync::pipeline::Stage;
 use crate::sync::pipeline::{self, Compress, Location};
 use crate::sync::plan::{self, Decision, Divergence, Options, Step, Target};
@@ -16,7 +21,8 @@ use crate::zfs::send::SendOptions;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::OsString;
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 const FLAGS: &[Flag] = &[
     Flag {
@@ -79,8 +85,51 @@ const FLAGS: &[Flag] = &[
         short: Some('n'),
         long: "dry-run",
         value: None,
-        doc: "Print the exact commands a real run would execute, one per line, then the JSON summary \
-              (action \"dry-run\"); change nothing. Snapshots are still listed on both sides.",
+        doc: "Change nothing; print what a real run would do, as --format says. Snapshots are still \
+              listed on both sides (and the catalog read, with --from-s3).",
+    },
+    Flag {
+        short: Some('f'),
+        long: "format",
+        value: Some("FORMAT"),
+        doc: "For --dry-run: json (the default when stdout is not a terminal): one JSON line per \
+              action, each with its exact \"command\", then the summary (action \"dry-run\"); sh (the \
+              default on a terminal): only the commands, one per line, shell-quoted. Never both.",
+    },
+    Flag {
+        short: None,
+        long: "prune-target",
+        value: None,
+        doc: "After a successful sync (or when there was nothing to send), destroy the replica's \
+              snapshots that zsnap's retention policy does not keep (KEEP_LAST, KEEP_HOURLY … \
+              KEEP_YEARLY, MIN_AGE from the configuration's [fs:SRC_DATASET] or [main] section, or \
+              ZSNAP_KEEP_*; the policy object in a bucket and quotas are not read). Only snapshots \
+              matching the snapshot prefix, older than the common snapshot (the newest one both sides \
+              hold: the base of the next sync) and without holds are candidates; the common snapshot \
+              and anything newer are never destroyed. Each `zfs destroy DST@SNAP` runs on the target over \
+              the same ssh and prints a JSON line {\"action\":\"destroy\", \"snapshot\", \"guid\", \
+              \"command\", \"reason\"}.",
+    },
+    Flag {
+        short: None,
+        long: "from-s3",
+        value: None,
+        doc: "Seed or catch up the replica from SRC_DATASET's backups in S3 (as zsnap-backup made them) \
+              instead of from the source: the chain to the newest backup, as zsnap-plan restore decides it, \
+              starting after the newest snapshot the replica already holds (by guid). Each object runs \
+              `s3get --zfs-stream … | ssh HOST 'zfs recv DST'`, s3get's stream gate checking every record \
+              before zfs recv sees it; zfs recv commits a snapshot only when its whole stream arrived, so a \
+              failure leaves the replica at its last whole snapshot and exits with the failing stage's code \
+              (s3get's: 65 corrupt, 69 unreachable …). The source dataset need not exist here; later \
+              ordinary runs continue from the common snapshot by guid.",
+    },
+    Flag {
+        short: None,
+        long: "idle-timeout",
+        value: Some("DURATION"),
+        doc: "Kill the transfer when no byte has moved for this long while the stream still flows (an \
+              ssh or zfs recv that stopped reading; ServerAliveInterval only notices a dead peer): \
+              exit 69 naming the timeout; the target keeps its last good snapshot. Default 5m.",
     },
     Flag {
         short: None,
@@ -110,6 +159,31 @@ const SSH_FLAGS: &[Flag] = &[
     Flag { short: Some('F'), long: "ssh-config", value: Some("FILE"), doc: "ssh configuration file (ssh -F)." },
 ];
 
+/// Where zsnap's configuration and backups are (read only with --prune-target and --from-s3).
+/// zsync-ssh's -b is --buffer, so these have no short names.
+const CONFIG_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "config",
+        value: Some("FILE"),
+        doc: "zsnap's configuration file (default $ZSNAP_CONFIG, else /etc/zsnap/zsnap.conf, which may be \
+              missing): the retention policy, SNAPSHOT_PREFIX (when -s is not given), and for --from-s3 \
+              BUCKET, S3_PREFIX, the endpoint and IDENTITY_FILE, from [fs:SRC_DATASET] then [main].",
+    },
+    Flag {
+        short: None,
+        long: "bucket",
+        value: Some("NAME"),
+        doc: "--from-s3: the bucket. Default $ZSNAP_BUCKET, then BUCKET.",
+    },
+    Flag {
+        short: None,
+        long: "s3-prefix",
+        value: Some("PREFIX"),
+        doc: "--from-s3: the key prefix. Default $ZSNAP_S3_PREFIX, then S3_PREFIX, else empty.",
+    },
+];
+
 pub static PAGE: Page = Page {
     name: "zsync-ssh",
     synopsis: "zsync-ssh [OPTIONS] SRC_DATASET [USER@]HOST:DST_DATASET | DST_DATASET",
@@ -129,7 +203,7 @@ SIGINT, SIGTERM and SIGHUP (a kill -9 leaves the hold: zfs release zsync-ssh-PID
 
 The target only moves forward. It has diverged when it holds snapshots after the common one, or was \
 written since its newest snapshot (the written property on OpenZFS; on zfs-fuse, which lacks it, a \
-changed referenced size or blocks held only by the newest snapshot). Then nothing is sent and exit is 2, \
+changed referenced size or blocks held only by the newest snapshot). Then nothing is sent and exit is 79, \
 with the sender-only and receiver-only snapshots in the JSON, unless --rollback. Changes no property \
 shows (atime updates, chmod) surface as zfs recv's \"destination has been modified\" and are reported \
 the same way: give replicas atime=off or readonly=on. No common snapshot at all is refused even with \
@@ -143,22 +217,52 @@ whole stream arrived, so the target keeps its last good snapshot. Where the targ
 has neither (probed once per run: its answer is \"invalid option\"); there a cut transfer leaves \
 nothing behind and the next run starts that snapshot again.
 
-One send, many sinks: one zfs send can feed both an S3 backup and a replica, and a new replica can be \
-seeded from S3 instead of the source (see EXAMPLES).
+A transfer whose bytes stop moving for --idle-timeout (default 5m) while zfs send still has more (an \
+ssh or zfs recv that stopped reading) is killed: exit 69, the target keeps its last good snapshot.
 
-stdout carries one JSON line: {\"source\", \"target\", \"common\" ({\"snapshot\", \"target_snapshot\", \
-\"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (send stream bytes), \"seconds\", \
-\"action\"}; action is \"sent\", \"none\", \"dry-run\", \"refused\" (also \"reason\", \"sender_only\", \
-\"receiver_only\") or \"failed\" (also \"error\"). Exit status: 0 sent (or nothing to do, see \
---exit-nothing), 79 refused because the target diverged, 67 a transfer stage failed or was cut (nothing \
-partial kept), 66 dataset or snapshot missing, 69/71/78 ssh could not connect, resolve or log in, 77 \
-permission denied on a zfs command, 128+N stopped by signal N.",
-    groups: &[("Options", FLAGS), ("ssh", SSH_FLAGS), ("General", COMMON_FLAGS)],
-    environment: &[],
+--prune-target destroys, after a successful sync, the replica's snapshots that zsnap's retention policy \
+does not keep, by the rules zsnap-plan prune applies to backups (newest, KEEP_LAST, the newest of each of \
+the last KEEP_HOURLY … KEEP_YEARLY periods that have one, MIN_AGE; by each snapshot's creation time, \
+which zfs recv keeps), read from zsnap's configuration ([fs:SRC_DATASET], then [main], or ZSNAP_KEEP_*). \
+Only snapshots matching the snapshot prefix (-s, else SNAPSHOT_PREFIX) older than the common snapshot \
+are candidates; the common snapshot (the base of the next sync), anything newer, held snapshots and \
+other names are never destroyed.
+
+--from-s3 seeds or catches up the replica from SRC_DATASET's backups in S3 (BUCKET, S3_PREFIX and the \
+endpoint from flags, environment or zsnap's configuration, as zsnap-plan reads them): the chain to the \
+newest backup that zsnap-plan restore would receive, after the newest snapshot the replica holds (by \
+guid). Each object is one s3get --zfs-stream (its gate checks every record and checksum before zfs recv \
+sees it) piped into ssh HOST 'zfs recv DST'; a failure stops the run with the failing stage's code \
+(s3get's own: 65 corrupt, 66 missing, 69 unreachable …), and since zfs recv commits a snapshot only \
+whole (no -s: a cut stream from S3 cannot be resumed), the replica keeps the snapshots that arrived \
+whole and nothing of the one that failed. The next --from-s3 run, or an ordinary run from the source, \
+continues from there by guid. One send, many sinks: one zfs send can also feed both an S3 backup and a \
+replica (see EXAMPLES).
+
+stdout is JSON lines. A run prints one summary line: {\"source\", \"target\", \"common\" ({\"snapshot\", \
+\"target_snapshot\", \"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (stream bytes), \
+\"seconds\", \"action\"}; action is \"sent\", \"none\", \"dry-run\", \"refused\" (also \"reason\", \
+\"sender_only\", \"receiver_only\") or \"failed\" (also \"error\"); with --from-s3 also \"from\", with \
+--prune-target \"pruned\" (\"to_prune\" in a dry run, and \"prune_error\" when only the prune failed), \
+each destroyed snapshot having its own line before it. --dry-run prints, before the summary, one line \
+per action with its \"action\" (send, resume, abort-resume, rollback, bookmark, recv, destroy), \
+\"target\" and exact \"command\"; with --format sh only those commands. Exit status: 0 sent (or nothing \
+to do, see --exit-nothing), 79 refused because the target diverged, 67 a transfer stage failed or was \
+cut (nothing partial kept), 66 dataset or snapshot missing, 69/71/78 ssh could not connect, resolve or \
+log in (69 also --idle-timeout), 77 permission denied on a zfs command, with --from-s3 s3get's code, \
+128+N stopped by signal N.",
+    groups: &[
+        ("Options", FLAGS),
+        ("ssh", SSH_FLAGS),
+        ("Configuration and S3 (--prune-target, --from-s3)", CONFIG_FLAGS),
+        ("S3 connection (--from-s3)", s3_flags::FLAGS),
+        ("General", COMMON_FLAGS),
+    ],
+    environment: s3_flags::ENVIRONMENT,
     examples: &[
         ("zsync-ssh tank/data backup@nas:pool/data", "Replicate tank/data to nas (full the first time, then incrementals)."),
         ("zsync-ssh -c zstd -b 256M -s daily- tank/data nas:pool/data", "Compressed and buffered, daily snapshots only."),
-        ("zsync-ssh --dry-run tank/data nas:pool/data", "Show the commands without running them."),
+        ("zsync-ssh --dry-run tank/data nas:pool/data", "What a run would do, as JSON lines with each command."),
         ("zsync-ssh --rollback tank/data nas:pool/data", "Discard what was done on the replica since the common snapshot."),
         (
             "zfs send -i tank/data@d1 tank/data@d2 | tee >(ssh nas zfs recv pool/data) | s3put --zfs-stream --compress zstd s3://backups/tank/data@d2",
@@ -166,9 +270,17 @@ permission denied on a zfs command, 128+N stopped by signal N.",
              zfs recv only a whole stream; check both exit statuses, e.g. with set -o pipefail and wait).",
         ),
         (
-            "s3get --decompress zstd --zfs-stream s3://backups/tank/data@d1 | ssh nas zfs recv pool/data",
-            "Seed a new replica from S3 instead of the source; later runs of zsync-ssh continue from the \
-             common snapshot (matched by guid).",
+            "zsync-ssh --from-s3 --bucket backups tank/data nas:pool/data",
+            "Seed a new replica (or catch one up) from tank/data's backups in S3 instead of the source; later \
+             runs of zsync-ssh continue from the common snapshot (matched by guid).",
+        ),
+        (
+            "zsync-ssh -s daily- --prune-target tank/data nas:pool/data",
+            "Sync, then destroy the replica's daily- snapshots zsnap's retention policy no longer keeps.",
+        ),
+        (
+            "zsync-ssh --dry-run --format sh tank/data nas:pool/data",
+            "Only the commands a run would execute, one per line.",
         ),
     ],
     see_also: "s3put(1), s3get(1), zsnap-backup(1), zfs-send(8), zfs-recv(8), ssh(1)",
@@ -189,7 +301,27 @@ pub struct Args {
     /// `--send-option`s.
     pub send_options: SendOptions,
     pub decrypt_send: bool,
+    /// `--format`; `None`: by whether stdout is a terminal.
+    pub format: Option<Format>,
+    pub prune_target: bool,
+    pub from_s3: bool,
+    pub idle_timeout: Duration,
+    /// `--snapshot-prefix` as given (it also picks the configuration's SNAPSHOT_PREFIX).
+    pub prefix_given: bool,
+    /// `--config`, `--bucket`, `--s3-prefix` (and the source dataset, for its section).
+    pub settings: crate::config::Flags,
+    pub s3: S3Args,
 }
+
+/// How `--dry-run` prints its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Sh,
+}
+
+/// An ssh or zfs recv that stopped reading is noticed after this long by default.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// `[USER@]HOST:DATASET` or a local `DATASET`: remote when a colon comes before the first slash.
 pub fn split_target(text: &str) -> Result<(Option<String>, String), Failure> {
@@ -222,12 +354,36 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut ssh_options, mut port, mut identity, mut config) = (Vec::new(), None, None, None);
     let mut positional = Vec::new();
     let (mut send_options, mut decrypt_send) = (SendOptions::default(), false);
+    let (mut format, mut prune_target, mut from_s3, mut idle_timeout) = (None, false, false, IDLE_TIMEOUT);
+    let (mut prefix_given, mut settings, mut s3) = (false, crate::config::Flags::default(), S3Args::default());
     while let Some(arg) = p.next()? {
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }
         match arg {
-            Short('s') | Long("snapshot-prefix") => opts.prefix = p.value()?.string()?,
+            Short('s') | Long("snapshot-prefix") => {
+                opts.prefix = p.value()?.string()?;
+                prefix_given = true;
+            }
+            Short('f') | Long("format") => {
+                let v = p.value()?.string()?;
+                format = Some(match v.as_str() {
+                    "json" => Format::Json,
+                    "sh" => Format::Sh,
+                    _ => return Err(Failure::usage(format!("--format: '{v}' is not json or sh"))),
+                });
+            }
+            Long("prune-target") => prune_target = true,
+            Long("from-s3") => from_s3 = true,
+            Long("idle-timeout") => {
+                idle_timeout = parse_duration("idle-timeout", &p.value()?.string()?)?;
+                if idle_timeout.is_zero() {
+                    return Err(Failure::usage("--idle-timeout must be at least 1s"));
+                }
+            }
+            Long("config") => settings.config = Some(p.value()?.string()?),
+            Long("bucket") => settings.bucket = Some(p.value()?.string()?),
+            Long("s3-prefix") => settings.s3_prefix = Some(p.value()?.string()?),
             Short('I') | Long("intermediates") => opts.intermediates = true,
             Long("rollback") => opts.rollback = true,
             Short('c') | Long("compress") => compress = Compress::parse(&p.value()?.string()?)?,
@@ -254,6 +410,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Short('i') | Long("identity") => identity = Some(p.value()?.string()?),
             Short('F') | Long("ssh-config") => config = Some(p.value()?.string()?),
             Value(v) => positional.push(v.string()?),
+            Long(name) => {
+                let name = name.to_string();
+                if !s3.take(&name, &mut p)? {
+                    return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
+                }
+            }
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -278,6 +440,28 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     if decrypt_send && send_options.raw() {
         return Err(Failure::usage("--decrypt-send contradicts --send-option -w"));
     }
+    if format == Some(Format::Sh) && !dry_run {
+        return Err(Failure::usage("--format sh prints the commands of a --dry-run; a real run prints JSON"));
+    }
+    if from_s3 {
+        let sending = [
+            (opts.intermediates, "--intermediates"),
+            (opts.rollback, "--rollback"),
+            (send_options != SendOptions::default(), "--send-option"),
+            (decrypt_send, "--decrypt-send"),
+        ];
+        if let Some((_, flag)) = sending.iter().find(|(set, _)| *set) {
+            return Err(Failure::usage(format!(
+                "{flag} is about zfs send; --from-s3 receives the streams stored in S3"
+            )));
+        }
+    }
+    settings.dataset = Some(source.clone());
+    settings.snapshot_prefix = prefix_given.then(|| opts.prefix.clone());
+    // The configuration's precedence (flags > environment > file) for the endpoint too.
+    settings.endpoint = s3.endpoint.take();
+    settings.region = s3.region.take();
+    settings.profile = s3.profile.take();
     Ok(Ok(Args {
         source,
         target,
@@ -290,6 +474,13 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         exit_nothing,
         send_options,
         decrypt_send,
+        format,
+        prune_target,
+        from_s3,
+        idle_timeout,
+        prefix_given,
+        settings,
+        s3,
     }))
 }
 
@@ -302,14 +493,32 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     };
     transfer::catch_signals()?;
     let mut summary = Summary::new(&args);
-    let result = run(&args, &mut summary);
+    let result = if args.from_s3 { run_from_s3(&args, &mut summary) } else { run(&args, &mut summary) };
     if let Err(f) = &result {
-        if summary.action == "sent" || summary.action == "running" {
+        if summary.pruning {
+            // The replica is synced; only the prune after it failed.
+            summary.extra.push(("prune_error".into(), json!(f.message)));
+        } else if summary.action == "sent" || summary.action == "running" {
             summary.action = "failed".into();
             summary.extra.push(("error".into(), json!(f.message)));
         }
     }
-    json_line(&summary.to_json())?;
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() { Format::Sh } else { Format::Json });
+    match (args.dry_run, format) {
+        (true, Format::Sh) => {
+            if result.is_ok() {
+                let text: String = summary.planned.iter().map(|(line, _)| format!("{line}\n")).collect();
+                crate::cli::output::emit(&text)?;
+            }
+        }
+        (true, Format::Json) => {
+            if result.is_ok() {
+                crate::cli::output::emit_lines(summary.planned.iter().map(|(_, v)| v.clone()))?;
+            }
+            json_line(&summary.to_json())?;
+        }
+        (false, _) => json_line(&summary.to_json())?,
+    }
     match result {
         Err(f) => Err(f),
         Ok(ExitCode::Ok) => Ok(()),
@@ -327,6 +536,14 @@ struct Summary {
     start: Instant,
     action: String,
     extra: Vec<(String, Value)>,
+    /// `--dry-run`: each action's command and JSON line, in order.
+    planned: Vec<(String, Value)>,
+    /// `--prune-target`: the snapshots destroyed on the target.
+    prune: bool,
+    dry_run: bool,
+    pruned: Vec<String>,
+    /// The sync is done and the prune after it runs: a failure now is the prune's.
+    pruning: bool,
 }
 
 impl Summary {
@@ -344,6 +561,18 @@ impl Summary {
             start: Instant::now(),
             action: "running".into(),
             extra: Vec::new(),
+            planned: Vec::new(),
+            prune: args.prune_target,
+            dry_run: args.dry_run,
+            pruned: Vec::new(),
+            pruning: false,
+        }
+    }
+
+    /// Record what a dry run would do.
+    fn plan(&mut self, args: &Args, actions: &[Action]) {
+        for a in actions {
+            self.planned.push((a.line(args), a.to_json(args, &self.target)));
         }
     }
 
@@ -358,6 +587,17 @@ impl Summary {
             "action": self.action,
         });
         if let Value::Object(m) = &mut v {
+            if self.prune && self.dry_run {
+                let names: Vec<&str> = self
+                    .planned
+                    .iter()
+                    .filter(|(_, j)| j["action"] == "destroy")
+                    .filter_map(|(_, j)| j["snapshot"].as_str())
+                    .collect();
+                m.insert("to_prune".into(), json!(names));
+            } else if self.prune {
+                m.insert("pruned".into(), json!(self.pruned));
+            }
             for (k, x) in &self.extra {
                 m.insert(k.clone(), x.clone());
             }
@@ -380,6 +620,10 @@ enum Action {
     Transfer { step: Step, stages: Vec<Stage>, hold: String },
     /// Bookmark a source snapshot (the name after `@`) the replica now holds.
     Bookmark { snapshot: String },
+    /// One object of the chain in S3 into the replica: `s3get … | … | zfs recv DST`.
+    FromS3 { snapshot: String, guid: Option<u64>, url: String, stages: Vec<Stage>, reason: String },
+    /// `zfs destroy DST@SNAP` of a snapshot the retention policy lets go (--prune-target).
+    Destroy { snapshot: String, guid: u64, reason: String },
 }
 
 impl Action {
@@ -388,13 +632,45 @@ impl Action {
         let dst = &args.target_dataset;
         let at_target = |w: &[&str]| crate::plan::join(&args.target.argv(&words(w)));
         match self {
-            Action::Resume { stages } | Action::Transfer { stages, .. } => pipeline::shell_line(stages),
+            Action::Resume { stages } | Action::Transfer { stages, .. } | Action::FromS3 { stages, .. } => {
+                pipeline::shell_line(stages)
+            }
             Action::AbortResume => at_target(&["zfs", "recv", "-A", dst]),
             Action::Rollback { snapshot } => at_target(&["zfs", "rollback", "-r", &format!("{dst}@{snapshot}")]),
             Action::Bookmark { snapshot } => {
                 crate::plan::join(&crate::zfs::snapshots::bookmark_argv(&args.source, snapshot))
             }
+            Action::Destroy { snapshot, .. } => at_target(&["zfs", "destroy", &format!("{dst}@{snapshot}")]),
         }
+    }
+
+    /// Its JSON line: what it is, on which target, and its exact command.
+    fn to_json(&self, args: &Args, target: &str) -> Value {
+        let mut v = match self {
+            Action::Resume { .. } => json!({"action": "resume"}),
+            Action::AbortResume => json!({"action": "abort-resume"}),
+            Action::Rollback { snapshot } => json!({"action": "rollback", "snapshot": snapshot}),
+            Action::Transfer { step: Step::Full { to, guid }, .. } => {
+                json!({"action": "send", "kind": "full", "snapshot": to, "guid": guid.to_string()})
+            }
+            Action::Transfer { step: Step::Incremental { from, to, guid, intermediates }, .. } => json!({
+                "action": "send", "kind": "inc", "from": from, "snapshot": to, "guid": guid.to_string(),
+                "intermediates": intermediates,
+            }),
+            Action::Bookmark { snapshot } => json!({"action": "bookmark", "snapshot": snapshot}),
+            Action::FromS3 { snapshot, guid, url, reason, .. } => json!({
+                "action": "recv", "snapshot": snapshot, "guid": guid.map(|g| g.to_string()), "key": url,
+                "reason": reason,
+            }),
+            Action::Destroy { snapshot, guid, reason } => {
+                json!({"action": "destroy", "snapshot": snapshot, "guid": guid.to_string(), "reason": reason})
+            }
+        };
+        if let Value::Object(m) = &mut v {
+            m.insert("target".into(), json!(target));
+            m.insert("command".into(), json!(self.line(args)));
+        }
+        v
     }
 }
 
@@ -405,40 +681,62 @@ struct SourceState {
     options: SendOptions,
 }
 
+/// zsnap's settings, read only when a flag needs them (--prune-target; --from-s3 reads
+/// them itself), so a plain sync never depends on /etc/zsnap.
+fn settings_for(args: &Args) -> Result<Option<Settings>, Failure> {
+    match args.prune_target || args.from_s3 {
+        true => crate::config::load(&args.settings, &|k| std::env::var(k).ok()).map(Some),
+        false => Ok(None),
+    }
+}
+
+/// The snapshot prefix: -s, else (with the configuration read) its SNAPSHOT_PREFIX.
+fn prefix_of(args: &Args, settings: Option<&Settings>) -> String {
+    match (args.prefix_given, settings) {
+        (false, Some(s)) => s.snapshot_prefix().to_string(),
+        _ => args.opts.prefix.clone(),
+    }
+}
+
 /// The whole run; `Ok` carries the exit code for a run that went as designed. Two rounds of
 /// plan-then-act: first what a cut receive left (resume or discard it), then, from what the
-/// target holds after that, the transfers.
+/// target holds after that, the transfers; then, with --prune-target, the prune.
 fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     let source = Side { location: Location::Local };
     let target = Side { location: args.target.clone() };
     let dst = &args.target_dataset;
+    let settings = settings_for(args)?;
+    let opts = Options { prefix: prefix_of(args, settings.as_ref()), ..args.opts.clone() };
     let src = read_source(&source, args)?;
     if src.options.raw() {
         summary.extra.push(("raw".into(), json!(true)));
     }
-    let mut commands: Vec<String> = Vec::new();
     let (state, token) = target_state(&target, dst)?;
     let mut state = state;
     let resuming = token.is_some();
     if let Some(token) = token {
         let actions = resume_actions(args, &src, &token)?;
         if args.dry_run {
-            commands.extend(actions.iter().map(|a| a.line(args)));
+            summary.plan(args, &actions);
         } else {
             execute(args, &source, &target, &actions, summary)?;
             state = target_state(&target, dst)?.0;
         }
     }
-    let decision = plan::decide(&src.listing.snapshots, &state, &args.opts);
+    let have = match &state {
+        Target::Missing => Vec::new(),
+        Target::Present { snapshots, .. } => snapshots.clone(),
+    };
+    let decision = plan::decide(&src.listing.snapshots, &state, &opts);
     let (common, steps, rollback_to, force_full) = match decision {
         Decision::NoSource => {
-            let which =
-                if args.opts.prefix.is_empty() { String::new() } else { format!(" matching '{}'", args.opts.prefix) };
+            let which = if opts.prefix.is_empty() { String::new() } else { format!(" matching '{}'", opts.prefix) };
             return Err(Failure::new(ExitCode::NotFound, format!("{} has no snapshots{which} to send", args.source)));
         }
         Decision::Nothing { common } => {
             summary.common = common_json(Some(&common));
             summary.action = "none".into();
+            prune_after(args, &source, &target, settings.as_ref(), &opts.prefix, have, Some(common.guid), summary)?;
             return Ok(if args.exit_nothing == 0 {
                 ExitCode::Ok
             } else {
@@ -451,20 +749,206 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
     summary.common = common_json(common.as_ref());
     // A target that had a resumable receive keeps them; else one probe of its zfs.
     let resumable = resuming || (!steps.is_empty() && target.features()?.resumable_receive());
-    let actions = send_actions(args, &src, &steps, rollback_to, force_full, resumable)?;
+    let actions = send_actions(args, &src, &steps, rollback_to.clone(), force_full, resumable)?;
+    let newest = steps.last().map(Step::guid).or(common.as_ref().map(|c| c.guid));
     if args.dry_run {
-        commands.extend(actions.iter().map(|a| a.line(args)));
-        for c in &commands {
-            crate::cli::output::emit(&format!("{c}\n"))?;
-        }
-        summary.extra.push(("commands".into(), json!(commands)));
+        summary.plan(args, &actions);
         summary.sent = steps.iter().map(|s| s.to().to_string()).collect();
         summary.action = "dry-run".into();
+        let after = plan::after(&src.listing.snapshots, &have, &steps, rollback_to.as_deref());
+        prune_after(args, &source, &target, settings.as_ref(), &opts.prefix, after, newest, summary)?;
         return Ok(ExitCode::Ok);
     }
     execute(args, &source, &target, &actions, summary)?;
     summary.action = if steps.is_empty() { "rolled-back".into() } else { "sent".into() };
+    if args.prune_target {
+        let after = target.snapshots(dst)?.unwrap_or_default();
+        let common = plan::common(&src.listing.snapshots, &after).map(|c| c.guid);
+        prune_after(args, &source, &target, settings.as_ref(), &opts.prefix, after, common, summary)?;
+    }
     Ok(ExitCode::Ok)
+}
+
+/// --prune-target, once the replica holds `after` and the common snapshot has
+/// `common_guid`: destroy (or, in a dry run, plan) what the retention policy lets go.
+#[allow(clippy::too_many_arguments)]
+fn prune_after(
+    args: &Args,
+    source: &Side,
+    target: &Side,
+    settings: Option<&Settings>,
+    prefix: &str,
+    after: Vec<crate::zfs::snapshots::Snapshot>,
+    common_guid: Option<u64>,
+    summary: &mut Summary,
+) -> Result<(), Failure> {
+    let (Some(settings), true) = (settings, args.prune_target) else { return Ok(()) };
+    summary.pruning = true;
+    let policy = crate::config::policy::resolve(None, &settings.retention)?.policy;
+    let actions: Vec<Action> = match common_guid {
+        Some(guid) => crate::sync::prune::decide(&after, guid, prefix, &policy, crate::calendar::now())
+            .into_iter()
+            .filter(|v| v.destroy)
+            .map(|v| Action::Destroy { snapshot: v.snapshot.name, guid: v.snapshot.guid, reason: v.reason })
+            .collect(),
+        None => Vec::new(),
+    };
+    if args.dry_run {
+        summary.plan(args, &actions);
+    } else {
+        execute(args, source, target, &actions, summary)?;
+    }
+    summary.pruning = false;
+    Ok(())
+}
+
+/// --from-s3: the chain in S3 to the newest backup of SRC_DATASET, after what the replica
+/// holds, received object by object through s3get's gate.
+fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
+    let source = Side { location: Location::Local };
+    let target = Side { location: args.target.clone() };
+    let dst = &args.target_dataset;
+    let settings = crate::config::load(&args.settings, &|k| std::env::var(k).ok())?;
+    let prefix = prefix_of(args, Some(&settings));
+    let (state, token) = target_state(&target, dst)?;
+    let have = match &state {
+        Target::Missing => None,
+        Target::Present { snapshots, .. } => Some(snapshots.clone()),
+    };
+    let (ctx, catalog) = read_catalog(args, &settings)?;
+    summary.extra.push(("from".into(), json!(ctx.url(&format!("{}{}/", ctx.prefix, ctx.dataset)))));
+    let records = &catalog.records;
+    let health = catalog.health();
+    let req = restore::Request { selector: restore::Selector::Latest, target: dst.clone(), force: false };
+    let steps = restore::plan(&ctx, records, &health, &req, have.as_deref()).map_err(|f| {
+        // The restore planner refuses a target that shares nothing with the chain, or has
+        // snapshots after it, with a message that starts with the target: the replica has
+        // diverged from the backups.
+        if f.code == ExitCode::Usage && have.is_some() && f.message.starts_with(dst.as_str()) {
+            Failure::new(ExitCode::Diverged, format!("refusing to seed {} from S3: {}", summary.target, f.message))
+        } else {
+            f
+        }
+    })?;
+    let mut actions = Vec::new();
+    // s3get cannot continue a cut receive (zfs send -t): discard its saved state.
+    if token.is_some() {
+        actions.push(Action::AbortResume);
+    }
+    let buffer = buffer(args)?;
+    let mut arriving = Vec::new();
+    for step in &steps {
+        let restore::Step::Recv(r) = step else { continue };
+        let rec = &r.record;
+        let call =
+            ctx.s3get_call(&rec.key, &rec.compressor, rec.stream_guids(), !rec.encrypted_to.is_empty()).map_err(
+                |e| Failure::usage(format!("cannot receive {}: object {} was {e}", rec.describe(), ctx.url(&rec.key))),
+            )?;
+        let mut argv = call.argv();
+        argv[0] = beside_me("s3get");
+        // No -s: a cut stream cannot be continued from S3, and without it zfs recv keeps
+        // nothing of one.
+        let stages = pipeline::s3get_stages(
+            argv,
+            args.compress,
+            buffer.as_deref(),
+            &args.target,
+            pipeline::recv_argv(dst, false, false),
+        );
+        let url = ctx.url(&rec.key);
+        actions.push(Action::FromS3 {
+            snapshot: rec.snapshot.clone(),
+            guid: rec.guid,
+            url,
+            stages,
+            reason: r.reason.clone(),
+        });
+        arriving.push(rec);
+    }
+    // As for a sync from the source: the common snapshot is where the chain starts, the
+    // replica's newest snapshot that a backup holds.
+    let common = have.iter().flatten().rev().find_map(|t| {
+        let r = records.iter().find(|r| r.holds(t.guid, &t.name))?;
+        Some(plan::Common { source: r.snapshot.clone(), target: t.name.clone(), guid: t.guid })
+    });
+    summary.common = common_json(common.as_ref());
+    let newest_guid = records.last().and_then(|r| r.guid);
+    if arriving.is_empty() {
+        summary.action = "none".into();
+        if args.dry_run {
+            summary.plan(args, &actions);
+        } else {
+            execute(args, &source, &target, &actions, summary)?;
+        }
+        let after = have.clone().unwrap_or_default();
+        prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
+        return Ok(if args.exit_nothing == 0 { ExitCode::Ok } else { crate::cli::exit::from_code(args.exit_nothing) });
+    }
+    if args.dry_run {
+        summary.plan(args, &actions);
+        summary.sent = arriving.iter().map(|r| r.snapshot.clone()).collect();
+        summary.action = "dry-run".into();
+        // What the replica will hold: its snapshots, then the chain's (each keeps its
+        // snapshot's creation time, which zfs recv carries over).
+        let mut after = have.clone().unwrap_or_default();
+        let base = after.iter().map(|s| s.createtxg).max().unwrap_or(0);
+        after.extend(arriving.iter().enumerate().map(|(k, r)| crate::zfs::snapshots::Snapshot {
+            dataset: dst.clone(),
+            name: r.snapshot.clone(),
+            guid: r.guid.unwrap_or(0),
+            createtxg: base + 1 + k as u64,
+            creation: r.time,
+            used: 0,
+            referenced: 0,
+            logical_referenced: None,
+            holds: 0,
+        }));
+        prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
+        return Ok(ExitCode::Ok);
+    }
+    execute(args, &source, &target, &actions, summary)?;
+    summary.action = "sent".into();
+    if args.prune_target {
+        let after = target.snapshots(dst)?.unwrap_or_default();
+        prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// The catalog of SRC_DATASET's backups (one listing), and the context its s3get
+/// commands are built in, as zsnap-plan restore reads them.
+fn read_catalog(args: &Args, settings: &Settings) -> Result<(Context, crate::catalog::Catalog), Failure> {
+    use crate::commands::zsnap_plan::inputs;
+    let bucket = settings.bucket()?.to_string();
+    let mut s3 = args.s3.clone();
+    s3.endpoint = settings.endpoint.value.clone();
+    s3.region = settings.region.value.clone();
+    s3.profile = settings.profile.value.clone();
+    let s3 = s3.with_env()?;
+    let ctx = Context {
+        bucket,
+        prefix: settings.s3_prefix().to_string(),
+        dataset: args.source.clone(),
+        connection: inputs::connection_flags(settings, &args.s3),
+        customs: settings.customs.clone(),
+        encrypt_to: settings.encrypt_to.clone(),
+        identity: inputs::identity_use(settings, true)?,
+    };
+    let catalog = crate::commands::runtime()?.block_on(async {
+        let client = crate::s3::client::connect(&s3).await;
+        crate::catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &ctx.dataset).await
+    })?;
+    Ok((ctx, catalog))
+}
+
+/// `bin` from the directory this binary runs from (where make install puts them all),
+/// else by name on PATH.
+fn beside_me(bin: &str) -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(bin)))
+        .filter(|p| p.is_file())
+        .map_or_else(|| bin.to_string(), |p| p.display().to_string())
 }
 
 /// The source's features, snapshots and bookmarks, and the options it is sent with: an
@@ -545,17 +1029,19 @@ fn execute(
     summary: &mut Summary,
 ) -> Result<(), Failure> {
     let tag = format!("zsync-ssh-{}", std::process::id());
+    let progress = ProgressMode::new(args.progress);
+    let idle = Some(args.idle_timeout);
     for action in actions {
+        transfer::check_signal()?;
         match action {
             Action::Resume { stages } => {
                 let what = format!("resuming the cut receive into {}", summary.target);
-                summary.bytes += transfer::run(stages, &args.target, &what, ProgressMode::new(args.progress))?;
+                summary.bytes += transfer::run(stages, &args.target, &what, progress, idle)?;
                 summary.sent.push("(resumed)".into());
             }
             Action::AbortResume => target.abort_resume(&args.target_dataset)?,
             Action::Rollback { snapshot } => target.rollback(&args.target_dataset, snapshot)?,
             Action::Transfer { step, stages, hold } => {
-                transfer::check_signal()?;
                 let held = Hold::take(source, &tag, hold)?;
                 let what = match step {
                     Step::Full { to, .. } => format!("full {}@{to} to {}", args.source, summary.target),
@@ -564,7 +1050,7 @@ fn execute(
                     }
                 };
                 summary.action = "sent".into();
-                let sent = transfer::run(stages, &args.target, &what, ProgressMode::new(args.progress));
+                let sent = transfer::run(stages, &args.target, &what, progress, idle);
                 drop(held);
                 summary.bytes += sent?;
                 summary.sent.push(step.to().to_string());
@@ -574,6 +1060,18 @@ fn execute(
                 if let Err(f) = source.bookmark(&args.source, snapshot) {
                     eprintln!("zsync-ssh: warning: {f}");
                 }
+            }
+            Action::FromS3 { snapshot, stages, .. } => {
+                // s3get's own message names the object.
+                let what = format!("receiving @{snapshot} from S3 into {}", summary.target);
+                summary.action = "sent".into();
+                summary.bytes += transfer::run(stages, &args.target, &what, progress, idle)?;
+                summary.sent.push(snapshot.clone());
+            }
+            Action::Destroy { snapshot, .. } => {
+                target.destroy(&args.target_dataset, snapshot)?;
+                summary.pruned.push(snapshot.clone());
+                json_line(&action.to_json(args, &summary.target))?;
             }
         }
     }
@@ -703,6 +1201,40 @@ mod tests {
             (&["--exit-nothing", "300", "t/d", "h:p/d"][..], "0..=255"),
             (&["t/d", "t/d"][..], "is the source"),
             (&["--buffer", "lots", "t/d", "h:p/d"][..], "--buffer"),
+        ] {
+            let f = parse_err(bad);
+            assert_eq!(f.code, ExitCode::Usage);
+            assert!(f.message.contains(needle), "{bad:?}: {}", f.message);
+        }
+    }
+
+    #[test]
+    fn prune_from_s3_format_and_idle_flags() {
+        let a = parse_ok(&["--prune-target", "--config", "/c", "-s", "d-", "t/d", "h:p/d"]);
+        assert!(a.prune_target && !a.from_s3 && a.prefix_given);
+        assert_eq!(a.idle_timeout, IDLE_TIMEOUT);
+        assert_eq!(
+            (a.settings.config.as_deref(), a.settings.dataset.as_deref(), a.settings.snapshot_prefix.as_deref()),
+            (Some("/c"), Some("t/d"), Some("d-")),
+            "the source's [fs:] section, and -s over SNAPSHOT_PREFIX"
+        );
+        let a =
+            parse_ok(&["--from-s3", "--bucket", "b", "--s3-prefix", "p/", "--endpoint", "http://h:1", "t/d", "h:p/d"]);
+        assert!(a.from_s3 && !a.prefix_given);
+        assert_eq!((a.settings.bucket.as_deref(), a.settings.s3_prefix.as_deref()), (Some("b"), Some("p/")));
+        assert_eq!(a.settings.endpoint.as_deref(), Some("http://h:1"), "flags > environment > file");
+        assert_eq!(a.settings.snapshot_prefix, None);
+        let a = parse_ok(&["-n", "-f", "sh", "--idle-timeout", "90s", "t/d", "h:p/d"]);
+        assert_eq!((a.format, a.idle_timeout), (Some(Format::Sh), Duration::from_secs(90)));
+        assert_eq!(parse_ok(&["--format", "json", "t/d", "h:p/d"]).format, Some(Format::Json));
+        for (bad, needle) in [
+            (&["--format", "sh", "t/d", "h:p/d"][..], "--format sh prints the commands of a --dry-run"),
+            (&["-n", "--format", "yaml", "t/d", "h:p/d"][..], "not json or sh"),
+            (&["--idle-timeout", "0", "t/d", "h:p/d"][..], "at least 1s"),
+            (&["--idle-timeout", "soon", "t/d", "h:p/d"][..], "--idle-timeout"),
+            (&["--from-s3", "-I", "t/d", "h:p/d"][..], "--intermediates is about zfs send"),
+            (&["--from-s3", "--send-option", "-c", "t/d", "h:p/d"][..], "--send-option is about zfs send"),
+            (&["--bogus", "t/d", "h:p/d"][..], "invalid option '--bogus'"),
         ] {
             let f = parse_err(bad);
             assert_eq!(f.code, ExitCode::Usage);

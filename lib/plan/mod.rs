@@ -82,6 +82,17 @@ impl Context {
         guids: Option<(u64, u64)>,
         encrypted: bool,
     ) -> Result<String, String> {
+        self.s3get_call(key, compressor, guids, encrypted).map(|c| join(&c.argv()))
+    }
+
+    /// The same s3get as a typed call (zsync-ssh --from-s3 runs its argv).
+    pub fn s3get_call(
+        &self,
+        key: &str,
+        compressor: &str,
+        guids: Option<(u64, u64)>,
+        encrypted: bool,
+    ) -> Result<calls::S3getCall, String> {
         let (decompress, filter) = match crate::config::compressor::decompress_for(compressor, &self.customs)? {
             Decompress::Codec(z) => (Some(z), None),
             // The bytes are the custom compressor's: its command undoes them, inside s3get,
@@ -96,7 +107,7 @@ impl Context {
             filter,
             connection: self.connection.clone(),
         };
-        Ok(join(&call.argv()))
+        Ok(call)
     }
 }
 

@@ -386,6 +386,26 @@ fn group_snapshots(records: &[BackupRecord], health: &[Health]) -> Vec<Group> {
     groups
 }
 
+/// The rules that keep each of `times` (one creation time per snapshot, in createtxg
+/// order) by the same selection `plan` applies to backups: newest, last N, the newest of
+/// each of the last N periods, minimum age. No chains, locks or quota: for snapshots that
+/// stand alone, such as a replica's (`zsync-ssh --prune-target`). Empty: no rule keeps it.
+pub fn rules_by_time(times: &[i64], policy: &RetentionPolicy, now: i64) -> Vec<Vec<String>> {
+    let mut groups: Vec<Group> = times
+        .iter()
+        .enumerate()
+        .map(|(i, &time)| Group { chosen: i, time, rules: Vec::new(), protected: false, dropped_for_quota: false })
+        .collect();
+    // Stable: snapshots of the same second keep their txg order.
+    groups.sort_by_key(|g| g.time);
+    select_by_rules(&mut groups, policy, now);
+    let mut rules = vec![Vec::new(); times.len()];
+    for g in groups {
+        rules[g.chosen] = g.rules;
+    }
+    rules
+}
+
 /// Mark the groups the policy's rules keep, with the rule names.
 fn select_by_rules(groups: &mut [Group], policy: &RetentionPolicy, now: i64) {
     let Some(last) = groups.len().checked_sub(1) else { return };

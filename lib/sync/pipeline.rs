@@ -146,6 +146,14 @@ pub struct Stage {
     /// What messages call it: `zfs send`, `zstd`, `ssh host2`, `zfs recv`.
     pub name: String,
     pub argv: Vec<String>,
+    /// Its exit status is one of zsnap's codes (s3get): a failure of its own exits with it.
+    pub zsnap_codes: bool,
+}
+
+impl Stage {
+    fn new(name: impl Into<String>, argv: Vec<String>) -> Stage {
+        Stage { name: name.into(), argv, zsnap_codes: false }
+    }
 }
 
 /// The stages of one transfer, in order.
@@ -156,15 +164,38 @@ pub fn stages(
     target: &Location,
     recv: Vec<String>,
 ) -> Vec<Stage> {
-    let mut v = vec![Stage { name: "zfs send".into(), argv: send }];
+    stages_from(Stage::new("zfs send", send), compress, buffer, target, recv)
+}
+
+/// The stages of one object of the chain in S3 into the replica: `s3get` (its stream gate
+/// checks every record before zfs recv sees it) in place of `zfs send`.
+pub fn s3get_stages(
+    s3get: Vec<String>,
+    compress: Compress,
+    buffer: Option<&str>,
+    target: &Location,
+    recv: Vec<String>,
+) -> Vec<Stage> {
+    let first = Stage { name: "s3get".into(), argv: s3get, zsnap_codes: true };
+    stages_from(first, compress, buffer, target, recv)
+}
+
+fn stages_from(
+    first: Stage,
+    compress: Compress,
+    buffer: Option<&str>,
+    target: &Location,
+    recv: Vec<String>,
+) -> Vec<Stage> {
+    let mut v = vec![first];
     match target {
-        Location::Local => v.push(Stage { name: "zfs recv".into(), argv: recv }),
+        Location::Local => v.push(Stage::new("zfs recv", recv)),
         Location::Remote { host, ssh } => {
             if let Some(c) = compress.compress() {
-                v.push(Stage { name: c[0].clone(), argv: c });
+                v.push(Stage::new(c[0].clone(), c));
             }
             if let Some(size) = buffer {
-                v.push(Stage { name: "mbuffer".into(), argv: words(&["mbuffer", "-q", "-m", size]) });
+                v.push(Stage::new("mbuffer", words(&["mbuffer", "-q", "-m", size])));
             }
             let remote = match compress.decompress() {
                 Some(d) => format!("{} | {}", join(&d), join(&recv)),
@@ -173,7 +204,7 @@ pub fn stages(
             let mut argv = ssh.clone();
             argv.push(host.clone());
             argv.push(remote);
-            v.push(Stage { name: format!("ssh {host}"), argv });
+            v.push(Stage::new(format!("ssh {host}"), argv));
         }
     }
     v
@@ -222,7 +253,9 @@ pub fn last_line(stderr: &str) -> String {
 /// `what` names the transfer (`tank/d@b to host2:pool/d`).
 pub fn blame(stages: &[Stage], ended: &[Ended], target: &Location, what: &str) -> Option<Failure> {
     let failed: Vec<usize> = (0..ended.len()).filter(|&i| !ended[i].ok()).collect();
-    let &i = failed.iter().find(|&&i| !ended[i].broken_pipe()).or(failed.last())?;
+    // s3get says "my reader went away" with exit 80, as others die of SIGPIPE.
+    let cut_off = |i: usize| ended[i].broken_pipe() || (stages[i].zsnap_codes && ended[i].code == Some(80));
+    let &i = failed.iter().find(|&&i| !cut_off(i)).or(failed.last())?;
     let (stage, e) = (&stages[i], &ended[i]);
     let detail = last_line(&e.stderr);
     let is_ssh = stage.name.starts_with("ssh ");
@@ -234,7 +267,12 @@ pub fn blame(stages: &[Stage], ended: &[Ended], target: &Location, what: &str) -
         (Some(c), _) => format!("exited {c}"),
         _ => "failed".into(),
     };
-    let code = if detail.contains("does not exist") { ExitCode::NotFound } else { ExitCode::StreamCut };
+    let code = match e.code {
+        // s3get said what failed with a code of the table (65 corrupt, 69 unreachable …).
+        Some(c) if stage.zsnap_codes && c != 0 => crate::cli::exit::from_code(c),
+        _ if detail.contains("does not exist") => ExitCode::NotFound,
+        _ => ExitCode::StreamCut,
+    };
     let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
     Some(Failure::new(code, format!("{what}: {} {how}{detail}; the target keeps its last good snapshot", stage.name)))
 }
@@ -380,6 +418,38 @@ mod tests {
                 (got, want) => panic!("got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn s3get_fails_with_its_own_code() {
+        let s = s3get_stages(
+            words(&["s3get", "--zfs-stream", "s3://b/k"]),
+            Compress::None,
+            None,
+            &remote(),
+            recv_argv("p/d", false, false),
+        );
+        assert_eq!(
+            shell_line(&s),
+            "s3get --zfs-stream s3://b/k | ssh -o Compression=no -p 2222 -o BatchMode=yes -o ServerAliveInterval=15 \
+             backup@nas 'zfs recv p/d'"
+        );
+        let cut = ended(Some(1), None, "cannot receive new filesystem stream: incomplete stream");
+        let what = "s3://b/k to backup@nas:p/d";
+        for (code, stderr, want) in [
+            (65, "s3get: s3://b/k: stream: END checksum mismatch", 65),
+            (69, "s3get: s3://b/k: endpoint unreachable", 69),
+            (66, "s3get: s3://b/k does not exist", 66),
+        ] {
+            let f = blame(&s, &[ended(Some(code), None, stderr), cut.clone()], &remote(), what).expect("a failure");
+            assert_eq!(f.code.code(), want, "{}", f.message);
+            assert!(f.message.contains("s3get exited") && f.message.contains(stderr), "{}", f.message);
+        }
+        // zfs recv failing on its own while s3get is cut off by it: the receiver is to blame.
+        let pipe = ended(Some(80), None, "");
+        let full = ended(Some(1), None, "cannot receive new filesystem stream: out of space");
+        let f = blame(&s, &[pipe, full], &remote(), what).expect("a failure");
+        assert!(f.message.contains("disk full"), "{}", f.message);
     }
 
     #[test]

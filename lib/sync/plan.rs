@@ -45,6 +45,13 @@ impl Step {
         }
     }
 
+    /// The guid of the snapshot this step leaves on the target.
+    pub fn guid(&self) -> u64 {
+        match self {
+            Step::Full { guid, .. } | Step::Incremental { guid, .. } => *guid,
+        }
+    }
+
     /// The source snapshot to hold while this step runs: the incremental base, or the
     /// snapshot itself for a full (it becomes the next base).
     pub fn hold(&self) -> &str {
@@ -156,6 +163,43 @@ pub fn decide(source: &[Snapshot], target: &Target, opts: &Options) -> Decision 
     }
     let steps = chain(base, &later, opts.intermediates);
     Decision::Send { common: Some(common), steps, rollback_to: None, force_full: false }
+}
+
+/// The newest source snapshot the target holds (by guid), for what a finished sync leaves:
+/// the base of the next one.
+pub fn common(source: &[Snapshot], target: &[Snapshot]) -> Option<Common> {
+    source.iter().rev().find_map(|s| {
+        target.iter().rfind(|t| t.guid == s.guid).map(|t| Common {
+            source: s.name.clone(),
+            target: t.name.clone(),
+            guid: s.guid,
+        })
+    })
+}
+
+/// The target's snapshots once `steps` are received (after the rollback to `rollback_to`,
+/// if any), for planning what comes after the sync before it runs (`--dry-run`). A `-I`
+/// step brings every source snapshot between its ends.
+pub fn after(source: &[Snapshot], target: &[Snapshot], steps: &[Step], rollback_to: Option<&str>) -> Vec<Snapshot> {
+    let mut out: Vec<Snapshot> = match rollback_to.and_then(|r| target.iter().position(|t| t.name == r)) {
+        Some(at) => target[..=at].to_vec(),
+        None => target.to_vec(),
+    };
+    let mut txg = out.iter().map(|s| s.createtxg).max().unwrap_or(0);
+    let index = |name: &str| source.iter().position(|s| s.name == name);
+    for step in steps {
+        let range = match step {
+            Step::Full { to, .. } | Step::Incremental { to, intermediates: false, .. } => index(to).map(|t| t..=t),
+            Step::Incremental { from, to, intermediates: true, .. } => {
+                index(from).zip(index(to)).map(|(f, t)| f + 1..=t)
+            }
+        };
+        for s in range.map(|r| &source[r]).unwrap_or_default() {
+            txg += 1;
+            out.push(Snapshot { createtxg: txg, holds: 0, ..s.clone() });
+        }
+    }
+    out
 }
 
 /// Incrementals from `base` through `later`: one `-i` per snapshot, or one `-I`.
@@ -366,6 +410,29 @@ mod tests {
         for (what, target, opts, want) in cases {
             assert_eq!(decide(&src, &target, &opts), want, "{what}");
         }
+    }
+
+    #[test]
+    fn common_and_what_the_target_holds_after() {
+        let src = snaps(&[("a", 1), ("b", 2), ("x", 7), ("c", 3)]);
+        let names = |v: &[Snapshot]| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        assert_eq!(super::common(&src, &snaps(&[("a", 1), ("old-b", 2)])), common_of("b", "old-b", 2));
+        assert_eq!(super::common(&src, &snaps(&[("z", 9)])), None);
+        let target = snaps(&[("a", 1), ("theirs", 99)]);
+        let steps = vec![inc("a", "b", 2), inc("b", "c", 3)];
+        assert_eq!(names(&after(&src, &target, &steps, Some("a"))), ["a", "b", "c"], "rolled back, then b and c");
+        assert_eq!(names(&after(&src, &target, &steps, None)), ["a", "theirs", "b", "c"]);
+        let all = vec![Step::Incremental { from: "a".into(), to: "c".into(), guid: 3, intermediates: true }];
+        let got = after(&src, &target[..1], &all, None);
+        assert_eq!(names(&got), ["a", "b", "x", "c"], "-I brings the intermediates");
+        assert!(got.windows(2).all(|w| w[0].createtxg < w[1].createtxg), "txg order");
+        assert_eq!(got[3].guid, 3);
+        let full = vec![Step::Full { to: "a".into(), guid: 1 }, inc("a", "b", 2)];
+        assert_eq!(names(&after(&src, &[], &full, None)), ["a", "b"]);
+    }
+
+    fn common_of(source: &str, target: &str, guid: u64) -> Option<Common> {
+        Some(Common { source: source.into(), target: target.into(), guid })
     }
 
     #[test]

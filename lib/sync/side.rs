@@ -121,6 +121,12 @@ impl Side {
         self.check(&what, &snapshots::bookmark_argv(dataset, snapshot)).map(|_| ())
     }
 
+    /// `zfs destroy DS@SNAP` (one snapshot; never -r or -R).
+    pub fn destroy(&self, dataset: &str, snapshot: &str) -> Result<(), Failure> {
+        let target = format!("{dataset}@{snapshot}");
+        self.check(&format!("destroying {target}"), &words(&["zfs", "destroy", &target])).map(|_| ())
+    }
+
     pub fn hold(&self, tag: &str, snapshot: &str) -> Result<(), Failure> {
         self.check(&format!("holding {snapshot}"), &words(&["zfs", "hold", tag, snapshot])).map(|_| ())
     }

@@ -61,8 +61,16 @@ impl ProgressMode {
     }
 }
 
-/// Run the stages of one transfer; the bytes `zfs send` produced on success.
-pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMode) -> Result<u64, Failure> {
+/// Run the stages of one transfer; the bytes `zfs send` produced on success. With `idle`,
+/// a stream that stops moving for that long (while the first stage still has bytes for the
+/// next: an ssh or zfs recv that stopped reading) kills every stage: exit 69.
+pub fn run(
+    stages: &[Stage],
+    target: &Location,
+    what: &str,
+    progress: ProgressMode,
+    idle: Option<Duration>,
+) -> Result<u64, Failure> {
     check_signal()?;
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::with_capacity(stages.len());
@@ -81,14 +89,34 @@ pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMo
     let done = Arc::new(AtomicBool::new(false));
     let ticker =
         progress.enabled.then(|| spawn_ticker(what.to_string(), counted.clone(), done.clone(), progress.every));
+    let first = &stages[0].name;
+    let next = stages.get(1).map_or("the next stage", |s| s.name.as_str());
     let mut status = vec![None; children.len()];
     let mut killed = false;
+    let mut stalled = None;
+    let mut moved = (0u64, Instant::now());
     while status.iter().any(Option::is_none) {
         if !killed && SIGNAL.load(Ordering::SeqCst) != 0 {
             for c in &mut children {
                 let _ = c.kill();
             }
             killed = true;
+        }
+        // Idle: bytes counted only once the next stage took them, so a reader that stopped
+        // shows as a count that stops while the copier is still at work.
+        let n = counted.bytes.load(Ordering::Relaxed);
+        if n != moved.0 {
+            moved = (n, Instant::now());
+        }
+        if let Some(limit) = idle.filter(|_| !killed && !copier.is_finished()) {
+            if moved.1.elapsed() >= limit {
+                for c in &mut children {
+                    let _ = c.kill();
+                }
+                killed = true;
+                // Blocked writing: the reader stopped; blocked reading: the producer did.
+                stalled = Some((limit, counted.writing.load(Ordering::Relaxed)));
+            }
         }
         for (i, c) in children.iter_mut().enumerate() {
             if status[i].is_none() {
@@ -112,6 +140,20 @@ pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMo
         let _ = t.join();
     }
     check_signal()?;
+    if let Some((limit, writing)) = stalled {
+        let who = match writing {
+            true => format!("{next} stopped reading"),
+            false => format!("{first} stopped writing"),
+        };
+        return Err(Failure::new(
+            ExitCode::Unreachable,
+            format!(
+                "{what}: no byte moved for {}s (--idle-timeout): {who}, so every stage was killed; the target \
+                 keeps its last good snapshot",
+                limit.as_secs()
+            ),
+        ));
+    }
     let ended: Vec<Ended> = status
         .into_iter()
         .zip(errs)
@@ -130,7 +172,15 @@ pub fn run(stages: &[Stage], target: &Location, what: &str, progress: ProgressMo
     Ok(bytes)
 }
 
-type Copier = (JoinHandle<u64>, Arc<AtomicU64>);
+/// What the copier between the first two stages has done: bytes the next stage took, and
+/// whether it is waiting for that stage to take more (else for the first to give more).
+#[derive(Default)]
+struct Flow {
+    bytes: AtomicU64,
+    writing: AtomicBool,
+}
+
+type Copier = (JoinHandle<u64>, Arc<Flow>);
 
 /// Start every stage, wired stdout to stdin, with this process copying from the first stage
 /// to the second. Returns the copier and one stderr collector per stage.
@@ -170,7 +220,7 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
     let (Some(from), Some(to)) = (first_out, second_in) else {
         return Err(Failure::new(ExitCode::Internal, "pipeline has fewer than two stages"));
     };
-    let counted = Arc::new(AtomicU64::new(0));
+    let counted = Arc::new(Flow::default());
     let c = counted.clone();
     let copier = std::thread::spawn(move || copy(from, to, &c));
     Ok(((copier, counted), errs))
@@ -178,22 +228,28 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
 
 /// Copy until end of input or until the next stage stops reading (then dropping our end
 /// of `zfs send`'s pipe stops it too).
-fn copy(mut from: ChildStdout, mut to: ChildStdin, counted: &AtomicU64) -> u64 {
+fn copy(mut from: ChildStdout, mut to: ChildStdin, flow: &Flow) -> u64 {
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
+                // Counted in pipe-sized pieces, so a slow reader still shows as moving to
+                // the idle timeout.
+                flow.writing.store(true, Ordering::Relaxed);
+                for piece in buf[..n].chunks(64 << 10) {
+                    if to.write_all(piece).is_err() {
+                        return flow.bytes.load(Ordering::Relaxed);
+                    }
+                    flow.bytes.fetch_add(piece.len() as u64, Ordering::Relaxed);
                 }
-                counted.fetch_add(n as u64, Ordering::Relaxed);
+                flow.writing.store(false, Ordering::Relaxed);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    counted.load(Ordering::Relaxed)
+    flow.bytes.load(Ordering::Relaxed)
 }
 
 /// A stage's stderr, keeping at most the last 64 KiB.
@@ -213,7 +269,7 @@ fn collect(err: Option<std::process::ChildStderr>) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-fn spawn_ticker(what: String, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
+fn spawn_ticker(what: String, flow: Arc<Flow>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut next = every;
@@ -221,7 +277,7 @@ fn spawn_ticker(what: String, bytes: Arc<AtomicU64>, done: Arc<AtomicBool>, ever
             std::thread::sleep(Duration::from_millis(100));
             if start.elapsed() >= next {
                 next += every;
-                let n = bytes.load(Ordering::Relaxed);
+                let n = flow.bytes.load(Ordering::Relaxed);
                 eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
             }
         }

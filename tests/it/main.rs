@@ -31,4 +31,5 @@ mod transport_errors;
 mod transport_interrupts;
 mod zfs3backup;
 mod zfs_pipeline;
+mod zsync_from_s3;
 mod zsync_ssh;

@@ -251,10 +251,194 @@ fn refusals_and_errors_are_one_line() {
     let mut c = Command::new(bin_path("zsync-ssh"));
     c.args(["-o", "ConnectTimeout=5", &s.src, &format!("nohost.invalid:{}", s.dst)]);
     run(c, None, TIMEOUT).fails(71, "nohost.invalid");
-    let out = s.sync(&["--dry-run", "-c", "zstd"]).success();
+    let out = s.sync(&["--dry-run", "-c", "zstd", "--format", "sh"]).success();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.starts_with(&format!("zfs send {}@s1 | zstd -q -c -T0 | ssh ", s.src)), "{text}");
     assert!(s.remote(&["zfs", "list", &s.dst]).code() != 0, "dry run changed nothing");
+    s.sync(&["--format", "sh"]).fails(64, "--format sh prints the commands of a --dry-run");
+}
+
+/// --dry-run prints JSON (each action's command inside its line) or, with --format sh, only
+/// the commands: never both, and the commands are the ones a real run then executes.
+#[test]
+fn dry_run_is_json_or_commands_never_both() {
+    let s = Sync::new("zsdry");
+    for (k, snap) in ["s1", "s2"].iter().enumerate() {
+        s.write(snap, &data(50_000, 20 + k as u64));
+        s.snapshot(snap);
+    }
+    let json = s.sync(&["--dry-run", "-c", "zstd"]).success();
+    let lines = json.json_lines();
+    assert_eq!(lines.len(), 3, "a line per transfer, then the summary: {}", json.text());
+    let (first, second, summary) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(
+        (first["action"].as_str(), first["kind"].as_str(), first["snapshot"].as_str()),
+        (Some("send"), Some("full"), Some("s1"))
+    );
+    assert_eq!(
+        (second["kind"].as_str(), second["from"].as_str(), second["snapshot"].as_str()),
+        (Some("inc"), Some("s1"), Some("s2"))
+    );
+    assert_eq!(second["target"].as_str(), Some(format!("{}:{}", env("ZSNAP_HOST2"), s.dst).as_str()));
+    assert_eq!(
+        (summary["action"].as_str(), summary["sent"].clone()),
+        (Some("dry-run"), serde_json::json!(["s1", "s2"]))
+    );
+
+    let sh = s.sync(&["--dry-run", "-c", "zstd", "--format", "sh"]).success();
+    let commands: Vec<String> = sh.text().lines().map(str::to_string).collect();
+    let from_json: Vec<String> =
+        lines[..2].iter().map(|l| l["command"].as_str().expect("command").to_string()).collect();
+    assert_eq!(commands, from_json, "the same commands, and nothing else");
+    assert!(commands.iter().all(|c| serde_json::from_str::<serde_json::Value>(c).is_err()), "no JSON in sh");
+    assert!(
+        commands[1].starts_with(&format!("zfs send -i {src}@s1 {src}@s2 | zstd -q -c -T0 | ssh ", src = s.src)),
+        "{}",
+        commands[1]
+    );
+    assert!(s.remote(&["zfs", "list", &s.dst]).code() != 0, "dry runs changed nothing");
+
+    // Up to date: no action lines, only the summary (JSON), or nothing at all (sh).
+    s.sync(&[]).success();
+    assert_eq!(s.sync(&["--dry-run"]).success().json()["action"], "none");
+    assert!(s.sync(&["--dry-run", "--format", "sh"]).success().stdout.is_empty());
+}
+
+/// The replica config of the prune tests: keep the last 3 snapshots, no period rules.
+fn keep_last(s: &Sync, n: u32) -> String {
+    let conf = s._ctx.bench.work.join(format!("{}-prune.conf", s.pool.name));
+    let text = format!(
+        "[main]\nKEEP_LAST=1\n[fs:{}]\nKEEP_LAST={n}\nKEEP_HOURLY=0\nKEEP_DAILY=0\nKEEP_WEEKLY=0\nKEEP_MONTHLY=0\n",
+        s.src
+    );
+    std::fs::write(&conf, text).expect("write config");
+    conf.display().to_string()
+}
+
+/// --prune-target applies zsnap's retention policy (here KEEP_LAST=3 from the dataset's
+/// [fs:] section) to the replica after the sync: it keeps exactly the policy's set, the
+/// common snapshot, and what does not match the prefix; --dry-run destroys nothing.
+#[test]
+fn prune_target_keeps_the_policy_and_the_common_snapshot() {
+    let s = Sync::new("zsprune");
+    let names: Vec<String> = (1..=10).map(|k| format!("zs-{k:02}")).collect();
+    for (k, name) in names.iter().enumerate() {
+        s.write(&format!("f{k}"), &data(20_000, 40 + k as u64));
+        s.snapshot(name);
+        if k == 2 {
+            s.snapshot("manual");
+        }
+    }
+    // -I carries "manual" too; it does not match the prefix, so prune never touches it.
+    let j = s.sync(&["-I", "-s", "zs-"]).success().json();
+    assert_eq!(j["sent"], serde_json::json!(["zs-01", "zs-10"]), "{j}");
+    let all: Vec<String> = s.remote_snapshots();
+    assert_eq!(all.len(), 11, "{all:?}");
+    let conf = keep_last(&s, 3);
+
+    let dry = s.sync(&["-s", "zs-", "--prune-target", "--config", &conf, "--dry-run"]).success();
+    let lines = dry.json_lines();
+    let (destroys, summary) = lines.split_at(lines.len() - 1);
+    let doomed: Vec<&str> = destroys.iter().map(|l| l["snapshot"].as_str().expect("snapshot")).collect();
+    assert_eq!(doomed, ["zs-01", "zs-02", "zs-03", "zs-04", "zs-05", "zs-06", "zs-07"], "{}", dry.text());
+    for l in destroys {
+        assert_eq!(l["action"], "destroy");
+        let cmd = l["command"].as_str().expect("command");
+        assert!(
+            cmd.starts_with("ssh ")
+                && cmd.ends_with(&format!("'zfs destroy {}@{}'", s.dst, l["snapshot"].as_str().unwrap())),
+            "{cmd}"
+        );
+        assert!(l["reason"].as_str().unwrap_or("").contains("no rule keeps it (policy: last 3)"), "{l}");
+    }
+    assert_eq!(summary[0]["action"], "none");
+    assert_eq!(summary[0]["to_prune"].as_array().map(Vec::len), Some(7));
+    let sh = s.sync(&["-s", "zs-", "--prune-target", "--config", &conf, "--dry-run", "--format", "sh"]).success();
+    let cmds: Vec<String> = sh.text().lines().map(str::to_string).collect();
+    let from_json: Vec<&str> = destroys.iter().map(|l| l["command"].as_str().unwrap()).collect();
+    assert_eq!(cmds, from_json);
+    assert_eq!(s.remote_snapshots(), all, "a dry run destroys nothing");
+
+    let out = s.sync(&["-s", "zs-", "--prune-target", "--config", &conf]).success();
+    let lines = out.json_lines();
+    let summary = lines.last().expect("summary");
+    assert_eq!(summary["pruned"], serde_json::json!(doomed), "{}", out.text());
+    assert_eq!(lines.len(), 8, "a line per destroyed snapshot, then the summary");
+    assert_eq!(s.remote_snapshots(), ["manual", "zs-08", "zs-09", "zs-10"]);
+    s.assert_same_files();
+
+    // The next sync sends zs-11 and then prunes by the new common snapshot.
+    s.write("g", &data(10_000, 60));
+    s.snapshot("zs-11");
+    let j = s.sync(&["-s", "zs-", "--prune-target", "--config", &conf]).success().json_lines();
+    let summary = j.last().expect("summary");
+    assert_eq!(
+        (summary["sent"].clone(), summary["pruned"].clone()),
+        (serde_json::json!(["zs-11"]), serde_json::json!(["zs-08"]))
+    );
+    assert_eq!(summary["common"]["snapshot"], "zs-10");
+    assert_eq!(s.remote_snapshots(), ["manual", "zs-09", "zs-10", "zs-11"]);
+    // The replica still continues incrementally from the common snapshot.
+    s.write("h", &data(10_000, 61));
+    s.snapshot("zs-12");
+    let j = s.sync(&["-s", "zs-"]).success().json();
+    assert_eq!(
+        (j["sent"].clone(), j["common"]["snapshot"].clone()),
+        (serde_json::json!(["zs-12"]), serde_json::json!("zs-11"))
+    );
+    s.assert_same_files();
+}
+
+/// An ssh that stops reading (here a stand-in that sleeps instead of running zfs recv)
+/// hangs nothing: --idle-timeout kills the pipeline and exits 69 naming it.
+#[test]
+fn an_ssh_that_stops_reading_is_killed_by_the_idle_timeout() {
+    let s = Sync::new("zsidle");
+    s.write("a", &data(100_000, 70));
+    s.snapshot("s1");
+    s.sync(&[]).success();
+    s.write("big", &data(8 * MIB, 71));
+    s.snapshot("s2");
+    let mut which = Command::new("sh");
+    which.args(["-c", "command -v ssh"]);
+    let real_ssh = run(which, None, TIMEOUT).success().text().trim().to_string();
+    let dir = s._ctx.bench.work.join(format!("{}-stuck-ssh", s.pool.name));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let wrapper = dir.join("ssh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\ncase \"$*\" in *'zfs recv'*) exec sleep 600 ;; esac\nexec '{real_ssh}' \"$@\"\n"),
+    )
+    .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let mut c = s.cmd(&["--idle-timeout", "2s"]);
+    c.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
+    let start = Instant::now();
+    let out = run(c, None, TIMEOUT);
+    let took = start.elapsed();
+    let out =
+        out.fails(69, &format!("no byte moved for 2s (--idle-timeout): ssh {} stopped reading", env("ZSNAP_HOST2")));
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert_eq!(out.json()["action"], "failed");
+    assert_eq!(s.remote_snapshots(), ["s1"], "the target keeps its last good snapshot");
+
+    // A zfs send that stops producing is named as such.
+    let mut which = Command::new("sh");
+    which.args(["-c", "command -v zfs"]);
+    let real_zfs = run(which, None, TIMEOUT).success().text().trim().to_string();
+    let wrapper = dir.join("zfs");
+    std::fs::write(&wrapper, format!("#!/bin/sh\n[ \"$1\" = send ] && exec sleep 600\nexec '{real_zfs}' \"$@\"\n"))
+        .expect("write wrapper");
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    std::fs::remove_file(dir.join("ssh")).expect("rm ssh stand-in");
+    let mut c = s.cmd(&["--idle-timeout", "2s"]);
+    c.env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()));
+    run(c, None, TIMEOUT).fails(69, "no byte moved for 2s (--idle-timeout): zfs send stopped writing");
+    assert_eq!(s.remote_snapshots(), ["s1"]);
+
+    // Without the stand-ins the next run completes.
+    assert_eq!(s.sync(&[]).success().json()["sent"], serde_json::json!(["s2"]));
+    s.assert_same_files();
 }
 
 /// The README's recipes: one `zfs send` feeding both the stream gate (s3put) and a replica's

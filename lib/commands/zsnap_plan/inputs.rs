@@ -171,7 +171,7 @@ fn read_target(target: &str) -> Result<Option<Vec<Snapshot>>, Failure> {
 
 /// The identity restores decrypt with: named on the printed s3get lines when a flag or the
 /// config file gave it, and read (with `load`) so the planner knows what it opens.
-fn identity_use(s: &Settings, load: bool) -> Result<crate::plan::IdentityUse, Failure> {
+pub(crate) fn identity_use(s: &Settings, load: bool) -> Result<crate::plan::IdentityUse, Failure> {
     let Some(file) = &s.identity.value else { return Ok(Default::default()) };
     let args = match s.identity.source.must_repeat() {
         true => vec!["--identity".to_string(), file.clone()],
@@ -184,7 +184,7 @@ fn identity_use(s: &Settings, load: bool) -> Result<crate::plan::IdentityUse, Fa
     Ok(crate::plan::IdentityUse { args, opens })
 }
 
-fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Args) -> Vec<String> {
+pub(crate) fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Args) -> Vec<String> {
     let mut out = Vec::new();
     for (flag, setting) in [("--endpoint", &s.endpoint), ("--region", &s.region), ("--profile", &s.profile)] {
         if let (Some(v), true) = (&setting.value, setting.source.must_repeat()) {

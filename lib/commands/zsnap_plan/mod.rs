@@ -4,7 +4,7 @@
 
 mod backup;
 mod config;
-mod inputs;
+pub(crate) mod inputs;
 mod list;
 mod local;
 mod policy;
