@@ -125,7 +125,7 @@ impl Remote {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
+pub struct Row<'a> {
     /// Local name when the snapshot exists locally, else the name in S3.
     pub snapshot: String,
     /// The name in S3 when it differs (renamed since it was sent).
@@ -138,11 +138,12 @@ pub struct Row {
     pub local_guid: Option<u64>,
     pub local: bool,
     pub remote: Remote,
-    /// Best committed record: restorable first, then shortest chain.
-    pub record: Option<BackupRecord>,
+    /// Best committed record: restorable first, then shortest chain (borrowed: at 100,000
+    /// backups a copy per row would double what status holds).
+    pub record: Option<&'a BackupRecord>,
     /// How many committed objects hold this snapshot.
     pub copies: usize,
-    pub health: Option<Health>,
+    pub health: Option<&'a Health>,
     /// Keys of the objects that hold this snapshot from the same parent more than once
     /// (`BackupRecord::same_backup`), in list order; empty when there are none.
     pub duplicates: Vec<String>,
@@ -154,7 +155,7 @@ pub struct Row {
     time: (i64, usize),
 }
 
-impl Row {
+impl Row<'_> {
     pub fn to_json(&self, ctx: &Context) -> Value {
         json!({
             "snapshot": self.snapshot,
@@ -174,7 +175,7 @@ impl Row {
             "legacy": self.record.as_ref().map(|r| r.legacy),
             "duplicates": self.duplicates.iter().map(|k| ctx.url(k)).collect::<Vec<_>>(),
             "restorable": self.health.as_ref().map(|h| h.is_restorable()),
-            "broken": self.health.as_ref().and_then(broken),
+            "broken": self.health.and_then(broken),
             "key": self.record.as_ref().map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.as_ref().map(|k| ctx.url(k))),
             "reason": self.reason,
         })
@@ -213,7 +214,7 @@ impl Summary {
 }
 
 /// Note on each row the local bookmark that has its guid, if any.
-pub fn mark_bookmarks(rows: &mut [Row], bookmarks: &[Bookmark]) {
+pub fn mark_bookmarks(rows: &mut [Row<'_>], bookmarks: &[Bookmark]) {
     let name_of = bookmark_names(bookmarks);
     for r in rows {
         r.bookmark = name_of(r.local_guid.or(r.guid));
@@ -328,14 +329,14 @@ fn recorded_guid(records: &[BackupRecord], held: &[usize], local: Option<u64>) -
 /// Join local snapshots (all of them, ordered by createtxg) with committed records and
 /// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
 /// are in S3, then whatever only S3 holds.
-pub fn status(
+pub fn status<'a>(
     local: &[Snapshot],
     snapshot_prefix: &str,
-    records: &[BackupRecord],
-    health: &[Health],
+    records: &'a [BackupRecord],
+    health: &'a [Health],
     uncommitted: &[Uncommitted],
     foreign: usize,
-) -> (Vec<Row>, Summary) {
+) -> (Vec<Row<'a>>, Summary) {
     let roots = crate::catalog::chain::roots(health);
     let holders = Holders::new(records);
     let pending = Pending::new(uncommitted);
@@ -389,9 +390,9 @@ pub fn status(
             local_guid: Some(s.guid),
             local: true,
             remote,
-            record: best.map(|i| records[i].clone()),
+            record: best.map(|i| &records[i]),
             copies: held.len(),
-            health: best.map(|i| health[i].clone()),
+            health: best.map(|i| &health[i]),
             duplicates,
             uncommitted_key: unc.map(|u| uncommitted[u].key.clone()),
             bookmark: None,
@@ -420,9 +421,9 @@ pub fn status(
             local_guid: None,
             local: false,
             remote: Remote::Committed,
-            record: Some(records[best].clone()),
+            record: Some(&records[best]),
             copies: same.len(),
-            health: Some(health[best].clone()),
+            health: Some(&health[best]),
             duplicates,
             uncommitted_key: None,
             bookmark: None,

@@ -476,7 +476,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             run(&args, settings, Needs { identity: true, ..Needs::default() }, decide, restore::render_save)?
         }
         Command::List => run_list(&args, settings)?,
-        Command::Status => run(&args, settings, status::needs(), status::decide, status::render)?,
+        Command::Status => run_status(&args, settings)?,
         Command::Policy => run(&args, settings, policy::needs(), |i| Ok(i.effective.clone()), policy::render)?,
         Command::Prune(mode) => run(&args, settings, prune::needs(*mode), |i| prune::decide(i, *mode), prune::render)?,
         Command::Snapshot(period) => run(
@@ -506,6 +506,13 @@ fn run<D>(
     let inputs = inputs::read(args, settings, needs)?;
     let decided = decide(&inputs)?;
     render(&decided, &inputs, args.format).print()
+}
+
+/// `status` rows borrow their records from the inputs too: the same three steps.
+fn run_status(args: &Args, settings: Settings) -> Result<Option<String>, Failure> {
+    let inputs = inputs::read(args, settings, status::needs())?;
+    let decided = status::decide(&inputs)?;
+    status::render(&decided, &inputs, args.format).print()
 }
 
 /// `list` borrows its entries from the inputs, so it cannot go through [`run`]'s generic

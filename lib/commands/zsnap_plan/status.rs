@@ -13,7 +13,7 @@ pub fn needs() -> Needs {
     Needs { local: LocalNeed::Required, policy: true, others: true, ..Needs::default() }
 }
 
-pub fn decide(i: &Inputs) -> Result<(Vec<Row>, Summary), Failure> {
+pub fn decide(i: &Inputs) -> Result<(Vec<Row<'_>>, Summary), Failure> {
     let c = &i.catalog;
     let (mut rows, summary) = status::status(
         i.snapshots(),
@@ -27,7 +27,7 @@ pub fn decide(i: &Inputs) -> Result<(Vec<Row>, Summary), Failure> {
     Ok((rows, summary))
 }
 
-pub fn render<'a>((rows, summary): &'a (Vec<Row>, Summary), i: &'a Inputs, f: Format) -> Rendered<'a> {
+pub fn render<'a>((rows, summary): &'a (Vec<Row<'a>>, Summary), i: &'a Inputs, f: Format) -> Rendered<'a> {
     if f != Format::Table {
         let mut sum = summary.to_json(&i.ctx);
         add_usage(&mut sum, i);
@@ -50,7 +50,7 @@ pub fn render<'a>((rows, summary): &'a (Vec<Row>, Summary), i: &'a Inputs, f: Fo
                                 (false, None) => "no".into(),
                             },
                             r.remote.as_str().into(),
-                            r.record.as_ref().map(super::render::kind_cell).unwrap_or_default(),
+                            r.record.map(super::render::kind_cell).unwrap_or_default(),
                             r.record.as_ref().map(|x| human_bytes(x.bytes)).unwrap_or_default(),
                             match &r.health {
                                 Some(crate::catalog::Health::Broken { missing }) => format!("no: {missing}"),
