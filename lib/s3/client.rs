@@ -35,7 +35,7 @@ pub async fn connect(args: &S3Args) -> Client {
     }
     let shared = loader.load().await;
     let mut conf = aws_sdk_s3::config::Builder::from(&shared)
-        .http_client(super::answer_timeout::http_client())
+        .http_client(super::answer_timeout::http_client(args.ca_bundle.as_ref()))
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     if let Some(e) = &args.endpoint {

@@ -24,6 +24,7 @@ mod script_faults;
 mod stream_gate;
 mod stream_matrix;
 mod timeouts;
+mod tls;
 mod transport;
 mod transport_errors;
 mod transport_interrupts;
