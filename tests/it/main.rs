@@ -10,6 +10,7 @@ mod cluster;
 mod credentials;
 mod docs;
 mod encryption;
+mod first_backup;
 mod health;
 mod install;
 mod object_lock;
