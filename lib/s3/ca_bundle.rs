@@ -32,7 +32,7 @@ pub fn choose(env_bundle: Option<&str>, config: Option<(&str, &str)>, profile: &
 }
 
 /// The value of `key` in `profile`'s section of an AWS config file's text: `[default]` or
-/// `[profile default]` for the default profile, `[profile NAME]` for the others. Lines
+/// `[profile default]` for the default profile, `[profile NAME]` (only) for the others. Lines
 /// starting with `#` or `;` are comments, indented lines are sub-properties (`s3 =` blocks),
 /// and a later section of the same name adds to an earlier one, as in aws-config's parser.
 pub fn profile_value(text: &str, profile: &str, key: &str) -> Option<String> {
@@ -45,11 +45,12 @@ pub fn profile_value(text: &str, profile: &str, key: &str) -> Option<String> {
         }
         if let Some(rest) = trimmed.strip_prefix('[') {
             let name = rest.split(']').next().unwrap_or("").trim();
+            // In the config file only the default profile may go without `profile `.
             let name = match name.strip_prefix("profile") {
-                Some(n) if n.starts_with(char::is_whitespace) => n.trim(),
-                _ => name,
+                Some(n) if n.starts_with(char::is_whitespace) => Some(n.trim()),
+                _ => Some(name).filter(|n| *n == "default"),
             };
-            in_profile = name == profile;
+            in_profile = name == Some(profile);
             continue;
         }
         if !in_profile || line.starts_with(char::is_whitespace) {
@@ -147,8 +148,10 @@ output = json
             assert_eq!(profile_value(CONFIG, profile, key).as_deref(), want, "{profile}.{key}");
         }
         assert_eq!(profile_value("[profile default]\nca_bundle = /x\n", "default", "ca_bundle").as_deref(), Some("/x"));
-        // `[profilex]` is a profile named profilex, not x.
+        // `[profilex]` is not profile x, and `[x]` is ignored in the config file (as by
+        // aws-config): only `[default]` may go without the prefix.
         assert_eq!(profile_value("[profilex]\nca_bundle = /x\n", "x", "ca_bundle"), None);
+        assert_eq!(profile_value("[x]\nca_bundle = /x\n", "x", "ca_bundle"), None);
     }
 
     #[test]
@@ -163,6 +166,32 @@ output = json
         assert_eq!(choose(None, None, "default"), None);
         assert_eq!(expand_home("~/garage.pem", Some("/root/")), "/root/garage.pem");
         assert_eq!(expand_home("/etc/x.pem", Some("/root")), "/etc/x.pem");
+    }
+
+    /// A throwaway self-signed CA (no key kept): only its parse matters here.
+    const CA: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBjzCCATWgAwIBAgIUQ4PmyOPFopBzc4w1vjP9f35iFCYwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSenNuYXAgdW5pdCB0ZXN0IENBMB4XDTI2MTIwMzEyNDMxNVoX
+DTM2MTEzMDEyNDMxNVowHTEbMBkGA1UEAwwSenNuYXAgdW5pdCB0ZXN0IENBMFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEwJW6mVCSTz1BkQ3rnOc2QYha023dtjt1
+1Yvu1KePGyLqbczR83Z+q5p3/LdkdXluKcHfxvJ9JOHX1exQndyn9qNTMFEwHQYD
+VR0OBBYEFN6qWY3LndqZcllLGDXb1qcPhaYHMB8GA1UdIwQYMBaAFN6qWY3LndqZ
+cllLGDXb1qcPhaYHMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIh
+ALS7vbT++/RgMgvZertiWGBAk7JPJIB5qtAcFA4AreWoAiAKoEZp4mWImk02TnRh
+JzRCrPwE/YejUSIY/NCeG9oa+Q==
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn bundles_of_certificates() {
+        assert_eq!(check_pem(CA.as_bytes()), Ok(1));
+        // Text between certificates, as in distributions' bundles, is skipped.
+        let two = format!("# our lab\n{CA}\nsome comment\n{CA}");
+        assert_eq!(check_pem(two.as_bytes()), Ok(2));
+        // A key beside the certificate is not one.
+        let with_key = format!("{CA}-----BEGIN PRIVATE KEY-----\nMIGH\n-----END PRIVATE KEY-----\n");
+        assert_eq!(check_pem(with_key.as_bytes()), Ok(1));
     }
 
     #[test]
