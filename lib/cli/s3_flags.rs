@@ -67,12 +67,21 @@ pub const FLAGS: &[Flag] = &[
     },
 ];
 
+/// The CA bundle's entry, in every binary's ENVIRONMENT that speaks S3.
+pub const CA_BUNDLE: (&str, &str) = (
+    "AWS_CA_BUNDLE",
+    "PEM file of CA certificates to trust besides the system's, for a server behind a private CA \
+     (else ca_bundle in the profile's section of ~/.aws/config); one that cannot be read or \
+     holds no certificate exits 71 before any request. Verification is never turned off.",
+);
+
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("ZSNAP_S3_ENDPOINT", "default for --endpoint"),
     ("ZSNAP_S3_PATH_STYLE", "1 or 0: default for --path-style / --virtual-host"),
     ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "static credentials"),
     ("AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3", "as for the AWS CLI"),
     ("AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE", "where the profile files are"),
+    CA_BUNDLE,
 ];
 
 /// Parsed S3 connection settings, before any I/O.
@@ -85,6 +94,9 @@ pub struct S3Args {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
     pub retries: Option<u32>,
+    /// Extra CA certificates to trust beside the system's (`AWS_CA_BUNDLE`, a profile's
+    /// `ca_bundle`), read and checked by [`S3Args::with_env`].
+    pub ca_bundle: Option<crate::s3::ca_bundle::CaBundle>,
 }
 
 impl S3Args {
@@ -127,6 +139,9 @@ impl S3Args {
                 return Err(Failure::usage(format!("--endpoint: '{e}' must start with http:// or https://")));
             }
         }
+        // Read here, before any request, so a bundle that cannot serve is one line and exit
+        // 71 instead of a handshake that fails later for a reason nobody sees.
+        self.ca_bundle = crate::s3::ca_bundle::resolve(self.profile.as_deref())?;
         Ok(self)
     }
 

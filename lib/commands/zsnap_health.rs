@@ -154,6 +154,7 @@ unreachable endpoint) is critical: exit 2 with one line naming it; a bad flag is
         ("ZSNAP_BUCKET, ZSNAP_S3_PREFIX, ZSNAP_DATASET", "defaults for --bucket, --s3-prefix, --dataset"),
         ("ZSNAP_S3_ENDPOINT", "default for --endpoint"),
         ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION", "as for the AWS CLI"),
+        s3_flags::CA_BUNDLE,
     ],
     examples: &[
         ("zsnap-health -b backups", "Every dataset under the bucket's root."),

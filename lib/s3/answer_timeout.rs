@@ -9,6 +9,7 @@
 //! Requests without a body keep the SDK's own timeout. Either way the timeout is an error
 //! the SDK retries, like any other transport fault.
 
+use super::ca_bundle::CaBundle;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{tls, Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::client::http::{
@@ -26,11 +27,21 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The SDK's default rustls client (proxies from the environment, as the SDK does), wrapped
-/// so that a request with a body is timed from the end of its body.
-pub fn http_client() -> SharedHttpClient {
-    let inner = Builder::new().build_with_connector_fn(|settings, components| {
+/// so that a request with a body is timed from the end of its body. It trusts the system's
+/// roots and, with `ca_bundle`, that bundle's certificates too (checked by
+/// [`super::ca_bundle::check_pem`], so loading them here cannot fail).
+pub fn http_client(ca_bundle: Option<&CaBundle>) -> SharedHttpClient {
+    let mut trust = tls::TrustStore::default().with_native_roots(true);
+    if let Some(b) = ca_bundle {
+        trust = trust.with_pem_certificate(b.pem.clone());
+    }
+    // build() only moves its fields (aws-smithy-http-client 1.5). Were it ever to fail, the
+    // bundle would be missing and a private CA's server refused (exit 71): never unverified.
+    let context = tls::TlsContext::builder().with_trust_store(trust).build().unwrap_or_default();
+    let inner = Builder::new().build_with_connector_fn(move |settings, components| {
         let mut conn =
             ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc));
+        conn.set_tls_context(context.clone());
         conn.set_connector_settings(settings.cloned());
         if let Some(c) = components {
             conn.set_sleep_impl(c.sleep_impl());

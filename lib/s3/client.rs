@@ -1,5 +1,6 @@
 //! Building an S3 client from [`S3Args`]: the standard AWS credential chain, our timeouts
-//! and retry policy, and checksums only "when required" so servers other than AWS (R2, B2,
+//! and retry policy, the system's CAs plus any CA bundle (`AWS_CA_BUNDLE`, a profile's
+//! `ca_bundle`), and checksums only "when required" so servers other than AWS (R2, B2,
 //! Ceph, Garage) accept our requests; integrity headers we send ourselves.
 
 use crate::cli::s3_flags::S3Args;
@@ -33,9 +34,14 @@ pub async fn connect(args: &S3Args) -> Client {
     if let Some(p) = &args.profile {
         loader = loader.profile_name(p);
     }
+    // A private CA may also front the credential endpoints (SSO, STS, a TLS-intercepting
+    // proxy): they get the same trust. Without a bundle they keep the SDK's own client.
+    if let Some(b) = &args.ca_bundle {
+        loader = loader.http_client(super::answer_timeout::http_client(Some(b)));
+    }
     let shared = loader.load().await;
     let mut conf = aws_sdk_s3::config::Builder::from(&shared)
-        .http_client(super::answer_timeout::http_client())
+        .http_client(super::answer_timeout::http_client(args.ca_bundle.as_ref()))
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
     if let Some(e) = &args.endpoint {

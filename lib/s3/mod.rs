@@ -4,6 +4,7 @@
 //! module that speaks the SDK: everyone else gets plain rows and [`crate::cli::Failure`]s.
 
 mod answer_timeout;
+pub mod ca_bundle;
 pub mod client;
 pub mod download;
 pub mod error;

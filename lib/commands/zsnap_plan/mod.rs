@@ -241,6 +241,7 @@ then defaults.",
         ("ZSNAP_S3_PATH_STYLE", "1 or 0: default for --path-style / --virtual-host"),
         ("AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN", "static credentials"),
         ("AWS_PROFILE, AWS_REGION, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3", "as for the AWS CLI"),
+        s3_flags::CA_BUNDLE,
     ],
     examples: &[
         ("zsnap-plan -d tank/data -b backups backup", "What would be sent, as JSON lines."),

@@ -9,11 +9,14 @@
 pub mod fault_proxy;
 pub mod guest;
 pub mod site;
+pub mod tls_front;
 // Not every test file plays a site.
 #[allow(unused_imports)]
 pub use guest::*;
 #[allow(unused_imports)]
 pub use site::*;
+#[allow(unused_imports)]
+pub use tls_front::*;
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
