@@ -366,6 +366,9 @@ fn missing_things_and_wrong_settings() {
     let bad = ctx.bench.work.join(format!("bad-{}.conf", std::process::id()));
     std::fs::write(&bad, "[main]\nBUKET=x\n").expect("write");
     plan(&ctx, &data, &["--config", bad.to_str().unwrap_or(""), "list"]).fails(64, ":2: unknown key BUKET");
+    // A retention value no prune could use is refused by config, where every script starts.
+    std::fs::write(&bad, "[main]\nKEEP_DAILY=many\n").expect("write");
+    plan(&ctx, &data, &["--config", bad.to_str().unwrap_or(""), "config"]).fails(64, "KEEP_DAILY");
     let out = plan(&ctx, &data, &["--format", "sh", "config"]).success();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains(&format!("ZSNAP_DATASET='{data}'\n")), "{text}");

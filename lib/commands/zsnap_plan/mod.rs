@@ -465,7 +465,12 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
     // The one dispatch: each command says what it needs, decides from what was read, and
     // renders; see inputs.rs for the reading.
     let warning = match &args.command {
-        Command::Config => config::render(&settings, f).print()?,
+        Command::Config => {
+            // A retention value the scripts would only trip over at prune time (KEEP_DAILY=abc)
+            // is refused here, where every script starts: one line naming it and its file.
+            crate::config::policy::resolve(None, &settings.retention)?;
+            config::render(&settings, f).print()?
+        }
         Command::Backup(req) => run(&args, settings, backup::needs(req), |i| backup::decide(i, req), backup::render)?,
         Command::Restore { selector, target, force } => {
             let needs = restore::needs(target.as_deref(), settings.dataset.value.as_deref());
