@@ -18,6 +18,13 @@ mandir = $(PREFIX)/share/man/man1
 docdir = $(PREFIX)/share/doc/zsnap
 # systemd reads /usr/local/lib/systemd/system and /usr/lib/systemd/system.
 unitdir = $(PREFIX)/lib/systemd/system
+# Where bash-completion, zsh and fish look (under /usr/local too, through XDG_DATA_DIRS and
+# zsh's site-functions). The scripts are generated at install time from BUILT's binaries
+# (`BIN --completions SHELL`, `zsnap-plan --completions SHELL SCRIPT`): nothing to commit,
+# and they cannot drift from the flag tables they come from.
+bashcompdir = $(PREFIX)/share/bash-completion/completions
+zshcompdir = $(PREFIX)/share/zsh/site-functions
+fishcompdir = $(PREFIX)/share/fish/vendor_completions.d
 
 BINS = s3put s3get zsnap-plan zsnap-health zsync-ssh
 SCRIPTS = zsnap-backup zsnap-restore zsnap-prune zsnap-status zsnap-snapshot
@@ -52,6 +59,7 @@ install:
 		test -x "$(BUILT)/$$b" || { echo "make install: $(BUILT)/$$b is missing: run make first (or give BUILT=DIR)" >&2; exit 1; }; \
 	done
 	install -d "$(DESTDIR)$(bindir)" "$(DESTDIR)$(libdir)" "$(DESTDIR)$(mandir)" "$(DESTDIR)$(docdir)" "$(DESTDIR)$(unitdir)"
+	install -d "$(DESTDIR)$(bashcompdir)" "$(DESTDIR)$(zshcompdir)" "$(DESTDIR)$(fishcompdir)"
 	install -m 755 $(BINS:%=$(BUILT)/%) "$(DESTDIR)$(bindir)/"
 	install -m 755 $(SCRIPTS:%=scripts/%) "$(DESTDIR)$(bindir)/"
 	install -m 644 scripts/zsnap-common.sh "$(DESTDIR)$(libdir)/"
@@ -63,12 +71,22 @@ install:
 	for u in $(UNITS); do \
 		sed 's|@BINDIR@|$(bindir)|g' "dist/systemd/$$u" >"$(DESTDIR)$(unitdir)/$$u" && chmod 644 "$(DESTDIR)$(unitdir)/$$u" || exit 1; \
 	done
+	for n in $(BINS) $(SCRIPTS); do \
+		case " $(SCRIPTS) " in *" $$n "*) gen="$(BUILT)/zsnap-plan --completions" arg=$$n ;; *) gen="$(BUILT)/$$n --completions" arg= ;; esac; \
+		$$gen bash $$arg >"$(DESTDIR)$(bashcompdir)/$$n" && \
+		$$gen zsh $$arg >"$(DESTDIR)$(zshcompdir)/_$$n" && \
+		$$gen fish $$arg >"$(DESTDIR)$(fishcompdir)/$$n.fish" && \
+		chmod 644 "$(DESTDIR)$(bashcompdir)/$$n" "$(DESTDIR)$(zshcompdir)/_$$n" "$(DESTDIR)$(fishcompdir)/$$n.fish" || exit 1; \
+	done
 
 uninstall:
 	rm -f $(BINS:%="$(DESTDIR)$(bindir)/%") $(SCRIPTS:%="$(DESTDIR)$(bindir)/%")
 	rm -f "$(DESTDIR)$(libdir)/zsnap-common.sh" $(MANS:%="$(DESTDIR)$(mandir)/%")
 	rm -f $(DOCS:%="$(DESTDIR)$(docdir)/%") $(BINDIR_DOCS:%="$(DESTDIR)$(docdir)/%")
 	rm -f $(UNITS:%="$(DESTDIR)$(unitdir)/%")
+	rm -f $(BINS:%="$(DESTDIR)$(bashcompdir)/%") $(SCRIPTS:%="$(DESTDIR)$(bashcompdir)/%")
+	rm -f $(BINS:%="$(DESTDIR)$(zshcompdir)/_%") $(SCRIPTS:%="$(DESTDIR)$(zshcompdir)/_%")
+	rm -f $(BINS:%="$(DESTDIR)$(fishcompdir)/%.fish") $(SCRIPTS:%="$(DESTDIR)$(fishcompdir)/%.fish")
 	# Only the directories that are zsnap's own, and only when empty.
 	for d in "$(DESTDIR)$(libdir)" "$(DESTDIR)$(docdir)"; do rmdir "$$d" 2>/dev/null || true; done
 

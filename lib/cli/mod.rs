@@ -1,7 +1,9 @@
 //! What every binary shares: the exit-code table, the error type that carries one,
 //! the flag table that feeds `--help` and the man pages, the S3 connection flags,
-//! value parsers (sizes, durations) and output helpers.
+//! value parsers (sizes, durations), output helpers, and the shell completions rendered from
+//! the same flag tables.
 
+pub mod completions;
 pub mod exit;
 pub mod flags;
 pub mod output;
@@ -61,4 +63,12 @@ pub const COMMON_FLAGS: &[flags::Flag] = &[
     flags::Flag { short: Some('h'), long: "help", value: None, doc: "Print this help and exit." },
     flags::Flag { short: Some('V'), long: "version", value: None, doc: "Print the version (NAME VERSION) and exit." },
     flags::Flag { short: None, long: "man", value: None, doc: "Print this page as a roff man page and exit." },
+    flags::Flag {
+        short: None,
+        long: "completions",
+        value: Some("SHELL"),
+        doc: "Print the completion script for SHELL (bash, zsh or fish) and exit; make install puts them where \
+              the shells look. zsnap-plan --completions SHELL SCRIPT prints a zsnap-* script's (zsnap-backup, \
+              zsnap-restore, zsnap-status, zsnap-prune, zsnap-snapshot).",
+    },
 ];

@@ -162,6 +162,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut decrypt, mut identities) = (false, Vec::new());
     let mut filter = None;
     while let Some(arg) = p.next()? {
+        if crate::cli::completions::asked(&arg) {
+            return crate::cli::completions::take(&mut p, &PAGE, &[], &[]).map(Err);
+        }
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }

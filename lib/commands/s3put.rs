@@ -420,6 +420,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut urls: Vec<String> = Vec::new();
     let mut seen: Vec<&'static str> = Vec::new();
     while let Some(arg) = p.next()? {
+        if crate::cli::completions::asked(&arg) {
+            return crate::cli::completions::take(&mut p, &PAGE, &[], &[]).map(Err);
+        }
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }

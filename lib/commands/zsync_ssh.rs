@@ -357,6 +357,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut format, mut prune_target, mut from_s3, mut idle_timeout) = (None, false, false, IDLE_TIMEOUT);
     let (mut prefix_given, mut settings, mut s3) = (false, crate::config::Flags::default(), S3Args::default());
     while let Some(arg) = p.next()? {
+        if crate::cli::completions::asked(&arg) {
+            return crate::cli::completions::take(&mut p, &PAGE, &[], &[]).map(Err);
+        }
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }

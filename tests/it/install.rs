@@ -1,7 +1,8 @@
 //! `make install` and what it ships: exactly the listed files (and `make uninstall` removes
 //! exactly them), the installed scripts working from cron's `PATH=/usr/bin:/bin` on a real
 //! pool and bucket, the systemd units passing `systemd-analyze verify`, the example config
-//! loading, and the cron.d example naming installed commands.
+//! loading, the cron.d example naming installed commands, and the shell completions being
+//! what the binaries print.
 
 use crate::common::*;
 use std::collections::BTreeSet;
@@ -62,6 +63,9 @@ fn expected_files(prefix: &str) -> BTreeSet<String> {
     for b in BINS.iter().chain(SCRIPTS.iter()) {
         want.insert(format!("{p}/bin/{b}"));
         want.insert(format!("{p}/share/man/man1/{b}.1"));
+        want.insert(format!("{p}/share/bash-completion/completions/{b}"));
+        want.insert(format!("{p}/share/zsh/site-functions/_{b}"));
+        want.insert(format!("{p}/share/fish/vendor_completions.d/{b}.fish"));
     }
     want.insert(format!("{p}/lib/zsnap/zsnap-common.sh"));
     want.insert(format!("{p}/share/doc/zsnap/zsnap.conf.example"));
@@ -91,6 +95,23 @@ fn install_puts_exactly_the_listed_files_and_uninstall_removes_them() {
     ] {
         let have = std::fs::read(usr.join(installed)).expect("installed file");
         assert!(have == std::fs::read(repo_path(source)).expect("source file"), "{installed} differs from {source}");
+    }
+    // The completions are what the binaries print now (zsnap-plan prints the scripts').
+    for (installed, bin, args) in [
+        ("share/bash-completion/completions/s3put", "s3put", &["--completions", "bash"][..]),
+        ("share/zsh/site-functions/_zsnap-plan", "zsnap-plan", &["--completions", "zsh"][..]),
+        (
+            "share/fish/vendor_completions.d/zsnap-backup.fish",
+            "zsnap-plan",
+            &["--completions", "fish", "zsnap-backup"][..],
+        ),
+    ] {
+        let mut c = Command::new(bin_path(bin));
+        c.args(args);
+        let want = run(c, None, TIMEOUT).success().stdout;
+        assert!(std::fs::read(usr.join(installed)).expect("installed completion") == want, "{installed} differs");
+        let mode = std::fs::metadata(usr.join(installed)).expect("installed").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{installed} mode");
     }
     // Units and the cron example name the installed paths (PREFIX, not DESTDIR).
     for u in UNITS {

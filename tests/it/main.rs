@@ -8,6 +8,7 @@ mod common;
 mod all_datasets;
 mod backup_restore;
 mod cluster;
+mod completions;
 mod credentials;
 mod docs;
 mod encryption;

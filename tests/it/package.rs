@@ -82,6 +82,9 @@ fn expected_files() -> BTreeSet<String> {
     for b in BINS.iter().chain(SCRIPTS.iter()) {
         want.insert(format!("usr/bin/{b}"));
         want.insert(format!("usr/share/man/man1/{b}.1.gz"));
+        want.insert(format!("usr/share/bash-completion/completions/{b}"));
+        want.insert(format!("usr/share/zsh/site-functions/_{b}"));
+        want.insert(format!("usr/share/fish/vendor_completions.d/{b}.fish"));
     }
     want.insert("usr/lib/zsnap/zsnap-common.sh".to_string());
     for doc in ["copyright", "zsnap.conf.example", "zsnap.cron.example"] {

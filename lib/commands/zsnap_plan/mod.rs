@@ -15,6 +15,7 @@ mod snapshot;
 mod status;
 
 use crate::calendar::Period;
+use crate::cli::completions;
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::emit;
 use crate::cli::s3_flags::{self, S3Args};
@@ -258,6 +259,20 @@ then defaults.",
     see_also: "s3put(1), s3get(1), zfs-send(8), zfs-recv(8)",
 };
 
+/// The commands, for shell completion (`--completions`); a test parses each one.
+pub const COMMANDS: &[completions::Command] = &[
+    completions::Command { name: "config", doc: "the resolved settings and where each came from", args: &[] },
+    completions::Command { name: "policy", doc: "the retention policy in force", args: &[] },
+    completions::Command { name: "backup", doc: "what to send to S3", args: &[] },
+    completions::Command { name: "restore", doc: "the chain that restores a backup", args: &["latest"] },
+    completions::Command { name: "list", doc: "the backups in S3, numbered", args: &[] },
+    completions::Command { name: "save", doc: "write one backup's verified stream to FILE", args: &["latest"] },
+    completions::Command { name: "status", doc: "local and S3 side by side", args: &[] },
+    completions::Command { name: "prune", doc: "keep or delete each backup, and why", args: &[] },
+    completions::Command { name: "snapshot", doc: "take a typed snapshot, then rotate", args: completions::PERIODS },
+    completions::Command { name: "rotate", doc: "destroy local snapshots the policy no longer keeps", args: &[] },
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Json,
@@ -309,6 +324,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut encrypt_to: Vec<String> = Vec::new();
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
+        if completions::asked(&arg) {
+            return completions::take(&mut p, &PAGE, COMMANDS, completions::SCRIPTS).map(Err);
+        }
         if let Some(text) = early_exit(&arg, &PAGE) {
             return Ok(Err(text));
         }
@@ -587,6 +605,31 @@ mod tests {
             assert_eq!(e.code, ExitCode::Usage, "{args:?}");
             assert!(e.message.contains(needle), "{args:?}: {}", e.message);
         }
+    }
+
+    /// What completion offers is what the parser takes: each command with its first
+    /// argument choice, and no command the parser has that completion lacks.
+    #[test]
+    fn completion_commands_are_the_parsers() {
+        for c in COMMANDS {
+            let mut args = vec![c.name];
+            args.extend(c.args.first());
+            if c.name == "save" {
+                args.push("/tmp/f");
+            }
+            if c.name == "restore" && c.args.is_empty() {
+                args.push("latest");
+            }
+            parse_ok(&args);
+        }
+        let e = parse_err(&["frobnicate"]);
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        let listed = e.message.split(": expected ").nth(1).unwrap_or("").replace(" or ", ", ");
+        let mut listed: Vec<&str> = listed.split(", ").collect();
+        let mut want = names.clone();
+        listed.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(listed, want, "{}", e.message);
     }
 
     #[test]
