@@ -177,8 +177,11 @@ fn spawn_all(
             (_, Some(out)) => Stdio::from(out),
             (_, None) => Stdio::null(),
         };
+        // Progress is ours to draw: an s3get stage drawing its own would land in the stderr
+        // collected for the failure message.
         let mut child = Command::new(&stage.argv[0])
             .args(&stage.argv[1..])
+            .env_remove("ZSNAP_PROGRESS")
             .stdin(stdin)
             .stdout(if last { Stdio::null() } else { Stdio::piped() })
             .stderr(Stdio::piped())
