@@ -397,7 +397,7 @@ impl Progress {
                 let r = p.reading(&gauge, start.elapsed());
                 let rate = per_second(r.done.saturating_sub(prev.0), r.elapsed.saturating_sub(prev.1));
                 prev = (r.done, r.elapsed);
-                draw(p.mode, &running_line(&gauge, &r, rate));
+                draw(p.mode, &running_line(&gauge, &r, rate), false);
                 d.store(true, Ordering::Relaxed);
             }
         });
@@ -408,15 +408,16 @@ impl Progress {
 }
 
 /// Write a line as the mode wants it: rewritten in place on a terminal (carriage return,
-/// clear to the end of the line), a line of its own in a log.
-fn draw(mode: ProgressMode, line: &str) {
-    let mut err = std::io::stderr().lock();
-    // A stderr that is gone must not stop the transfer: progress is best effort.
-    let _ = match mode {
-        ProgressMode::Off => Ok(()),
-        ProgressMode::Terminal => write!(err, "\r{line}\x1b[K").and_then(|_| err.flush()),
-        ProgressMode::Log { .. } => writeln!(err, "{line}"),
+/// clear to the end of the line; `last` ends it), a line of its own in a log. One write, so
+/// a tee between us and the terminal (the scripts') never splits it around another writer.
+fn draw(mode: ProgressMode, line: &str, last: bool) {
+    let text = match mode {
+        ProgressMode::Off => return,
+        ProgressMode::Terminal => format!("\r{line}\x1b[K{}", if last { "\n" } else { "" }),
+        ProgressMode::Log { .. } => format!("{line}\n"),
     };
+    // A stderr that is gone must not stop the transfer: progress is best effort.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A running progress line; [`Ticker::finish`] draws the last one. Dropped unfinished (a
@@ -460,10 +461,7 @@ impl Ticker {
             stored: end.stored,
         };
         let line = final_line(&self.gauge, &r, &end.extra);
-        draw(self.progress.mode, &line);
-        if self.progress.mode == ProgressMode::Terminal {
-            eprintln!();
-        }
+        draw(self.progress.mode, &line, true);
         // Nothing left for drop to end.
         self.drawn.store(false, Ordering::Relaxed);
     }

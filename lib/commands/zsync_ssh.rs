@@ -137,8 +137,8 @@ const FLAGS: &[Flag] = &[
         long: "progress",
         value: None,
         doc: "Report progress on stderr even when it is not a terminal: per transfer, a line every 10 s \
-              (--progress-interval) with the bytes sent, their rate (MiB/s), and percent and ETA against \
-              `zfs send -nP`'s estimate where the source's zfs has -nP, and a summary line when it is done. On \
+              (--progress-interval) with the bytes sent, their rate (MiB/s), and percent and ETA against the \
+              size `zfs send -nP` estimates (where the source's zfs has it), and a summary line when it is done. On \
               a terminal one line is rewritten in place every second, with or without this flag. \
               ZSNAP_PROGRESS=1 in the environment does the same as this flag, ZSNAP_PROGRESS=tty draws the \
               terminal line into a pipe that ends at a terminal, ZSNAP_PROGRESS=0 turns off the default on a \
