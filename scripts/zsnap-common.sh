@@ -102,6 +102,38 @@ lock_dataset() {
 # the run did, and set undone to what it says instead of "nothing of it was kept".
 child=""
 undone="nothing of it was kept"
+# Progress of the steps' s3put and s3get: their stderr is the tee below, never a terminal,
+# so they are told through the environment (see s3put(1)): ZSNAP_PROGRESS=tty when ours is
+# a terminal (their line is rewritten in place through the tee), 1 with --progress (a line
+# every 10 s or --progress-interval SECS, and a summary: for logs). Callers that take
+# --progress set these; ZSNAP_PROGRESS=0 from the caller turns the terminal default off.
+progress=0 progress_interval=""
+progress_option() {
+    case "$1" in
+    --progress) progress=1 taken=1 ;;
+    --progress-interval | --progress-interval=*)
+        if [[ "$1" == *=* ]]; then
+            progress_interval=${1#*=} taken=1
+        else
+            need_value "$@"
+            progress_interval=$2 taken=2
+        fi
+        [[ "$progress_interval" =~ ^[0-9]+(\.[0-9]+)?s?$ ]] ||
+            die 64 "--progress-interval: '$progress_interval' is not a number of seconds (e.g. 10, 0.5)"
+        ;;
+    *) taken=0 ;;
+    esac
+}
+export_progress() {
+    local asked=$progress
+    [[ -z "$progress_interval" ]] || asked=1
+    if [[ -t 2 ]] && { ((asked)) || [[ "${ZSNAP_PROGRESS:-}" != 0 ]]; }; then
+        export ZSNAP_PROGRESS=tty
+    elif ((asked)); then
+        export ZSNAP_PROGRESS=1
+    fi
+    [[ -z "$progress_interval" ]] || export ZSNAP_PROGRESS_INTERVAL=$progress_interval
+}
 forward() {
     local sig=$1 code=$2
     if [[ -n "$child" ]]; then
@@ -141,6 +173,7 @@ wait_tee() {
 run_plan() {
     local plan=$1 line n=0 total rc errs teed
     total=$(grep -c . <<<"$plan")
+    export_progress
     errs=$(mktemp "${TMPDIR:-/tmp}/zsnap-stderr.XXXXXX")
     trap 'forward INT 130' INT
     trap 'forward TERM 143' TERM

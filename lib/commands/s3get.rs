@@ -1,7 +1,7 @@
 //! `s3get`: one S3 object to stdout, fetched in parallel, written in order, verified.
 
 use crate::cli::flags::{Flag, Page};
-use crate::cli::output::{human_bytes, mb_per_s, Progress};
+use crate::cli::output::{self, Gauge, Progress, ProgressFlags, ProgressMode};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_number, parse_range, parse_size, ByteRange};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
@@ -35,8 +35,15 @@ const FLAGS: &[Flag] = &[
         short: None,
         long: "progress",
         value: None,
-        doc: "Report progress on stderr even when it is not a terminal, and a summary at the end.",
+        doc: "Report progress on stderr even when it is not a terminal: a line every 10 s (--progress-interval) \
+              with the bytes downloaded, their rate (MiB/s), and percent and ETA against the object's size, \
+              and a summary line at the end (with the CRC32 and how it was verified). On a terminal one line \
+              is rewritten in place every second, with or without this flag. ZSNAP_PROGRESS=1 in the \
+              environment does the same as this flag, ZSNAP_PROGRESS=tty draws the terminal line into a pipe \
+              that ends at a terminal (the zsnap-* scripts' steps), ZSNAP_PROGRESS=0 turns off the default on \
+              a terminal.",
     },
+    output::PROGRESS_INTERVAL_FLAG,
     Flag {
         short: None,
         long: "decrypt",
@@ -134,7 +141,7 @@ terminal.",
 pub struct Args {
     pub spec: DownloadSpec,
     pub s3: S3Args,
-    pub progress: bool,
+    pub progress: ProgressFlags,
     pub codec: Codec,
     /// `--zfs-stream`, with the expected (guid, from guid).
     pub gate: Option<(Option<u64>, Option<u64>)>,
@@ -155,7 +162,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut concurrency: usize = 4;
     let mut chunk_size: u64 = 16 << 20;
     let mut range: Option<ByteRange> = None;
-    let mut progress = false;
+    let mut progress = ProgressFlags::default();
     let mut url = None;
     let mut codec = Codec::None;
     let (mut zfs_stream, mut expect_guid, mut expect_from) = (false, None, None);
@@ -172,7 +179,6 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Short('c') | Long("concurrency") => concurrency = parse_number("concurrency", &p.value()?.string()?)?,
             Short('p') | Long("part-size") => chunk_size = parse_size("part-size", &p.value()?.string()?)?,
             Short('r') | Long("range") => range = Some(parse_range(&p.value()?.string()?)?),
-            Long("progress") => progress = true,
             Short('d') | Long("decompress") => {
                 codec = Codec::parse(&p.value()?.string()?).map_err(|e| Failure::usage(format!("--decompress: {e}")))?
             }
@@ -185,7 +191,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Value(v) if url.is_none() => url = Some(v.string()?),
             Long(name) => {
                 let name = name.to_string();
-                if !s3.take(&name, &mut p)? {
+                if !progress.take(&name, &mut p)? && !s3.take(&name, &mut p)? {
                     return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
                 }
             }
@@ -256,8 +262,9 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
 
 async fn run(args: Args) -> Result<(), Failure> {
     let client = client::connect(&args.s3).await;
-    let progress = Progress::new(args.progress);
-    let ticker = progress.spawn_ticker("s3get", "downloaded");
+    // The object's size, from the download's HEAD, is what the percent is of.
+    let progress = Progress::new(args.progress.mode()?).exact();
+    let ticker = progress.start(Gauge { prefix: "s3get: ".into(), verb: "downloaded", stored: None });
     // Straight to fd 1: stdout's line buffering would split binary writes at newlines.
     let mut out = std::fs::File::from(
         std::io::stdout()
@@ -297,9 +304,11 @@ async fn run(args: Args) -> Result<(), Failure> {
             (Ok(_), Err(d)) => (Err(d), None),
         }
     };
-    progress.finish(ticker);
     let r = result?;
-    if let (true, Some(s)) = (args.progress, &stream) {
+    let extra = format!(", crc32 {:08x}, verified: {}", r.crc32, r.check.name());
+    ticker.finish(output::Ended { done: r.bytes, stored: 0, elapsed: Some(r.elapsed), extra });
+    let asked = args.progress.requested || matches!(progress.mode, ProgressMode::Log { .. });
+    if let (true, Some(s)) = (asked, &stream) {
         eprintln!(
             "s3get: zfs stream verified: {} {} (guid {}), {} bytes, {} records",
             s.kind.name(),
@@ -307,17 +316,6 @@ async fn run(args: Args) -> Result<(), Failure> {
             s.toguid,
             s.bytes,
             s.records
-        );
-    }
-    if args.progress {
-        eprintln!(
-            "s3get: {} ({} bytes) in {:.1}s, {} MB/s, crc32 {:08x}, verified: {}",
-            human_bytes(r.bytes),
-            r.bytes,
-            r.elapsed.as_secs_f64(),
-            mb_per_s(r.bytes, r.elapsed),
-            r.crc32,
-            r.check.name()
         );
     }
     Ok(())

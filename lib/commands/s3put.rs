@@ -5,7 +5,7 @@
 use crate::calendar::rfc3339;
 use crate::catalog::KEY_TAG;
 use crate::cli::flags::{Flag, Page};
-use crate::cli::output::{human_bytes, json_line, mb_per_s, Progress};
+use crate::cli::output::{self, human_bytes, json_line, mb_per_s, Gauge, Progress, ProgressFlags};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_meta, parse_number, parse_size};
 use crate::cli::{early_exit, first_signal, Failure, COMMON_FLAGS};
@@ -123,8 +123,14 @@ const FLAGS: &[Flag] = &[
         short: None,
         long: "progress",
         value: None,
-        doc: "Report progress on stderr even when it is not a terminal (every 10 s).",
+        doc: "Report progress on stderr even when it is not a terminal: a line every 10 s (--progress-interval) \
+              with the stream read, its rate (MiB/s), percent and ETA against --expected-size and the bytes \
+              uploaded, and a summary line at the end. On a terminal one line is rewritten in place every \
+              second, with or without this flag. ZSNAP_PROGRESS=1 in the environment does the same as this \
+              flag, ZSNAP_PROGRESS=tty draws the terminal line into a pipe that ends at a terminal (the \
+              zsnap-* scripts' steps), ZSNAP_PROGRESS=0 turns off the default on a terminal.",
     },
+    output::PROGRESS_INTERVAL_FLAG,
 ];
 
 const STREAM_FLAGS: &[Flag] = &[
@@ -340,7 +346,7 @@ pub enum Action {
         spec: Box<UploadSpec>,
         /// What is read and how: source, gate, codec or filter.
         input: Box<InputSpec>,
-        progress: bool,
+        progress: ProgressFlags,
         /// `--expected-size`: what the progress line measures the stream against.
         expected: Option<u64>,
     },
@@ -410,7 +416,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut concurrency: usize = 4;
     let mut metadata = Vec::new();
     let (mut storage_class, mut content_type, mut lock_mode, mut lock_until) = (None, None, None, None);
-    let (mut allow_empty, mut exec, mut checksums, mut progress) = (false, None, true, false);
+    let (mut allow_empty, mut exec, mut checksums) = (false, None, true);
+    let mut progress = ProgressFlags::default();
     let mut resume = false;
     let mut older_than = None;
     let (mut zfs_stream, mut expect_guid, mut expect_from): (bool, Option<u64>, Option<u64>) = (false, None, None);
@@ -441,7 +448,6 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Short('x') | Long("exec") => exec = Some(p.value()?.string()?),
             Long("no-checksum") => checksums = false,
             Long("resume") => resume = true,
-            Long("progress") => progress = true,
             Long("zfs-stream") => zfs_stream = true,
             Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
             Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
@@ -457,7 +463,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Value(v) => urls.push(v.string()?),
             Long(name) => {
                 let name = name.to_string();
-                if !s3.take(&name, &mut p)? {
+                if !progress.take(&name, &mut p)? && !s3.take(&name, &mut p)? {
                     return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
                 }
             }
@@ -650,24 +656,34 @@ async fn run(args: Args) -> Result<(), Failure> {
                 objects::require_object_lock(&client, &spec.url.bucket).await?;
             }
             let resume = if spec.resume { resumable(&client, &spec).await? } else { None };
-            let progress = Progress::new(progress).with_total(expected);
-            let ticker = progress.spawn_ticker("s3put", "uploaded");
+            // The environment and stderr are read here, not in the pure parse.
+            let progress = Progress::new(progress.mode()?).with_total(expected);
+            let gauge = Gauge { prefix: "s3put: ".into(), verb: "read", stored: Some("uploaded") };
+            let ticker = progress.start(gauge);
             let mut result = upload_once(&client, &spec, &input, resume.clone(), &progress).await;
             if let (Err(f), Some(r)) = (&result, &resume) {
                 if let (Some(part), Source::Exec(_)) = (r.mismatch(), &input.source) {
                     // The producer can be run again: start over as a new upload.
                     eprintln!("s3put: {}; starting over as a new upload", f.message);
                     eprintln!("s3put: part {part} differed, so the stream is sent again in full");
+                    // The stream is read again from its first byte: so is the count.
+                    progress.reset();
                     result = upload_once(&client, &spec, &input, None, &progress).await;
                 }
             }
-            progress.finish(ticker);
             let (r, read) = result.map_err(|f| match resume.as_ref().and_then(|r| r.mismatch()) {
                 Some(_) if matches!(input.source, Source::Stdin) => {
                     Failure::new(f.code, format!("{}; run again to send the stream as a new upload", f.message))
                 }
                 _ => f,
             })?;
+            let extra = if r.reused_parts > 0 {
+                format!(", {} parts ({}) already stored", r.reused_parts, human_bytes(r.saved_bytes))
+            } else {
+                String::new()
+            };
+            let elapsed = Some(r.elapsed);
+            ticker.finish(output::Ended { done: read.input_bytes, stored: r.bytes, elapsed, extra });
             let mut line = serde_json::json!({
                 "key": spec.url.to_string(),
                 "bytes": r.bytes,

@@ -7,6 +7,7 @@
 
 use crate::cli::flags::{Flag, Page};
 use crate::cli::output::json_line;
+use crate::cli::output::{self, ProgressFlags, ProgressMode};
 use crate::cli::s3_flags::{self, S3Args};
 use crate::cli::values::{parse_duration, parse_number, parse_size};
 use crate::cli::{early_exit, ExitCode, Failure, COMMON_FLAGS};
@@ -16,7 +17,7 @@ use crate::sync::pipeline::Stage;
 use crate::sync::pipeline::{self, Compress, Location};
 use crate::sync::plan::{self, Decision, Divergence, Options, Step, Target};
 use crate::sync::side::{Hold, Side};
-use crate::sync::transfer::{self, ProgressMode};
+use crate::sync::transfer;
 use crate::zfs::send::SendOptions;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
@@ -135,9 +136,15 @@ const FLAGS: &[Flag] = &[
         short: None,
         long: "progress",
         value: None,
-        doc: "Report bytes sent on stderr every 10 s even when stderr is not a terminal (on a terminal: \
-              every second), and a line per snapshot sent.",
+        doc: "Report progress on stderr even when it is not a terminal: per transfer, a line every 10 s \
+              (--progress-interval) with the bytes sent, their rate (MiB/s), and percent and ETA against the \
+              size `zfs send -nP` estimates (where the source's zfs has it), and a summary line when it is done. On \
+              a terminal one line is rewritten in place every second, with or without this flag. \
+              ZSNAP_PROGRESS=1 in the environment does the same as this flag, ZSNAP_PROGRESS=tty draws the \
+              terminal line into a pipe that ends at a terminal, ZSNAP_PROGRESS=0 turns off the default on a \
+              terminal.",
     },
+    output::PROGRESS_INTERVAL_FLAG,
     Flag {
         short: None,
         long: "exit-nothing",
@@ -296,7 +303,7 @@ pub struct Args {
     pub compress: Compress,
     pub buffer: Option<String>,
     pub dry_run: bool,
-    pub progress: bool,
+    pub progress: ProgressFlags,
     pub exit_nothing: i32,
     /// `--send-option`s.
     pub send_options: SendOptions,
@@ -350,7 +357,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut p = lexopt::Parser::from_iter(argv);
     let mut opts = Options::default();
     let (mut compress, mut buffer, mut dry_run, mut progress, mut exit_nothing) =
-        (Compress::None, None, false, false, 0);
+        (Compress::None, None, false, ProgressFlags::default(), 0);
     let (mut ssh_options, mut port, mut identity, mut config) = (Vec::new(), None, None, None);
     let mut positional = Vec::new();
     let (mut send_options, mut decrypt_send) = (SendOptions::default(), false);
@@ -396,7 +403,6 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
                 buffer = Some(text);
             }
             Short('n') | Long("dry-run") => dry_run = true,
-            Long("progress") => progress = true,
             Long("send-option") => {
                 let o = SendOptions::parse(&p.value()?.string()?).map_err(Failure::usage)?;
                 send_options = send_options.with(o);
@@ -415,7 +421,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Value(v) => positional.push(v.string()?),
             Long(name) => {
                 let name = name.to_string();
-                if !s3.take(&name, &mut p)? {
+                if !progress.take(&name, &mut p)? && !s3.take(&name, &mut p)? {
                     return Err(Failure::usage(format!("invalid option '--{name}' (see --help)")));
                 }
             }
@@ -722,7 +728,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
         if args.dry_run {
             summary.plan(args, &actions);
         } else {
-            execute(args, &source, &target, &actions, summary)?;
+            execute(args, (&source, src.features.size_estimate()), &target, &actions, summary)?;
             state = target_state(&target, dst)?.0;
         }
     }
@@ -762,7 +768,7 @@ fn run(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> {
         prune_after(args, &source, &target, settings.as_ref(), &opts.prefix, after, newest, summary)?;
         return Ok(ExitCode::Ok);
     }
-    execute(args, &source, &target, &actions, summary)?;
+    execute(args, (&source, src.features.size_estimate()), &target, &actions, summary)?;
     summary.action = if steps.is_empty() { "rolled-back".into() } else { "sent".into() };
     if args.prune_target {
         let after = target.snapshots(dst)?.unwrap_or_default();
@@ -799,7 +805,7 @@ fn prune_after(
     if args.dry_run {
         summary.plan(args, &actions);
     } else {
-        execute(args, source, target, &actions, summary)?;
+        execute(args, (source, false), target, &actions, summary)?;
     }
     summary.pruning = false;
     Ok(())
@@ -881,7 +887,7 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         if args.dry_run {
             summary.plan(args, &actions);
         } else {
-            execute(args, &source, &target, &actions, summary)?;
+            execute(args, (&source, false), &target, &actions, summary)?;
         }
         let after = have.clone().unwrap_or_default();
         prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
@@ -909,7 +915,7 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
         return Ok(ExitCode::Ok);
     }
-    execute(args, &source, &target, &actions, summary)?;
+    execute(args, (&source, false), &target, &actions, summary)?;
     summary.action = "sent".into();
     if args.prune_target {
         let after = target.snapshots(dst)?.unwrap_or_default();
@@ -1023,16 +1029,26 @@ fn send_actions(
     Ok(actions)
 }
 
+/// `zfs send -nP` of a transfer's send, for the progress line's percent and ETA; `None` (no
+/// percent; the transfer goes on) when it fails.
+fn estimate(source: &Side, send: &[String]) -> Option<u64> {
+    let out = source.run(&pipeline::estimate_argv(send)?).ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success().then(|| crate::commands::zsnap_plan::local::parse_size(&text)).flatten()
+}
+
 /// Run the actions in order; the first failure stops the run (later steps build on it).
+/// `can_estimate`: the source's zfs has `zfs send -nP`, for the progress line.
 fn execute(
     args: &Args,
-    source: &Side,
+    (source, can_estimate): (&Side, bool),
     target: &Side,
     actions: &[Action],
     summary: &mut Summary,
 ) -> Result<(), Failure> {
     let tag = format!("zsync-ssh-{}", std::process::id());
-    let progress = ProgressMode::new(args.progress);
+    let mode = args.progress.mode()?;
+    let progress = (mode, None);
     let idle = Some(args.idle_timeout);
     for action in actions {
         transfer::check_signal()?;
@@ -1053,7 +1069,12 @@ fn execute(
                     }
                 };
                 summary.action = "sent".into();
-                let sent = transfer::run(stages, &args.target, &what, progress, idle);
+                // Asked only when it is shown: one more zfs run per snapshot.
+                let estimate = match (mode, can_estimate) {
+                    (ProgressMode::Off, _) | (_, false) => None,
+                    _ => estimate(source, &stages[0].argv),
+                };
+                let sent = transfer::run(stages, &args.target, &what, (mode, estimate), idle);
                 drop(held);
                 summary.bytes += sent?;
                 summary.sent.push(step.to().to_string());

@@ -6,7 +6,7 @@
 //! link proves guid continuity along the chain.
 
 use crate::catalog::BackupRecord;
-use crate::cli::output::Progress;
+use crate::cli::output::{Progress, ProgressMode};
 use crate::cli::ExitCode;
 use crate::compress::channel::channel;
 use crate::compress::{self, Codec};
@@ -67,7 +67,7 @@ pub async fn verify(
         retries,
         body_timeout: Some(crate::s3::client::DEFAULT_READ_TIMEOUT),
     };
-    let got = download::download(client, &spec, &mut sink, &Progress::new(false)).await;
+    let got = download::download(client, &spec, &mut sink, &Progress::new(ProgressMode::Off)).await;
     drop(sink);
     let decoded = tokio::task::block_in_place(|| worker.join())
         .unwrap_or_else(|_| Err(err("download", "decoder thread panicked")));

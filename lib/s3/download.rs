@@ -87,6 +87,7 @@ pub async fn download(
     let info = head(client, &spec.url).await?;
     let (from, to) = span(spec.range, info.size)?;
     let whole = from == 0 && to == info.size;
+    progress.set_total(to - from);
     let mut verifier = Verifier::new(if whole { info.meta_part_size } else { None });
 
     let chunk = spec.chunk_size.max(1);

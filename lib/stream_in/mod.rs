@@ -161,11 +161,13 @@ impl Opened {
     }
 
     fn read_plain(self, sink: &mut dyn PartSink) -> Result<u64, Failure> {
+        // Counted as the pipeline counts, so progress knows how far along the source is.
+        let count = self.input;
         match self.producer {
-            None => sink.read_from(&mut std::io::stdin().lock()),
+            None => sink.read_from(&mut Counted { inner: std::io::stdin().lock(), count }),
             Some((mut child, cmd)) => {
                 let res = match child.stdout.take() {
-                    Some(mut out) => sink.read_from(&mut out),
+                    Some(out) => sink.read_from(&mut Counted { inner: out, count }),
                     None => Err(Failure::new(ExitCode::Internal, "producer has no stdout")),
                 };
                 // EOF alone proves nothing: a killed producer closes its stdout too.

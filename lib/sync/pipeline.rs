@@ -121,6 +121,19 @@ pub fn send_argv(source: &str, options: SendOptions, step: &Step) -> Vec<String>
     v
 }
 
+/// `zfs send -n -P ARGS`: the size of the same send without sending it (where zfs has
+/// -nP), for the progress line; `None` for what is not a `zfs send`.
+pub fn estimate_argv(send: &[String]) -> Option<Vec<String>> {
+    match send {
+        [zfs, verb, rest @ ..] if verb == "send" => {
+            let mut v = vec![zfs.clone(), verb.clone(), "-n".into(), "-P".into()];
+            v.extend(rest.iter().cloned());
+            Some(v)
+        }
+        _ => None,
+    }
+}
+
 /// `zfs send -t TOKEN`: the rest of an interrupted stream (OpenZFS).
 pub fn resume_send_argv(token: &str) -> Vec<String> {
     words(&["zfs", "send", "-t", token])
@@ -329,6 +342,15 @@ mod tests {
             host: "backup@nas".into(),
             ssh: ssh_command(None, &["Compression=no".into()], Some(2222), None),
         }
+    }
+
+    #[test]
+    fn size_estimates_ask_the_same_send_with_n_and_p() {
+        let send = send_argv("tank/a", SendOptions::default(), &Step::Full { to: "s1".into(), guid: 1 });
+        let want = words(&["zfs", "send", "-n", "-P", "tank/a@s1"]);
+        assert_eq!(estimate_argv(&send), Some(want));
+        assert_eq!(estimate_argv(&words(&["s3get", "s3://b/k"])), None);
+        assert_eq!(estimate_argv(&[]), None);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! SIGTERM, SIGHUP) kills the stages and is reported; the caller's hold guard then releases.
 
 use super::pipeline::{blame, Ended, Location, Stage};
-use crate::cli::output::{human_bytes, mb_per_s};
+use crate::cli::output::{Ended as Summary, Gauge, Progress, ProgressMode};
 use crate::cli::{ExitCode, Failure};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -43,38 +43,22 @@ pub fn check_signal() -> Result<(), Failure> {
     }
 }
 
-/// How progress is shown on stderr.
-#[derive(Clone, Copy, Debug)]
-pub struct ProgressMode {
-    pub enabled: bool,
-    pub every: Duration,
-}
-
-impl ProgressMode {
-    /// Every second on a terminal; with --progress into a log, every ten seconds.
-    pub fn new(requested: bool) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        ProgressMode {
-            enabled: requested || tty,
-            every: if tty { Duration::from_secs(1) } else { Duration::from_secs(10) },
-        }
-    }
-}
-
 /// Run the stages of one transfer; the bytes `zfs send` produced on success. With `idle`,
 /// a stream that stops moving for that long (while the first stage still has bytes for the
-/// next: an ssh or zfs recv that stopped reading) kills every stage: exit 69.
+/// next: an ssh or zfs recv that stopped reading) kills every stage: exit 69. Progress is
+/// of the bytes the next stage took, against `estimate` (`zfs send -nP`) when there is one.
 pub fn run(
     stages: &[Stage],
     target: &Location,
     what: &str,
-    progress: ProgressMode,
+    (mode, estimate): (ProgressMode, Option<u64>),
     idle: Option<Duration>,
 ) -> Result<u64, Failure> {
     check_signal()?;
     let start = Instant::now();
     let mut children: Vec<Child> = Vec::with_capacity(stages.len());
-    let spawned = spawn_all(stages, &mut children);
+    let progress = Progress::new(mode).with_total(estimate);
+    let spawned = spawn_all(stages, &mut children, progress.bytes.clone());
     let (copier, errs) = match spawned {
         Ok(v) => v,
         Err(f) => {
@@ -86,9 +70,7 @@ pub fn run(
         }
     };
     let (copier, counted) = copier;
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker =
-        progress.enabled.then(|| spawn_ticker(what.to_string(), counted.clone(), done.clone(), progress.every));
+    let ticker = progress.start(Gauge { prefix: format!("zsync-ssh: {what}: "), verb: "sent", stored: None });
     let first = &stages[0].name;
     let next = stages.get(1).map_or("the next stage", |s| s.name.as_str());
     let mut status = vec![None; children.len()];
@@ -135,10 +117,6 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(20));
     }
     let bytes = copier.join().unwrap_or(0);
-    done.store(true, Ordering::SeqCst);
-    if let Some(t) = ticker {
-        let _ = t.join();
-    }
     check_signal()?;
     if let Some((limit, writing)) = stalled {
         let who = match writing {
@@ -166,17 +144,15 @@ pub fn run(
     if let Some(f) = blame(stages, &ended, target, what) {
         return Err(f);
     }
-    if progress.enabled {
-        eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(bytes), mb_per_s(bytes, start.elapsed()));
-    }
+    ticker.finish(Summary { done: bytes, stored: 0, elapsed: Some(start.elapsed()), extra: String::new() });
     Ok(bytes)
 }
 
-/// What the copier between the first two stages has done: bytes the next stage took, and
-/// whether it is waiting for that stage to take more (else for the first to give more).
-#[derive(Default)]
+/// What the copier between the first two stages has done: bytes the next stage took (the
+/// progress line's counter), and whether it is waiting for that stage to take more (else
+/// for the first to give more).
 struct Flow {
-    bytes: AtomicU64,
+    bytes: Arc<AtomicU64>,
     writing: AtomicBool,
 }
 
@@ -184,7 +160,11 @@ type Copier = (JoinHandle<u64>, Arc<Flow>);
 
 /// Start every stage, wired stdout to stdin, with this process copying from the first stage
 /// to the second. Returns the copier and one stderr collector per stage.
-fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec<JoinHandle<String>>), Failure> {
+fn spawn_all(
+    stages: &[Stage],
+    children: &mut Vec<Child>,
+    bytes: Arc<AtomicU64>,
+) -> Result<(Copier, Vec<JoinHandle<String>>), Failure> {
     let mut errs = Vec::with_capacity(stages.len());
     let mut prev: Option<ChildStdout> = None;
     let mut first_out: Option<ChildStdout> = None;
@@ -197,8 +177,11 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
             (_, Some(out)) => Stdio::from(out),
             (_, None) => Stdio::null(),
         };
+        // Progress is ours to draw: an s3get stage drawing its own would land in the stderr
+        // collected for the failure message.
         let mut child = Command::new(&stage.argv[0])
             .args(&stage.argv[1..])
+            .env_remove("ZSNAP_PROGRESS")
             .stdin(stdin)
             .stdout(if last { Stdio::null() } else { Stdio::piped() })
             .stderr(Stdio::piped())
@@ -220,7 +203,7 @@ fn spawn_all(stages: &[Stage], children: &mut Vec<Child>) -> Result<(Copier, Vec
     let (Some(from), Some(to)) = (first_out, second_in) else {
         return Err(Failure::new(ExitCode::Internal, "pipeline has fewer than two stages"));
     };
-    let counted = Arc::new(Flow::default());
+    let counted = Arc::new(Flow { bytes, writing: AtomicBool::new(false) });
     let c = counted.clone();
     let copier = std::thread::spawn(move || copy(from, to, &c));
     Ok(((copier, counted), errs))
@@ -267,19 +250,4 @@ fn collect(err: Option<std::process::ChildStderr>) -> String {
         }
     }
     String::from_utf8_lossy(&kept).into_owned()
-}
-
-fn spawn_ticker(what: String, flow: Arc<Flow>, done: Arc<AtomicBool>, every: Duration) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut next = every;
-        while !done.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(100));
-            if start.elapsed() >= next {
-                next += every;
-                let n = flow.bytes.load(Ordering::Relaxed);
-                eprintln!("zsync-ssh: {what}: {} sent, {} MB/s", human_bytes(n), mb_per_s(n, start.elapsed()));
-            }
-        }
-    })
 }

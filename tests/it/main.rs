@@ -19,6 +19,7 @@ mod object_lock;
 mod openzfs;
 mod package;
 mod plan;
+mod progress;
 mod resume;
 mod retention;
 mod retention_moto;

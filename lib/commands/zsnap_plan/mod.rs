@@ -6,7 +6,7 @@ mod backup;
 mod config;
 pub(crate) mod inputs;
 mod list;
-mod local;
+pub(crate) mod local;
 mod policy;
 mod prune;
 mod render;
