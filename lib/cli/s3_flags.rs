@@ -119,6 +119,21 @@ impl S3Args {
         Ok(true)
     }
 
+    /// These flags pointed at a place the settings resolved (flags > environment > config
+    /// file, already weighed there), then filled from the environment.
+    pub fn at(
+        &self,
+        endpoint: Option<String>,
+        region: Option<String>,
+        profile: Option<String>,
+    ) -> Result<Self, Failure> {
+        let mut s3 = self.clone();
+        s3.endpoint = endpoint;
+        s3.region = region;
+        s3.profile = profile;
+        s3.with_env()
+    }
+
     /// Fill what the flags left open from the environment (flags win).
     pub fn with_env(mut self) -> Result<Self, Failure> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());

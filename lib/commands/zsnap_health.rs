@@ -415,11 +415,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
 /// Point `args` at `place` (its connection, and what --deep decrypts with) and return the
 /// connection settings, the environment filled in.
 fn reach(args: &mut Args, place: &Place) -> Result<S3Args, Failure> {
-    let mut s3 = args.s3.clone();
-    s3.endpoint = place.endpoint.clone();
-    s3.region = place.region.clone();
-    s3.profile = place.profile.clone();
-    let s3 = s3.with_env()?;
+    let s3 = args.s3.at(place.endpoint.clone(), place.region.clone(), place.profile.clone())?;
     args.s3 = s3.clone();
     if args.deep || args.drill.is_some() {
         // Read once per place (a passphrase-protected file runs scrypt each time).

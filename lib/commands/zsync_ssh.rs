@@ -929,11 +929,7 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
 fn read_catalog(args: &Args, settings: &Settings) -> Result<(Context, crate::catalog::Catalog), Failure> {
     use crate::commands::zsnap_plan::inputs;
     let bucket = settings.bucket()?.to_string();
-    let mut s3 = args.s3.clone();
-    s3.endpoint = settings.endpoint.value.clone();
-    s3.region = settings.region.value.clone();
-    s3.profile = settings.profile.value.clone();
-    let s3 = s3.with_env()?;
+    let s3 = settings.s3_args(&args.s3)?;
     let ctx = Context {
         bucket,
         prefix: settings.s3_prefix().to_string(),

@@ -287,6 +287,12 @@ impl Settings {
         })
     }
 
+    /// The connection flags pointed at the endpoint, region and profile these settings
+    /// resolved, the rest filled from the environment.
+    pub fn s3_args(&self, flags: &crate::cli::s3_flags::S3Args) -> Result<crate::cli::s3_flags::S3Args, Failure> {
+        flags.at(self.endpoint.value.clone(), self.region.value.clone(), self.profile.value.clone())
+    }
+
     pub fn s3_prefix(&self) -> &str {
         self.s3_prefix.value.as_deref().unwrap_or("")
     }

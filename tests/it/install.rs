@@ -10,9 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BINS: [&str; 5] = ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"];
-const SCRIPTS: [&str; 5] = ["zsnap-backup", "zsnap-restore", "zsnap-prune", "zsnap-status", "zsnap-snapshot"];
-const UNITS: [&str; 8] = [
+/// What `make install` (and so the .deb, `tests/it/package.rs`) puts in place.
+pub(crate) const BINS: [&str; 5] = ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"];
+pub(crate) const SCRIPTS: [&str; 5] =
+    ["zsnap-backup", "zsnap-restore", "zsnap-prune", "zsnap-status", "zsnap-snapshot"];
+pub(crate) const UNITS: [&str; 8] = [
     "zsnap-snapshot@.service",
     "zsnap-snapshot@.timer",
     "zsnap-backup.service",

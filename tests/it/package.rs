@@ -11,18 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-const BINS: [&str; 5] = ["s3put", "s3get", "zsnap-plan", "zsnap-health", "zsync-ssh"];
-const SCRIPTS: [&str; 5] = ["zsnap-backup", "zsnap-restore", "zsnap-prune", "zsnap-status", "zsnap-snapshot"];
-const UNITS: [&str; 8] = [
-    "zsnap-snapshot@.service",
-    "zsnap-snapshot@.timer",
-    "zsnap-backup.service",
-    "zsnap-backup.timer",
-    "zsnap-prune.service",
-    "zsnap-prune.timer",
-    "zsnap-health.service",
-    "zsnap-health.timer",
-];
+use crate::install::{BINS, SCRIPTS, UNITS};
 const CONFFILE: &str = "etc/zsnap/zsnap.conf";
 /// dpkg needs ldconfig and start-stop-daemon on its PATH, whatever the test's is.
 const DPKG_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";

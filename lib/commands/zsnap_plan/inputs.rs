@@ -89,11 +89,7 @@ impl Inputs {
 pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Failure> {
     let dataset = settings.dataset()?.to_string();
     let bucket = settings.bucket()?.to_string();
-    let mut s3 = args.s3.clone();
-    s3.endpoint = settings.endpoint.value.clone();
-    s3.region = settings.region.value.clone();
-    s3.profile = settings.profile.value.clone();
-    let s3 = s3.with_env()?;
+    let s3 = settings.s3_args(&args.s3)?;
     let ctx = Context {
         bucket,
         prefix: settings.s3_prefix().to_string(),
