@@ -461,7 +461,7 @@ async fn check(client: &Client, args: &Args, target: &Target, now: i64, out: &mu
                 ..Default::default()
             };
             let env = drill_env(&args.s3);
-            let drilled = match (&args.identities, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
+            let drilled = match (&args.identities, holds_encrypted(cat)) {
                 // The identity could not be read: say why, not "give --identity".
                 (Some(Err(message)), true) => Err(message.clone()),
                 _ => tokio::task::block_in_place(|| health::drill::run(&ctx, cat, pool, &env)),
@@ -500,6 +500,11 @@ async fn check(client: &Client, args: &Args, target: &Target, now: i64, out: &mu
     Ok(())
 }
 
+/// Whether any backup of the catalog is encrypted (so --deep and the drill need the identity).
+fn holds_encrypted(cat: &catalog::Catalog) -> bool {
+    cat.records.iter().any(|r| !r.encrypted_to.is_empty())
+}
+
 /// What the drill's restore decrypts with: the identity file this place resolved (flag,
 /// AGE_IDENTITY_FILE or IDENTITY_FILE), named on its s3get lines, and what it opens.
 fn drill_identity(file: Option<&str>, loaded: Option<&Result<Arc<Identities>, String>>) -> crate::plan::IdentityUse {
@@ -531,7 +536,7 @@ fn drill_env(s3: &S3Args) -> Vec<(String, String)> {
 async fn deep(client: &Client, args: &Args, bucket: &str, prefix: &str, cat: &catalog::Catalog, out: &mut Outcome) {
     let ds = cat.dataset.as_str();
     let health = cat.health();
-    let ids = match (&args.identities, cat.records.iter().any(|r| !r.encrypted_to.is_empty())) {
+    let ids = match (&args.identities, holds_encrypted(cat)) {
         (Some(Ok(ids)), true) => Some(ids.clone()),
         (Some(Err(message)), true) => {
             out.findings.push(Finding::new(Severity::Critical, ds, "deep:identity", None, message.clone()));

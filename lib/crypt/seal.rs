@@ -37,7 +37,7 @@ const SEALED: usize = CHUNK + TAG;
 const BATCH_CHUNKS: usize = if cfg!(test) { 4 } else { 64 };
 
 /// A new random file key, and the header that carries it to `recipients`.
-pub fn header(recipients: &[&dyn age::Recipient]) -> io::Result<(FileKey, Vec<u8>)> {
+fn header(recipients: &[&dyn age::Recipient]) -> io::Result<(FileKey, Vec<u8>)> {
     let mut key = [0u8; 16];
     getrandom::getrandom(&mut key).map_err(|e| io::Error::other(format!("no randomness for a file key: {e}")))?;
     let file_key = FileKey::new(Box::new(key));

@@ -42,7 +42,7 @@ fn make(target: &str, vars: &[String]) -> Output {
 }
 
 /// Every file under `root`, relative to it.
-fn files_under(root: &Path) -> BTreeSet<String> {
+pub(crate) fn files_under(root: &Path) -> BTreeSet<String> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else { return };
         for e in entries.flatten() {

@@ -44,26 +44,11 @@ fn dpkg_in(root: &Path, args: &[&str]) -> Output {
     run(c, None, TIMEOUT)
 }
 
-/// Every file under `root` but dpkg's own database and log, relative to it.
+/// Every file under `root` but dpkg's own database and log (var/), relative to it.
 fn files_under(root: &Path) -> BTreeSet<String> {
-    fn walk(dir: &Path, root: &Path, out: &mut BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for e in entries.flatten() {
-            let path = e.path();
-            let rel = path.strip_prefix(root).expect("under root").display().to_string();
-            if rel == "var" {
-                continue;
-            }
-            if path.is_dir() {
-                walk(&path, root, out);
-            } else {
-                out.insert(rel);
-            }
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(root, root, &mut out);
-    out
+    let mut all = crate::install::files_under(root);
+    all.retain(|f| !f.starts_with("var/"));
+    all
 }
 
 fn expected_files() -> BTreeSet<String> {

@@ -166,7 +166,7 @@ fn zsnap_backup_and_restore_show_their_steps_progress() {
     assert_eq!(sent.len(), 1, "{}", out.stderr);
     let input = sent[0]["input_bytes"].as_u64().expect("input_bytes");
     // The final line of the upload: the stream's exact size, 100% of the plan's estimate.
-    let want = format!("s3put: read {} ({input} bytes), 100% in ", human(input));
+    let want = format!("s3put: read {} ({input} bytes), 100% in ", zsnap::cli::output::human_bytes(input));
     assert!(out.stderr.lines().any(|l| l.starts_with(&want)), "{want:?} not in:\n{}", out.stderr);
 
     let target = site.pool.ds("restored");
@@ -205,24 +205,9 @@ fn zsync_ssh_reports_each_transfer() {
     let out = s.sync(&["--progress", "--progress-interval", "0.5"]).success();
     let summary = out.json_lines().into_iter().last().expect("summary line");
     let bytes = summary["bytes"].as_u64().expect("bytes");
-    let want = format!(": sent {} ({bytes} bytes) in ", human(bytes));
+    let want = format!(": sent {} ({bytes} bytes) in ", zsnap::cli::output::human_bytes(bytes));
     let last = out.stderr.lines().find(|l| l.starts_with("zsync-ssh: full ") && l.contains(&want));
     assert!(last.is_some_and(|l| l.contains("/s average")), "{want:?} not in:\n{}", out.stderr);
     assert!(!out.stderr.contains("MB/s"), "{}", out.stderr);
     s.assert_same_files();
-}
-
-/// The binary units the lines use, for sizes the test does not fix in advance.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut i) = (n as f64, 0);
-    while v >= 1024.0 && i + 1 < UNITS.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
 }

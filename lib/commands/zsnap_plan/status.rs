@@ -51,7 +51,7 @@ pub fn render<'a>((rows, summary): &'a (Vec<Row<'a>>, Summary), i: &'a Inputs, f
                             },
                             r.remote.as_str().into(),
                             r.record.map(super::render::kind_cell).unwrap_or_default(),
-                            r.record.as_ref().map(|x| human_bytes(x.bytes)).unwrap_or_default(),
+                            r.record.map(|x| human_bytes(x.bytes)).unwrap_or_default(),
                             match &r.health {
                                 Some(crate::catalog::Health::Broken { missing }) => format!("no: {missing}"),
                                 Some(_) => "yes".into(),
