@@ -170,11 +170,25 @@ wait_tee() {
     fi
     wait "$1" 2>/dev/null || true
 }
+# A step's replicas (zsync-ssh --tee inside an upload's --exec) append their JSON lines to
+# $ZSNAP_REPLICA_REPORT; after each step they are printed on stdout and the failed ones
+# counted in replicas_failed (a replica never fails the step: the upload went on).
+replicas_failed=0
+replica_lines() {
+    local file=$1 l
+    [[ -s "$file" ]] || return 0
+    while IFS= read -r l; do
+        printf '%s\n' "$l"
+        [[ "$l" != *'"result":"failed"'* ]] || replicas_failed=$((replicas_failed + 1))
+    done <"$file"
+    : >"$file"
+}
 run_plan() {
     local plan=$1 line n=0 total rc errs teed
     total=$(grep -c . <<<"$plan")
     export_progress
     errs=$(mktemp "${TMPDIR:-/tmp}/zsnap-stderr.XXXXXX")
+    export ZSNAP_REPLICA_REPORT=$errs.replicas
     trap 'forward INT 130' INT
     trap 'forward TERM 143' TERM
     trap 'forward HUP 129' HUP
@@ -204,13 +218,14 @@ run_plan() {
         if ((rc == 1)) && grep -qiE 'out of space|no space left on device' "$errs"; then
             rc=74
         fi
+        replica_lines "$errs.replicas"
         if ((rc != 0)); then
-            rm -f "$errs" "$errs.status" "$errs.fifo"
+            rm -f "$errs" "$errs.status" "$errs.fifo" "$errs.replicas"
             if declare -F on_failure >/dev/null; then on_failure "$rc"; fi
             die "$rc" "step $n of $total failed (exit $rc); steps before it are complete, $undone"
         fi
     done <<<"$plan"
-    rm -f "$errs" "$errs.status" "$errs.fifo"
+    rm -f "$errs" "$errs.status" "$errs.fifo" "$errs.replicas"
     trap - INT TERM HUP
 }
 

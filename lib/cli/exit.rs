@@ -42,6 +42,8 @@ pub enum ExitCode {
     ClosedStdout,
     /// The backup is encrypted and no identity given opens it (or one could not be read).
     NoIdentity,
+    /// zsnap-backup --replica: every upload is in S3, but a replica did not receive.
+    Replica,
     /// Stopped by a signal: 128 + the signal number, as shells report it.
     Signal(i32),
 }
@@ -70,6 +72,7 @@ pub const TABLE: &[(i32, &str, &str)] = &[
     (79, "diverged", "the replica has changes the source lacks; nothing was sent (zsync-ssh)"),
     (80, "closed-stdout", "the reader closed our stdout (EPIPE); output stopped early"),
     (81, "no-identity", "the backup is encrypted to other recipients: no identity given opens it"),
+    (82, "replica", "the backups are in S3, but a replica did not receive them (zsnap-backup --replica)"),
     (130, "interrupted", "SIGINT (128+2); likewise 141 SIGPIPE, 143 SIGTERM"),
 ];
 
@@ -97,6 +100,7 @@ pub const ALL: &[ExitCode] = &[
     ExitCode::Diverged,
     ExitCode::ClosedStdout,
     ExitCode::NoIdentity,
+    ExitCode::Replica,
 ];
 
 /// The code for a number a user gave (e.g. zsync-ssh --exit-nothing N): the table's
@@ -130,6 +134,7 @@ impl ExitCode {
             ExitCode::Diverged => 79,
             ExitCode::ClosedStdout => 80,
             ExitCode::NoIdentity => 81,
+            ExitCode::Replica => 82,
             ExitCode::Signal(n) => 128 + n,
         }
     }

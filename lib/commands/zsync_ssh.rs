@@ -17,12 +17,14 @@ use crate::sync::pipeline::Stage;
 use crate::sync::pipeline::{self, Compress, Location};
 use crate::sync::plan::{self, Decision, Divergence, Options, Step, Target};
 use crate::sync::side::{Hold, Side};
+use crate::sync::tee;
 use crate::sync::transfer;
 use crate::zfs::send::SendOptions;
 use lexopt::prelude::*;
 use serde_json::{json, Value};
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 const FLAGS: &[Flag] = &[
@@ -166,6 +168,46 @@ const SSH_FLAGS: &[Flag] = &[
     Flag { short: Some('F'), long: "ssh-config", value: Some("FILE"), doc: "ssh configuration file (ssh -F)." },
 ];
 
+/// `--tee`: a stream passing through to S3 also received by the replica (zsnap-backup --replica).
+const TEE_FLAGS: &[Flag] = &[
+    Flag {
+        short: None,
+        long: "tee",
+        value: Some("SNAPSHOT"),
+        doc: "Read a `zfs send` stream of SRC_DATASET@SNAPSHOT on stdin and copy it unchanged to stdout \
+              (for s3put) while the replica receives it: one send, two sinks (zsnap-backup --replica runs \
+              `zfs send … | zsync-ssh --tee … | s3put`). Needs --expect-guid and --expect-from. The replica \
+              receives only a stream that moves it forward, decided by guid before the first byte: its newest \
+              snapshot is the stream's base (a full stream: the replica does not exist yet), else it is refused \
+              (behind, diverged, or a full stream into an existing replica) and the stream only passes through; \
+              one it already holds is skipped (\"none\"). A replica that fails or stalls (--idle-timeout) never \
+              stops the stream: its outcome is one JSON line {\"sink\":\"replica\", \"source\", \"target\", \
+              \"guid\", \"from_guid\", \"action\" (sent, none, refused, failed), \"result\" (ok or failed), \
+              \"exit\" (its exit code: 66 behind or missing, 79 diverged, 67 cut …), \"bytes\", \"seconds\", \
+              and \"reason\" or \"error\"} appended to --report FILE (default $ZSNAP_REPLICA_REPORT, else \
+              stderr), and the exit status is 0 all the same. Exit 74 when stdin cannot be read, 80 when \
+              stdout closed early (the replica still gets the whole stream).",
+    },
+    Flag {
+        short: None,
+        long: "expect-guid",
+        value: Some("GUID"),
+        doc: "--tee: the guid of the snapshot the stream carries.",
+    },
+    Flag {
+        short: None,
+        long: "expect-from",
+        value: Some("GUID"),
+        doc: "--tee: the guid of the stream's base (0 for a full stream).",
+    },
+    Flag {
+        short: None,
+        long: "report",
+        value: Some("FILE"),
+        doc: "--tee: append the replica's JSON line to FILE (default $ZSNAP_REPLICA_REPORT, else stderr).",
+    },
+];
+
 /// Where zsnap's configuration and backups are (read only with --prune-target and --from-s3).
 /// zsync-ssh's -b is --buffer, so these have no short names.
 const CONFIG_FLAGS: &[Flag] = &[
@@ -243,8 +285,8 @@ sees it) piped into ssh HOST 'zfs recv DST'; a failure stops the run with the fa
 (s3get's own: 65 corrupt, 66 missing, 69 unreachable …), and since zfs recv commits a snapshot only \
 whole (no -s: a cut stream from S3 cannot be resumed), the replica keeps the snapshots that arrived \
 whole and nothing of the one that failed. The next --from-s3 run, or an ordinary run from the source, \
-continues from there by guid. One send, many sinks: one zfs send can also feed both an S3 backup and a \
-replica (see EXAMPLES).
+continues from there by guid. One send, many sinks: with --tee the stream of a `zfs send` on its way to \
+s3put also feeds the replica (zsnap-backup --replica; see EXAMPLES).
 
 stdout is JSON lines. A run prints one summary line: {\"source\", \"target\", \"common\" ({\"snapshot\", \
 \"target_snapshot\", \"guid\"} or null), \"sent\" (snapshot names received), \"bytes\" (stream bytes), \
@@ -261,6 +303,7 @@ log in (69 also --idle-timeout), 77 permission denied on a zfs command, with --f
     groups: &[
         ("Options", FLAGS),
         ("ssh", SSH_FLAGS),
+        ("One send, two sinks (--tee)", TEE_FLAGS),
         ("Configuration and S3 (--prune-target, --from-s3)", CONFIG_FLAGS),
         ("S3 connection (--from-s3)", s3_flags::FLAGS),
         ("General", COMMON_FLAGS),
@@ -272,9 +315,11 @@ log in (69 also --idle-timeout), 77 permission denied on a zfs command, with --f
         ("zsync-ssh --dry-run tank/data nas:pool/data", "What a run would do, as JSON lines with each command."),
         ("zsync-ssh --rollback tank/data nas:pool/data", "Discard what was done on the replica since the common snapshot."),
         (
-            "zfs send -i tank/data@d1 tank/data@d2 | tee >(ssh nas zfs recv pool/data) | s3put --zfs-stream --compress zstd s3://backups/tank/data@d2",
-            "One send, many sinks: one stream to a replica and to S3 (bash; s3put commits only a whole stream, \
-             zfs recv only a whole stream; check both exit statuses, e.g. with set -o pipefail and wait).",
+            "zfs send -i @d1 tank/data@d2 | zsync-ssh --tee d2 --expect-guid G2 --expect-from G1 tank/data nas:pool/data \
+             | s3put --zfs-stream --compress zstd s3://backups/KEY",
+            "One send, many sinks (what zsnap-backup --replica runs): the replica receives the stream on its way \
+             to s3put, if it moves the replica forward; its outcome is a JSON line of its own, and a replica that \
+             fails never stops the upload.",
         ),
         (
             "zsync-ssh --from-s3 --bucket backups tank/data nas:pool/data",
@@ -313,11 +358,22 @@ pub struct Args {
     pub prune_target: bool,
     pub from_s3: bool,
     pub idle_timeout: Duration,
+    /// `--tee SNAPSHOT` with (guid, from guid) and `--report`.
+    pub tee: Option<Tee>,
     /// `--snapshot-prefix` as given (it also picks the configuration's SNAPSHOT_PREFIX).
     pub prefix_given: bool,
     /// `--config`, `--bucket`, `--s3-prefix` (and the source dataset, for its section).
     pub settings: crate::config::Flags,
     pub s3: S3Args,
+}
+
+/// `--tee`: the stream on stdin and where the replica's line goes.
+#[derive(Debug)]
+pub struct Tee {
+    pub snapshot: String,
+    pub guid: u64,
+    pub from: u64,
+    pub report: Option<String>,
 }
 
 /// How `--dry-run` prints its plan.
@@ -363,6 +419,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let (mut send_options, mut decrypt_send) = (SendOptions::default(), false);
     let (mut format, mut prune_target, mut from_s3, mut idle_timeout) = (None, false, false, IDLE_TIMEOUT);
     let (mut prefix_given, mut settings, mut s3) = (false, crate::config::Flags::default(), S3Args::default());
+    let (mut tee, mut expect_guid, mut expect_from, mut report) = (None, None, None, None);
     while let Some(arg) = p.next()? {
         if crate::cli::completions::asked(&arg) {
             return crate::cli::completions::take(&mut p, &PAGE, &[], &[]).map(Err);
@@ -385,6 +442,14 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             }
             Long("prune-target") => prune_target = true,
             Long("from-s3") => from_s3 = true,
+            Long("tee") => {
+                let snap = p.value()?.string()?;
+                crate::catalog::key::validate_snapshot(&snap).map_err(|e| Failure::usage(format!("--tee: {e}")))?;
+                tee = Some(snap);
+            }
+            Long("expect-guid") => expect_guid = Some(parse_number::<u64>("expect-guid", &p.value()?.string()?)?),
+            Long("expect-from") => expect_from = Some(parse_number::<u64>("expect-from", &p.value()?.string()?)?),
+            Long("report") => report = Some(p.value()?.string()?),
             Long("idle-timeout") => {
                 idle_timeout = parse_duration("idle-timeout", &p.value()?.string()?)?;
                 if idle_timeout.is_zero() {
@@ -465,6 +530,28 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             )));
         }
     }
+    let tee = match (tee, expect_guid, expect_from) {
+        (Some(snapshot), Some(guid), Some(from)) => {
+            let other = [
+                (dry_run, "--dry-run"),
+                (from_s3, "--from-s3"),
+                (prune_target, "--prune-target"),
+                (opts.rollback, "--rollback"),
+                (opts.intermediates, "--intermediates"),
+                (send_options != SendOptions::default(), "--send-option"),
+                (decrypt_send, "--decrypt-send"),
+            ];
+            if let Some((_, flag)) = other.iter().find(|(set, _)| *set) {
+                return Err(Failure::usage(format!(
+                    "{flag} does not go with --tee, which receives the stream on stdin"
+                )));
+            }
+            Some(Tee { snapshot, guid, from, report })
+        }
+        (Some(_), _, _) => return Err(Failure::usage("--tee needs --expect-guid and --expect-from")),
+        (None, None, None) if report.is_none() => None,
+        _ => return Err(Failure::usage("--expect-guid, --expect-from and --report go with --tee")),
+    };
     settings.dataset = Some(source.clone());
     settings.snapshot_prefix = prefix_given.then(|| opts.prefix.clone());
     // The configuration's precedence (flags > environment > file) for the endpoint too.
@@ -487,6 +574,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
         prune_target,
         from_s3,
         idle_timeout,
+        tee,
         prefix_given,
         settings,
         s3,
@@ -500,6 +588,9 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
             return crate::cli::output::emit(&text);
         }
     };
+    if let Some(tee) = &args.tee {
+        return run_tee(&args, tee);
+    }
     transfer::catch_signals()?;
     let mut summary = Summary::new(&args);
     let result = if args.from_s3 { run_from_s3(&args, &mut summary) } else { run(&args, &mut summary) };
@@ -922,6 +1013,106 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
         prune_after(args, &source, &target, Some(&settings), &prefix, after, newest_guid, summary)?;
     }
     Ok(ExitCode::Ok)
+}
+
+/// `--tee`: pass the stream on stdin through to stdout while the replica receives it (when
+/// it can), then report the replica's outcome as one JSON line. Only stdin and stdout
+/// failing are this process's exit status; the replica's is in its line.
+fn run_tee(args: &Args, tee: &Tee) -> Result<(), Failure> {
+    let start = Instant::now();
+    let target_name = Summary::new(args).target;
+    let source = format!("{}@{}", args.source, tee.snapshot);
+    let what = format!("{source} to {target_name}");
+    let target = Side { location: args.target.clone() };
+    let fix = format!("zsync-ssh {} {target_name}", args.source);
+    let decided = target_state(&target, &args.target_dataset).map(|(state, token)| {
+        let passing = tee::decide(&state, tee.guid, tee.from, &fix);
+        (passing, token)
+    });
+    let (action, sink, early) = match decided {
+        Err(f) => ("failed", None, Some(f.context(format!("{what}: reading the replica")))),
+        Ok((tee::Passing::Have { snapshot }, _)) => {
+            ("none", None, Some(Failure::new(ExitCode::Ok, format!("the replica already holds it (@{snapshot})"))))
+        }
+        Ok((tee::Passing::Refuse { code, reason }, _)) => ("refused", None, Some(Failure::new(code, reason))),
+        Ok((tee::Passing::Receive, token)) => {
+            // A cut resumable receive would make plain `zfs recv` refuse: this stream
+            // starts the snapshot over, so its saved state goes.
+            match token.map_or(Ok(()), |_| target.abort_resume(&args.target_dataset)) {
+                Err(f) => ("failed", None, Some(f)),
+                Ok(()) => {
+                    let stages = pipeline::receiving_stages(
+                        args.compress,
+                        buffer(args)?.as_deref(),
+                        &args.target,
+                        pipeline::recv_argv(&args.target_dataset, false, false),
+                    );
+                    let sink =
+                        tee::Sink { stages, target: args.target.clone(), what: what.clone(), idle: args.idle_timeout };
+                    ("sent", Some(sink), None)
+                }
+            }
+        }
+    };
+    let stdout = std::io::stdout().as_fd().try_clone_to_owned().map(std::fs::File::from);
+    let stdout = stdout.map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot use stdout: {e}")))?;
+    let passed = tee::pass(std::io::stdin().lock(), std::io::BufWriter::with_capacity(1 << 20, stdout), sink);
+    let outcome = match (passed.replica, early) {
+        (Some(r), _) => r.err(),
+        (None, e) => e,
+    };
+    let (action, code) = match &outcome {
+        None => (action, ExitCode::Ok),
+        Some(f) if f.code == ExitCode::Ok => (action, ExitCode::Ok),
+        Some(f) if action == "refused" => ("refused", f.code),
+        Some(f) => ("failed", f.code),
+    };
+    let mut line = json!({
+        "sink": "replica",
+        "source": source,
+        "target": target_name,
+        "guid": tee.guid.to_string(),
+        "from_guid": (tee.from != 0).then(|| tee.from.to_string()),
+        "action": action,
+        "result": if code == ExitCode::Ok { "ok" } else { "failed" },
+        "exit": code.code(),
+        "bytes": if action == "sent" { passed.bytes } else { 0 },
+        "seconds": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+    });
+    if let (Some(f), Value::Object(m)) = (&outcome, &mut line) {
+        let key = if action == "failed" { "error" } else { "reason" };
+        m.insert(key.into(), json!(f.message));
+    }
+    if code != ExitCode::Ok {
+        let f = outcome.as_ref().map_or(String::new(), |f| f.message.clone());
+        let done = if action == "refused" { format!("{what}: not received: {f}") } else { f };
+        eprintln!("zsync-ssh: {done} (the stream still went on to the other sink)");
+    }
+    report_line(tee, &line)?;
+    if let Some(e) = passed.read_error {
+        return Err(Failure::new(ExitCode::LocalIo, format!("{what}: reading the stream from stdin failed: {e}")));
+    }
+    if passed.stdout_closed {
+        return Err(Failure::new(ExitCode::ClosedStdout, ""));
+    }
+    Ok(())
+}
+
+/// Append the replica's line to --report, $ZSNAP_REPLICA_REPORT, or else stderr (stdout is the stream).
+fn report_line(tee: &Tee, line: &Value) -> Result<(), Failure> {
+    let text = format!("{line}\n");
+    let file = tee.report.clone().or_else(|| std::env::var("ZSNAP_REPLICA_REPORT").ok().filter(|v| !v.is_empty()));
+    let Some(file) = file else {
+        eprint!("{text}");
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot open report file {file}: {e}")))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
+        .map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot write report file {file}: {e}")))
 }
 
 /// The catalog of SRC_DATASET's backups (one listing), and the context its s3get

@@ -26,6 +26,8 @@ const SETTING_KEYS: &[&str] = &[
     "SEND_OPTIONS",
     "ENCRYPT_TO",
     "IDENTITY_FILE",
+    "REPLICA",
+    "REPLICA_SSH_CONFIG",
     "ENDPOINT",
     "REGION",
     "PROFILE",
@@ -192,6 +194,9 @@ pub struct Flags {
     /// `--encrypt-to`, repeatable; joined with spaces.
     pub encrypt_to: Option<String>,
     pub identity: Option<String>,
+    /// `--replica`, repeatable; joined with spaces.
+    pub replica: Option<String>,
+    pub replica_ssh_config: Option<String>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
@@ -253,6 +258,10 @@ pub struct Settings {
     pub encrypt_to: Option<crate::crypt::Recipients>,
     /// `IDENTITY_FILE` / `AGE_IDENTITY_FILE`: what restores and `--deep` decrypt with.
     pub identity: Setting,
+    /// `REPLICA`: replicas each backup's stream also feeds (space-separated targets).
+    pub replica: Setting,
+    /// `REPLICA_SSH_CONFIG`: the ssh configuration file (ssh -F) for reaching them.
+    pub replica_ssh_config: Setting,
     pub endpoint: Setting,
     pub region: Setting,
     pub profile: Setting,
@@ -291,6 +300,11 @@ impl Settings {
     /// resolved, the rest filled from the environment.
     pub fn s3_args(&self, flags: &crate::cli::s3_flags::S3Args) -> Result<crate::cli::s3_flags::S3Args, Failure> {
         flags.at(self.endpoint.value.clone(), self.region.value.clone(), self.profile.value.clone())
+    }
+
+    /// The replicas of `REPLICA` / `--replica`, in order.
+    pub fn replicas(&self) -> Vec<String> {
+        self.replica.value.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect()
     }
 
     pub fn s3_prefix(&self) -> &str {
@@ -398,6 +412,16 @@ pub fn resolve(
         None => None,
     };
     let identity = pick(("identity", &flags.identity), &["AGE_IDENTITY_FILE"], env, file, fs, "IDENTITY_FILE", None);
+    let replica = pick(("replica", &flags.replica), &["ZSNAP_REPLICA"], env, file, fs, "REPLICA", None);
+    let replica_ssh_config = pick(
+        ("replica-ssh-config", &flags.replica_ssh_config),
+        &["ZSNAP_REPLICA_SSH_CONFIG"],
+        env,
+        file,
+        fs,
+        "REPLICA_SSH_CONFIG",
+        None,
+    );
     let endpoint = pick(
         ("endpoint", &flags.endpoint),
         &["ZSNAP_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"],
@@ -434,6 +458,8 @@ pub fn resolve(
         encrypt_to_setting,
         encrypt_to,
         identity,
+        replica,
+        replica_ssh_config,
         endpoint,
         region,
         profile,

@@ -28,6 +28,11 @@ pub struct Request {
     pub lock: Option<LockUntil>,
     /// `--decrypt-send`: send an encrypted dataset without `-w`.
     pub decrypt_send: bool,
+    /// `--replica` / `REPLICA`: each send also feeds these replicas' `zfs recv`
+    /// (`[USER@]HOST:DATASET` or a local dataset), through `zsync-ssh --tee`.
+    pub replicas: Vec<String>,
+    /// zsync-ssh options every replica's tee gets (`-F FILE` for REPLICA_SSH_CONFIG).
+    pub replica_args: Vec<String>,
 }
 
 /// Lock new backups in `mode` until `until` (Unix seconds).
@@ -111,6 +116,8 @@ pub struct Send {
     pub compressor: String,
     /// Fingerprints of the recipients it is encrypted to (`enc=`; empty: not encrypted).
     pub encrypted_to: Vec<String>,
+    /// Replicas that receive the same stream (`zsync-ssh --tee`), as given.
+    pub replicas: Vec<String>,
     /// Key relative to the bucket.
     pub key: String,
     pub url: String,
@@ -175,6 +182,7 @@ impl Step {
                 "send_options": s.options.letters(),
                 "raw": s.options.raw(),
                 "encrypted_to": s.encrypted_to,
+                "replicas": s.replicas,
                 "key": s.url,
                 "bytes_estimate": s.bytes_estimate,
                 "estimate_source": if s.estimated { "zfs send -nP" } else { "guess" },
@@ -360,7 +368,8 @@ pub fn plan(
         (Some(r), None) => Some(r.clone()),
         (None, _) => None,
     };
-    let sender = Sender { ctx, compressor, src, lock: req.lock, encrypt: encrypt.as_ref() };
+    let replicas = (&req.replicas[..], &req.replica_args[..]);
+    let sender = Sender { ctx, compressor, src, lock: req.lock, encrypt: encrypt.as_ref(), replicas };
 
     let mut steps = Vec::new();
     match &base {
@@ -477,6 +486,7 @@ struct Sender<'a> {
     src: &'a Source<'a>,
     lock: Option<LockUntil>,
     encrypt: Option<&'a crate::crypt::Recipients>,
+    replicas: (&'a [String], &'a [String]),
 }
 
 impl Sender<'_> {
@@ -517,7 +527,7 @@ fn skip(ctx: &Context, snap: &Snapshot, r: &BackupRecord, reason: String) -> Ste
 
 impl Sender<'_> {
     fn send(&self, snap: &Snapshot, from: Option<&Origin>, reason: String) -> Result<Send, Failure> {
-        let Sender { ctx, compressor, src, lock, encrypt } = *self;
+        let Sender { ctx, compressor, src, lock, encrypt, replicas } = *self;
         let kind = if from.is_some() { Kind::Inc } else { Kind::Full };
         let fields = KeyFields {
             dataset: ctx.dataset.clone(),
@@ -549,6 +559,7 @@ impl Sender<'_> {
             expect_raw: src.options.raw(),
             // zfs send's own arguments are quoted inside the --exec string, which bash parses.
             exec: zfs_send.clone(),
+            tees: replicas.0.iter().map(|r| tee_argv(&ctx.dataset, snap, from, replicas.1, r)).collect(),
             compress: compressor.s3put_arg(),
             expected_size: estimated.or(snap.logical_referenced.filter(|&l| l > 0)),
             lock,
@@ -568,6 +579,7 @@ impl Sender<'_> {
             zfs_send,
             compressor: compressor.recorded(),
             encrypted_to: fields.encrypted_to.clone(),
+            replicas: replicas.0.to_vec(),
             key,
             url,
             bytes_estimate,
@@ -582,6 +594,18 @@ impl Sender<'_> {
 fn local_parent<'a>(src: &Source<'a>, from: Option<&Origin>) -> Option<&'a Snapshot> {
     let f = from.filter(|f| !f.bookmark)?;
     src.snapshots.iter().find(|s| s.guid == f.guid)
+}
+
+/// `zsync-ssh --tee SNAP --expect-guid G --expect-from F [ARGS] DS TARGET`: the replica's
+/// receive of the stream on its way to s3put. The same stream, so the same encryption:
+/// an encrypted dataset's raw send reaches the replica still encrypted.
+fn tee_argv(dataset: &str, snap: &Snapshot, from: Option<&Origin>, args: &[String], target: &str) -> Vec<String> {
+    let mut v: Vec<String> = vec!["zsync-ssh".into(), "--tee".into(), snap.name.clone()];
+    v.extend(["--expect-guid".into(), snap.guid.to_string()]);
+    v.extend(["--expect-from".into(), from.map_or(0, |f| f.guid).to_string()]);
+    v.extend(args.iter().cloned());
+    v.extend([dataset.to_string(), target.to_string()]);
+    v
 }
 
 /// `zfs send [OPTIONS] [-i @FROM | -i DS#MARK] DS@SNAP`.

@@ -18,6 +18,9 @@ pub struct S3putUpload {
     pub expect_raw: bool,
     /// The producer's argv (`zfs send …`), quoted into one `--exec` word.
     pub exec: Vec<String>,
+    /// Commands the stream passes through before s3put reads it (`zsync-ssh --tee …`),
+    /// piped after `exec` inside the same word.
+    pub tees: Vec<Vec<String>>,
     pub compress: CompressArg,
     pub expected_size: Option<u64>,
     pub lock: Option<LockUntil>,
@@ -37,7 +40,8 @@ impl S3putUpload {
         if self.expect_raw {
             v.push("--expect-raw".into());
         }
-        v.extend(["--exec".into(), join(&self.exec)]);
+        let producer: Vec<String> = std::iter::once(&self.exec).chain(&self.tees).map(|c| join(c)).collect();
+        v.extend(["--exec".into(), producer.join(" | ")]);
         match &self.compress {
             CompressArg::Compress(c) => v.extend(["--compress".into(), c.clone()]),
             CompressArg::Filter(cmd) => v.extend(["--filter".into(), cmd.clone()]),
@@ -166,6 +170,19 @@ mod tests {
     fn uploads_parse_back_to_what_the_planner_meant() {
         let lock = LockUntil { mode: "GOVERNANCE", until: 1_795_392_000 };
         let recipient = age::x25519::Identity::generate().to_public().to_string();
+        let tee: Vec<String> =
+            ["zsync-ssh", "--tee", "s2", "--expect-guid", "22", "--expect-from", "11", "-F", "my cfg"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["tank/d".to_string(), "root@nas:pool/d".to_string()])
+                .collect();
+        let crate::commands::zsync_ssh::Args { tee: Some(t), source, target_dataset, .. } =
+            crate::commands::zsync_ssh::parse(os(&tee)).expect("parses").expect("not help")
+        else {
+            panic!("--tee parsed");
+        };
+        assert_eq!((t.snapshot.as_str(), t.guid, t.from, source.as_str()), ("s2", 22, 11, "tank/d"));
+        assert_eq!(target_dataset, "pool/d");
         let calls = [
             S3putUpload {
                 url: KEY.into(),
@@ -173,6 +190,7 @@ mod tests {
                 expect_from: 11,
                 expect_raw: false,
                 exec: vec!["zfs".into(), "send".into(), "-i".into(), "@s1".into(), "tank/d@s2".into()],
+                tees: vec![],
                 compress: CompressArg::Compress("zstd:9".into()),
                 expected_size: Some(123 << 20),
                 lock: Some(lock),
@@ -185,6 +203,7 @@ mod tests {
                 expect_from: 0,
                 expect_raw: true,
                 exec: vec!["zfs".into(), "send".into(), "-w".into(), "tank/d@s1 x".into()],
+                tees: vec![],
                 compress: CompressArg::Filter("xz -T0".into()),
                 expected_size: None,
                 lock: None,
@@ -197,6 +216,7 @@ mod tests {
                 expect_from: 11,
                 expect_raw: false,
                 exec: vec!["zfs".into(), "send".into(), "tank/d@s2".into()],
+                tees: vec![tee.clone(), vec!["zsync-ssh".into(), "--tee".into(), "s2".into(), "x".into()]],
                 compress: CompressArg::Compress("lz4".into()),
                 expected_size: None,
                 lock: None,
@@ -215,7 +235,8 @@ mod tests {
                 (gate.expect_guid, gate.expect_from, gate.expect_raw),
                 (Some(call.expect_guid), Some(call.expect_from), call.expect_raw)
             );
-            assert_eq!(input.source, crate::stream_in::Source::Exec(join(&call.exec)));
+            let producer: Vec<String> = std::iter::once(&call.exec).chain(&call.tees).map(|c| join(c)).collect();
+            assert_eq!(input.source, crate::stream_in::Source::Exec(producer.join(" | ")));
             match &call.compress {
                 CompressArg::Compress(c) => assert_eq!(input.codec, Codec::parse(c).unwrap()),
                 CompressArg::Filter(f) => assert_eq!(input.filter.as_deref(), Some(f.as_str())),

@@ -201,6 +201,14 @@ fn stages_from(
     recv: Vec<String>,
 ) -> Vec<Stage> {
     let mut v = vec![first];
+    v.extend(receiving_stages(compress, buffer, target, recv));
+    v
+}
+
+/// The stages after the stream's source: `[compressor | mbuffer |] ssh HOST '[decompressor
+/// |] zfs recv DST'`, or a local `zfs recv` (zsync-ssh --tee writes into the first).
+pub fn receiving_stages(compress: Compress, buffer: Option<&str>, target: &Location, recv: Vec<String>) -> Vec<Stage> {
+    let mut v = Vec::new();
     match target {
         Location::Local => v.push(Stage::new("zfs recv", recv)),
         Location::Remote { host, ssh } => {

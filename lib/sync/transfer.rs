@@ -236,7 +236,7 @@ fn copy(mut from: ChildStdout, mut to: ChildStdin, flow: &Flow) -> u64 {
 }
 
 /// A stage's stderr, keeping at most the last 64 KiB.
-fn collect(err: Option<std::process::ChildStderr>) -> String {
+pub(super) fn collect(err: Option<std::process::ChildStderr>) -> String {
     let Some(mut err) = err else { return String::new() };
     let mut kept: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];

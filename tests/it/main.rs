@@ -20,6 +20,7 @@ mod openzfs;
 mod package;
 mod plan;
 mod progress;
+mod replica;
 mod resume;
 mod retention;
 mod retention_moto;

@@ -10,15 +10,16 @@ use std::process::Command;
 
 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// A site that backs up to S3 and a replica's name on the second host.
-struct Seeded {
-    site: Site,
-    dst: String,
-    ssh_config: String,
+/// A site that backs up to S3 and a replica's name on the second host (also used by
+/// tests/it/replica.rs).
+pub(crate) struct Seeded {
+    pub(crate) site: Site,
+    pub(crate) dst: String,
+    pub(crate) ssh_config: String,
 }
 
 impl Seeded {
-    fn new(name: &str, tag: &str) -> Seeded {
+    pub(crate) fn new(name: &str, tag: &str) -> Seeded {
         let site = Site::new(name, tag);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dst = format!("{}/{tag}{}s{n}", env("ZSNAP_HOST2_POOL"), std::process::id());
@@ -26,13 +27,13 @@ impl Seeded {
     }
 
     /// A snapshot with a file of its own, backed up.
-    fn backed_up(&self, snap: &str, len: usize, seed: u64) {
+    pub(crate) fn backed_up(&self, snap: &str, len: usize, seed: u64) {
         self.site.write(&format!("{snap}.bin"), &data(len, seed));
         self.site.snapshot(snap);
         self.site.run("zsnap-backup", &[]).success();
     }
 
-    fn zsync(&self, extra: &[&str]) -> Output {
+    pub(crate) fn zsync(&self, extra: &[&str]) -> Output {
         let mut args = vec!["-F", &self.ssh_config];
         args.extend_from_slice(extra);
         let target = format!("{}:{}", env("ZSNAP_HOST2"), self.dst);
@@ -41,7 +42,7 @@ impl Seeded {
         self.site.run("zsync-ssh", &args)
     }
 
-    fn remote(&self, args: &[&str]) -> Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> Output {
         let mut c = Command::new(repo_path("bench/host2"));
         c.args(["exec", &env("ZSNAP_HOST2_DIR")]).args(args);
         run(c, None, TIMEOUT)
@@ -49,7 +50,7 @@ impl Seeded {
 
     /// Every dataset, snapshot and (on OpenZFS) partial receive under the replica's pool
     /// that belongs to this replica, as `zfs list -t all` names them.
-    fn remote_all(&self) -> Vec<String> {
+    pub(crate) fn remote_all(&self) -> Vec<String> {
         let pool = env("ZSNAP_HOST2_POOL");
         let out = self.remote(&["zfs", "list", "-H", "-t", "all", "-o", "name", "-r", &pool]).success();
         let mine = |l: &&str| {
@@ -58,18 +59,18 @@ impl Seeded {
         out.text().lines().filter(mine).map(str::to_string).collect()
     }
 
-    fn remote_snapshots(&self) -> Vec<String> {
+    pub(crate) fn remote_snapshots(&self) -> Vec<String> {
         let prefix = format!("{}@", self.dst);
         self.remote_all().iter().filter_map(|l| l.strip_prefix(&prefix).map(str::to_string)).collect()
     }
 
-    fn remote_guid(&self, snap: &str) -> String {
+    pub(crate) fn remote_guid(&self, snap: &str) -> String {
         let out = self.remote(&["zfs", "get", "-H", "-p", "-o", "value", "guid", &format!("{}@{snap}", self.dst)]);
         out.success().text().trim().to_string()
     }
 
     /// The replica's files equal the source's.
-    fn assert_same_files(&self) {
+    pub(crate) fn assert_same_files(&self) {
         let dir = format!("{}/mnt/{}", env("ZSNAP_HOST2_DIR"), self.dst.split_once('/').expect("pool/ds").1);
         for (name, bytes) in files_of(&self.site.dir()) {
             let got = self.remote(&["cat", &format!("{dir}/{name}")]).success().stdout;

@@ -64,6 +64,13 @@ pub const SCRIPTS: &[Script] = &[
             switch(None, "decrypt-send", "Send an encrypted dataset DECRYPTED (its plaintext goes to the bucket)."),
             Flag { short: None, long: "send-option", value: Some("OPT"), doc: "Pass a zfs send option through." },
             Flag { short: None, long: "snapshot", value: Some("NAME"), doc: "Back up to this snapshot." },
+            Flag {
+                short: None,
+                long: "replica",
+                value: Some("HOST:DATASET"),
+                doc: "Each send also feeds this replica's zfs recv.",
+            },
+            Flag { short: None, long: "replica-ssh-config", value: Some("FILE"), doc: "ssh -F FILE for the replicas." },
             ALL,
             RECURSIVE,
         ],

@@ -50,6 +50,17 @@ fn plan(i: &Inputs, req: &backup::Request) -> Result<Vec<Step>, Failure> {
         until: i.now.saturating_add(i64::try_from(l.days).unwrap_or(i64::MAX).saturating_mul(86_400)),
     });
     let s = &i.settings;
+    req.replicas = s.replicas();
+    for r in &req.replicas {
+        let (_, ds) = crate::commands::zsync_ssh::split_target(r)
+            .map_err(|f| Failure::usage(format!("replica {}", f.message)))?;
+        crate::catalog::key::validate_dataset(&ds)
+            .map_err(|e| Failure::usage(format!("replica '{r}' (from {}): {e}", s.replica.source)))?;
+    }
+    req.replica_args = match &s.replica_ssh_config.value {
+        Some(f) => vec!["-F".into(), f.clone()],
+        None => Vec::new(),
+    };
     backup::plan(&i.ctx, &s.compressor, s.snapshot_prefix(), &local.source(), &i.catalog.records, &i.health, &req)
 }
 

@@ -115,6 +115,24 @@ const COMMAND_FLAGS: &[Flag] = &[
         doc: "backup: send one full stream of the target snapshot, whatever S3 holds.",
     },
     Flag {
+        short: None,
+        long: "replica",
+        value: Some("[USER@]HOST:DATASET"),
+        doc: "backup: each send also feeds this replica's zfs recv (repeatable; default $ZSNAP_REPLICA, then \
+              REPLICA, space-separated): one zfs send, piped through `zsync-ssh --tee SNAP --expect-guid G \
+              --expect-from F DATASET TARGET` into s3put, so S3 and the replica get the same bytes (raw for an \
+              encrypted dataset). S3 commits by s3put's rules; the replica receives only a stream that moves it \
+              forward by guid, and one that is behind, diverged or unreachable is refused or fails on its own \
+              without stopping the upload. See zsync-ssh(1) --tee.",
+    },
+    Flag {
+        short: None,
+        long: "replica-ssh-config",
+        value: Some("FILE"),
+        doc: "backup: the ssh configuration file (ssh -F) for reaching the replicas (default \
+              $ZSNAP_REPLICA_SSH_CONFIG, then REPLICA_SSH_CONFIG, else ssh's own).",
+    },
+    Flag {
         short: Some('s'),
         long: "snapshot",
         value: Some("NAME"),
@@ -322,6 +340,7 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     let mut broken = false;
     let (mut send_options, mut decrypt_send): (Vec<String>, bool) = (Vec::new(), false);
     let mut encrypt_to: Vec<String> = Vec::new();
+    let mut replicas: Vec<String> = Vec::new();
     let mut words: Vec<String> = Vec::new();
     while let Some(arg) = p.next()? {
         if completions::asked(&arg) {
@@ -338,6 +357,8 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             Long("snapshot-prefix") => flags.snapshot_prefix = Some(p.value()?.string()?),
             Long("compressor") => flags.compressor = Some(p.value()?.string()?),
             Long("encrypt-to") => encrypt_to.push(p.value()?.string()?),
+            Long("replica") => replicas.push(p.value()?.string()?),
+            Long("replica-ssh-config") => flags.replica_ssh_config = Some(p.value()?.string()?),
             Long("identity") => flags.identity = Some(p.value()?.string()?),
             Short('f') | Long("format") => {
                 let v = p.value()?.string()?;
@@ -372,6 +393,9 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
     if !encrypt_to.is_empty() {
         flags.encrypt_to = Some(encrypt_to.join(" "));
     }
+    if !replicas.is_empty() {
+        flags.replica = Some(replicas.join(" "));
+    }
     // The S3 flags that are also settings: the config resolves them with the file.
     flags.endpoint = s3.endpoint.take();
     flags.region = s3.region.take();
@@ -401,7 +425,12 @@ pub fn parse(argv: impl IntoIterator<Item = OsString>) -> Result<Result<Args, St
             if let Some(s) = &snapshot {
                 crate::catalog::key::validate_snapshot(s).map_err(|e| Failure::usage(format!("--snapshot: {e}")))?;
             }
-            Command::Backup(plan::backup::Request { full, snapshot: snapshot.take(), lock: None, decrypt_send })
+            Command::Backup(plan::backup::Request {
+                full,
+                snapshot: snapshot.take(),
+                decrypt_send,
+                ..Default::default()
+            })
         }
         "restore" => {
             arity(1, "restore SNAPSHOT|latest|N [--target DATASET] [--force]")?;
