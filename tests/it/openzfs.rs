@@ -2,7 +2,8 @@
 //! unchanged scripts and binaries with the guest's zfs first on PATH: encrypted datasets
 //! sent raw with the key unloaded and restored encrypted, send options, a zvol, a chain
 //! continued from a bookmark after its snapshot was destroyed, zfs send -nP sizes, and a
-//! cut zsync-ssh transfer resumed from receive_resume_token. Every test's name starts with
+//! cut zsync-ssh transfer resumed from receive_resume_token, and zsnap-backup --replica
+//! feeding S3 and a replica one raw stream. Every test's name starts with
 //! openzfs_ (plain `tests/run` skips them by that prefix).
 
 use crate::common::*;
@@ -281,6 +282,44 @@ fn openzfs_zsync_replicates_an_encrypted_dataset_raw_with_the_key_unloaded() {
     assert_eq!(g.prop("keystatus", &dst), "unavailable");
     // The sent snapshot was bookmarked on the source.
     assert_eq!(g.prop("guid", &format!("{}#s1", site.data)), site.guid("s1"));
+    g.sh(&format!("zfs load-key -L file://{KEY_FILE} {dst} && zfs mount {dst}")).success();
+    assert_eq!(g.sums(&dst), want);
+    g.sh(&format!("zfs destroy -r {dst}; zfs load-key {}", site.data)).success();
+}
+
+#[test]
+fn openzfs_backup_with_a_replica_sends_an_encrypted_dataset_raw_to_both_sinks() {
+    let site = encrypted_site("ozrep");
+    let g = &site.guest;
+    write_files(&site, "one", 100_000);
+    site.snapshot("s1");
+    g.sh(&format!("zfs unmount {0} && zfs unload-key {0}", site.data)).success();
+    let dst = format!("{}/ozrep{}", g.pool2, std::process::id());
+    g.sh(&format!("zfs destroy -r {dst} 2>/dev/null || true")).success();
+    let target = format!("{}:{dst}", g.host);
+    let backup = || site.run("zsnap-backup", &["--replica", &target, "--replica-ssh-config", &g.ssh_config]);
+
+    let out = backup().success();
+    let (replica, uploads): (Vec<_>, Vec<_>) = lines(&out).into_iter().partition(|l| l["sink"] == "replica");
+    assert_eq!((uploads.len(), replica.len()), (1, 1), "{}", out.text());
+    assert_eq!(uploads[0]["stream"]["raw"], true, "{}", uploads[0]);
+    assert_eq!(replica[0]["action"], "sent", "{}", replica[0]);
+    assert_eq!(replica[0]["bytes"], uploads[0]["input_bytes"], "the same stream to both sinks");
+    // Neither sink holds plaintext: the bucket's object is the raw stream, and the replica is
+    // encrypted with the source's key, which is loaded nowhere.
+    assert_eq!(marker_count(&site, &keys_of(&site)[0]), 0);
+    assert_eq!(g.prop("encryption", &dst), "aes-256-gcm", "the replica stays encrypted");
+    assert_eq!(g.prop("keystatus", &dst), "unavailable");
+
+    g.sh(&format!("zfs load-key {0} && zfs mount {0}", site.data)).success();
+    write_files(&site, "two", 50_000);
+    site.snapshot("s2");
+    let want = g.sums(&site.data);
+    g.sh(&format!("zfs unmount {0} && zfs unload-key {0}", site.data)).success();
+    let out = backup().success();
+    let replica: Vec<_> = lines(&out).into_iter().filter(|l| l["sink"] == "replica").collect();
+    assert_eq!((replica.len(), replica[0]["action"].as_str()), (1, Some("sent")), "{}", out.text());
+    assert_eq!(g.prop("guid", &format!("{dst}@s2")), site.guid("s2"), "the replica has s2 by guid");
     g.sh(&format!("zfs load-key -L file://{KEY_FILE} {dst} && zfs mount {dst}")).success();
     assert_eq!(g.sums(&dst), want);
     g.sh(&format!("zfs destroy -r {dst}; zfs load-key {}", site.data)).success();
