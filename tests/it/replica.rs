@@ -140,6 +140,39 @@ fn a_replica_that_cannot_take_the_stream_never_stops_the_upload() {
     assert!(!s.remote_snapshots().contains(&"s6".to_string()), "nothing of s6 is kept: {:?}", s.remote_snapshots());
 }
 
+/// A zfs on PATH whose `zfs send` dies after 20,000 bytes (exit 1): a killed producer.
+fn dying_send(s: &mut Seeded) {
+    let dir = s.site.ctx.bench.work.join(format!("{}-dying", s.site.pool.name));
+    std::fs::create_dir_all(&dir).expect("stand-in dir");
+    let zfs = std::process::Command::new("bash").args(["-c", "command -v zfs"]).output().expect("zfs");
+    let real = String::from_utf8_lossy(&zfs.stdout).trim().to_string();
+    let script = format!(
+        "#!/bin/bash\nif [[ $1 == send ]]; then '{real}' \"$@\" | head -c 20000; exit 1; fi\nexec '{real}' \"$@\"\n"
+    );
+    let path = dir.join("zfs");
+    std::fs::write(&path, script).expect("write stand-in");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let bins = bin_path("s3put").parent().expect("bin dir").display().to_string();
+    let scripts = repo_path("scripts").display().to_string();
+    let rest = std::env::var("PATH").unwrap_or_default();
+    s.site.set("PATH", &format!("{}:{bins}:{scripts}:{rest}", dir.display()));
+}
+
+#[test]
+fn a_killed_send_commits_nothing_on_either_sink() {
+    let mut s = Seeded::new("replica-cut", "rpd");
+    snap(&s, "s1", MIB, 61);
+    backup(&s, &[]).success();
+    snap(&s, "s2", 2 * MIB, 62);
+    dying_send(&mut s);
+    let out = backup(&s, &[]).fails_last(67, "zsnap-backup", "step 1 of 1 failed (exit 67)");
+    let (replica, uploads) = sinks(&out);
+    assert!(uploads.is_empty(), "no s3put line for a cut stream: {}", out.text());
+    assert_eq!((replica.len(), replica[0]["action"].as_str()), (1, Some("failed")), "{}", out.text());
+    assert_eq!(s.remote_snapshots(), ["s1"], "the replica keeps its last whole snapshot");
+    assert!(!s.site.keys().iter().any(|k| k.contains("/@s2/")), "{:?}", s.site.keys());
+}
+
 #[test]
 fn replica_flags_are_checked() {
     let s = Seeded::new("replica-flags", "rpc");
