@@ -180,8 +180,9 @@ const TEE_FLAGS: &[Flag] = &[
               receives only a stream that moves it forward, decided by guid before the first byte: its newest \
               snapshot is the stream's base (a full stream: the replica does not exist yet), else it is refused \
               (behind, diverged, or a full stream into an existing replica) and the stream only passes through; \
-              one it already holds is skipped (\"none\"). A replica that fails or stalls (--idle-timeout) never \
-              stops the stream: its outcome is one JSON line {\"sink\":\"replica\", \"source\", \"target\", \
+              one it already holds is skipped (\"none\"). Both sinks move at the pace of the slower (up to 8 MiB \
+              is queued for the replica). A replica that fails or stalls (--idle-timeout) never stops the \
+              stream: its outcome is one JSON line {\"sink\":\"replica\", \"source\", \"target\", \
               \"guid\", \"from_guid\", \"action\" (sent, none, refused, failed), \"result\" (ok or failed), \
               \"exit\" (its exit code: 66 behind or missing, 79 diverged, 67 cut …), \"bytes\", \"seconds\", \
               and \"reason\" or \"error\"} appended to --report FILE (default $ZSNAP_REPLICA_REPORT, else \

@@ -620,4 +620,21 @@ DECOMPRESS=xz -d
         let e = load(&Flags::default(), &env_of(&[("ZSNAP_CONFIG", "/nonexistent/b.conf")])).unwrap_err();
         assert!(e.message.contains("/nonexistent/b.conf"), "{}", e.message);
     }
+
+    #[test]
+    fn replicas_per_dataset_section_flags_first() {
+        let text = "[main]\nREPLICA=nas:pool/all\n[fs:tank/a]\nREPLICA=nas:pool/a  root@b:pool/a\nREPLICA_SSH_CONFIG=/etc/zsnap/ssh\n";
+        let file = ConfigFile::parse("/etc/z.conf", text).unwrap();
+        let for_ds = |ds: &str, replica: Option<&str>| {
+            let flags = Flags { dataset: Some(ds.into()), replica: replica.map(str::to_string), ..Default::default() };
+            resolve(&flags, &|_| None, Some(&file)).unwrap()
+        };
+        let a = for_ds("tank/a", None);
+        assert_eq!(a.replicas(), ["nas:pool/a", "root@b:pool/a"]);
+        assert_eq!(a.replica_ssh_config.value.as_deref(), Some("/etc/zsnap/ssh"));
+        assert_eq!(for_ds("tank/b", None).replicas(), ["nas:pool/all"]);
+        assert_eq!(for_ds("tank/a", Some("x:pool/y")).replicas(), ["x:pool/y"]);
+        let none = resolve(&Flags::default(), &|_| None, None).unwrap();
+        assert!(none.replicas().is_empty());
+    }
 }
