@@ -693,7 +693,7 @@ fn too_many_parts(plan: &PartPlan) -> Failure {
     Failure::new(
         ExitCode::TooLarge,
         format!(
-            "stream is larger than {max_parts} {parts} carry ({capacity} bytes); raise --expected-size, --part-size or --max-parts"
+            "stream is larger than {max_parts} {parts} can carry ({capacity} bytes); raise --expected-size, --part-size or --max-parts"
         ),
     )
 }
@@ -820,7 +820,7 @@ mod tests {
         let (mut w, _rx) = planned(schedule, 4);
         let e = w.fill_from(&mut &data[..81]).unwrap_err();
         assert_eq!(e.code, ExitCode::TooLarge);
-        assert!(e.message.contains("4 growing parts carry (80 bytes)"), "{}", e.message);
+        assert!(e.message.contains("4 growing parts can carry (80 bytes)"), "{}", e.message);
     }
 
     #[test]
