@@ -13,9 +13,11 @@
 //! another way (another `--part-size`, `--expected-size` given one time and not the
 //! other) is aborted and the stream starts over. S3 does not show an in-progress upload's
 //! metadata, so an upload whose stored parts all fall where both ways of cutting agree
-//! (the first 1,600 parts are 16 MiB either way) is continued; its object then records the
-//! earlier run's schedule, and a reader finds the boundaries do not add up to the part
-//! count and falls back to the whole-object CRC32 (see `download::Verifier`).
+//! (16 MiB equal parts and the growth schedule agree on the first 1,600) is continued;
+//! its object then records the earlier run's cut. The whole-object CRC32 s3put asks for
+//! does not depend on the cut; on a server that keeps only per-part CRC32s, a reader
+//! finds the recorded cut gives another part count and checks the length only (see
+//! `download::Verifier`) rather than report a false mismatch.
 //!
 //! Deciding is pure ([`choose`], [`PartVerdict::of`]); [`find`] only reads the server.
 
