@@ -112,7 +112,8 @@ Each range is retried on its own, and pinned to the ETag first seen, so an objec
 download fails rather than mixing two versions.
 
 The byte count is always checked. The CRC32 is checked whenever the object carries one: the zsnap-crc32 \
-metadata s3put records, or the server's full-object or per-part CRC32 checksum. A mismatch exits 65. \
+metadata s3put records, or the server's full-object or per-part CRC32 checksum (the part boundaries from \
+s3put's zsnap-part-size for equal parts or zsnap-part-schedule for growing ones). A mismatch exits 65. \
 Nothing is written after an error is detected; note that bytes already written cannot be taken back, so \
 consumers such as zfs recv must also check the stream (zfs send streams carry their own checksums).
 

@@ -28,16 +28,19 @@ const FLAGS: &[Flag] = &[
         long: "expected-size",
         value: Some("SIZE"),
         doc: "About how big the stream will be (e.g. from `zfs send -nP` or the snapshot's referenced \
-              size). The part size is then chosen so the stream fits in --max-parts with 25% headroom, \
-              never below 16 MiB, and the progress line says how far along the stream is (percent of \
-              this size) and when it should end.",
+              size). Parts are then all one size (but the last), chosen so the stream fits in --max-parts \
+              with 25% headroom, never below 16 MiB, and the progress line says how far along the stream \
+              is (percent of this size) and when it should end.",
     },
     Flag {
         short: Some('p'),
         long: "part-size",
         value: Some("SIZE"),
-        doc: "Size of every part but the last (5M..5G). Overrides --expected-size. Default 256M, which \
-              carries a 2.4 TiB stream in 10,000 parts.",
+        doc: "Size of every part but the last (5M..5G). Overrides --expected-size. Without either, parts \
+              grow with the stream: 16 MiB for the first 25 GiB, at most 256 MiB up to 1 TiB, 2 GiB at \
+              the end, so 10,000 parts carry 5 TiB (with a smaller --max-parts the same shape, scaled: \
+              1,000 parts carry 922 GiB). Cloudflare R2 requires every part but the last to be the same \
+              size: give it --part-size or --expected-size.",
     },
     Flag {
         short: None,
@@ -50,7 +53,7 @@ const FLAGS: &[Flag] = &[
         short: Some('c'),
         long: "concurrency",
         value: Some("N"),
-        doc: "Parts uploaded at once (default 4). Memory is at most (N + 1) × part size.",
+        doc: "Parts uploaded at once (default 4). Memory is at most (N + 1) × the current part size.",
     },
     Flag {
         short: Some('m'),
@@ -105,7 +108,8 @@ const FLAGS: &[Flag] = &[
               that matches is not sent again; the JSON line's reused_parts and saved_bytes say how much \
               was saved. A part that differs means the stream changed: that upload is aborted and the \
               stream starts over as a new upload (with --exec, at once; from stdin, on the next run). An \
-              upload cut with different part sizes, or without CRC32s (--no-checksum), is aborted too. \
+              upload cut with different part sizes (another --part-size, or growing parts continued with \
+              --expected-size or the other way round), or without CRC32s (--no-checksum), is aborted too. \
               And with --resume, an upload that fails in a way the next run can continue (the server or \
               network gone past --retries, a signal, a producer cut off) is kept instead of aborted, and \
               the message says so. Needs a stream that is the same bytes every time (zfs send of one \
@@ -273,6 +277,14 @@ pub static PAGE: Page = Page {
 one S3 object with a streaming multipart upload. Memory stays bounded at (concurrency + 1) × part size, \
 whatever the stream's length. A stream shorter than one part is stored with a single PUT.
 
+With --part-size or --expected-size every part but the last has one size. With neither (a pipe of unknown \
+length), parts grow with the stream so that a small one needs little memory and a large one still fits: 1,600 \
+parts of 16 MiB (25 GiB), then 500 each of 32, 64 and 128 MiB, 3,560 of 256 MiB (to 1 TiB), 1,000 each of \
+512 MiB and 1 GiB, and 1,340 of 2 GiB: 10,000 parts carry 5.08 TiB. With the default concurrency that is \
+at most 80 MiB of part buffers up to 25 GiB, 1.25 GiB (the old fixed 256 MiB default's) up to 1 TiB, and \
+10 GiB near 5 TiB. A smaller --max-parts scales the runs (the last run is then 5 GiB parts): 1,000 parts \
+carry 922 GiB. Cloudflare R2 refuses parts of different sizes: give it --part-size (or --expected-size).
+
 The object appears only when the whole stream has been read and every part stored. On any error, and on \
 SIGINT, SIGTERM, SIGPIPE or SIGHUP, the multipart upload is aborted and nothing is stored. An upload that \
 could not be aborted (kill -9, server down) stays invisible and can be removed with --abort-uploads.
@@ -287,9 +299,11 @@ or kind=full) fields are what the stream must be, as with --expect-guid and --ex
 
 Each part carries an x-amz-checksum-crc32 header, which the server checks, and the whole-object CRC32 is \
 given at completion. A single-PUT object records its CRC32 and length in metadata (zsnap-crc32, \
-zsnap-bytes), a multipart object its part size (zsnap-part-size), so s3get can verify what it reads.
+zsnap-bytes), a multipart object how its parts are cut (zsnap-part-size for equal parts, zsnap-part-schedule \
+for growing ones), so s3get can verify what it reads.
 
-On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\", \"crc32\", \
+On success one JSON line goes to stdout: {\"key\", \"bytes\", \"parts\", \"part_size\" (of the last part \
+cut, the largest), \"part_schedule\" (the growing parts' zsnap-part-schedule, else null), \"crc32\", \
 \"seconds\", \"mb_per_s\", \"multipart\", \"compressor\", \"input_bytes\", \"resumed\", \"reused_parts\", \
 \"saved_bytes\", \"encrypted_to\"}, where bytes is what was stored, input_bytes what was read, resumed the id \
 of the upload --resume continued (else null), saved_bytes the bytes of its reused_parts that were not sent \
@@ -689,6 +703,10 @@ async fn run(args: Args) -> Result<(), Failure> {
                 "bytes": r.bytes,
                 "parts": r.parts,
                 "part_size": r.part_size,
+                "part_schedule": match &spec.plan.schedule {
+                    part_size::Schedule::Grow(_) => Some(spec.plan.schedule.metadata().1),
+                    part_size::Schedule::Equal(_) => None,
+                },
                 "crc32": format!("{:08x}", r.crc32),
                 "seconds": (r.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
                 "mb_per_s": mb_per_s(r.bytes, r.elapsed),
@@ -768,7 +786,7 @@ async fn run(args: Args) -> Result<(), Failure> {
 /// With --resume: the in-progress upload of the key to continue, if one can be. One that
 /// cannot (cut another way) is aborted here, before the producer starts.
 async fn resumable(client: &client::Client, spec: &UploadSpec) -> Result<Option<Arc<Resume>>, Failure> {
-    match resume::find(client, &spec.url, spec.plan.part_size).await? {
+    match resume::find(client, &spec.url, &spec.plan.schedule).await? {
         Choice::Fresh => Ok(None),
         Choice::Resume(r) => {
             eprintln!(
@@ -823,7 +841,9 @@ mod tests {
     fn upload_defaults() {
         let a = parse_ok(&["s3://bkt/k"]);
         let Action::Upload { spec, .. } = a.action else { panic!() };
-        assert_eq!(spec.plan.part_size, 256 << 20);
+        assert_eq!(spec.plan, part_size::plan(None, None, DEFAULT_MAX_PARTS).unwrap());
+        assert!(matches!(spec.plan.schedule, part_size::Schedule::Grow(_)));
+        assert_eq!(spec.plan.part_size(1), 16 << 20);
         assert_eq!(spec.concurrency, 4);
         assert!(spec.checksums && !spec.allow_empty);
     }

@@ -13,6 +13,7 @@
 
 use super::client::Client;
 use super::error::{cause_chain, failure, is_transient};
+use super::part_size::Schedule;
 use super::{meta, S3Url};
 use crate::cli::output::Progress;
 use crate::cli::values::ByteRange;
@@ -72,7 +73,8 @@ struct ObjectInfo {
     size: u64,
     etag: Option<String>,
     meta_crc32: Option<u32>,
-    meta_part_size: Option<u64>,
+    /// How the parts were cut (`zsnap-part-size` or `zsnap-part-schedule`), when recorded.
+    meta_schedule: Option<Schedule>,
     server_crc32: Option<String>,
     server_full_object: bool,
 }
@@ -88,7 +90,7 @@ pub async fn download(
     let (from, to) = span(spec.range, info.size)?;
     let whole = from == 0 && to == info.size;
     progress.set_total(to - from);
-    let mut verifier = Verifier::new(if whole { info.meta_part_size } else { None });
+    let mut verifier = Verifier::new(if whole { info.meta_schedule.clone() } else { None });
 
     let chunk = spec.chunk_size.max(1);
     let pool = Pool::default();
@@ -186,7 +188,7 @@ async fn head(client: &Client, url: &S3Url) -> Result<ObjectInfo, Failure> {
         size,
         etag: resp.e_tag().map(str::to_string),
         meta_crc32,
-        meta_part_size: get(meta::PART_SIZE).and_then(|v| v.parse().ok()).filter(|&p| p > 0),
+        meta_schedule: Schedule::from_metadata(get(meta::PART_SIZE).as_deref(), get(meta::PART_SCHEDULE).as_deref()),
         server_crc32: resp.checksum_crc32().map(str::to_string),
         server_full_object: resp.checksum_type() == Some(&ChecksumType::FullObject),
     })
@@ -302,21 +304,22 @@ impl RangeJob {
     }
 }
 
-/// Running CRC32s of what passed by: the whole stream, and per part when the part size
-/// is known, so S3's composite checksum (CRC32 of the parts' CRC32s) can be checked.
+/// Running CRC32s of what passed by: the whole stream, and per part when the parts' cut
+/// is known (equal or growing), so S3's composite checksum (CRC32 of the parts' CRC32s)
+/// can be checked.
 pub struct Verifier {
     whole: crc32fast::Hasher,
-    part_size: Option<u64>,
+    schedule: Option<Schedule>,
     part: crc32fast::Hasher,
     part_len: u64,
     part_crcs: Vec<u32>,
 }
 
 impl Verifier {
-    pub fn new(part_size: Option<u64>) -> Self {
+    pub fn new(schedule: Option<Schedule>) -> Self {
         Verifier {
             whole: crc32fast::Hasher::new(),
-            part_size,
+            schedule,
             part: crc32fast::Hasher::new(),
             part_len: 0,
             part_crcs: Vec::new(),
@@ -325,8 +328,10 @@ impl Verifier {
 
     pub fn update(&mut self, mut data: &[u8]) {
         self.whole.update(data);
-        let Some(ps) = self.part_size else { return };
+        let Some(schedule) = &self.schedule else { return };
         while !data.is_empty() {
+            // The part being read is the one after those done (1-based).
+            let ps = schedule.part_size(self.part_crcs.len() as u32 + 1);
             let room = (ps - self.part_len) as usize;
             let (now, rest) = data.split_at(room.min(data.len()));
             self.part.update(now);
@@ -346,7 +351,7 @@ impl Verifier {
 
     /// S3's composite form: base64 of CRC32 over the big-endian part CRC32s, then `-N`.
     pub fn composite(&self) -> Option<String> {
-        self.part_size?;
+        self.schedule.as_ref()?;
         let mut crcs = self.part_crcs.clone();
         if self.part_len > 0 {
             crcs.push(self.part.clone().finalize());
@@ -378,6 +383,10 @@ impl Verifier {
                 Ok((got, Check::ServerCrc32))
             }
             Some(s) => match self.composite() {
+                // Boundaries that give another part count than the server's are not the
+                // object's (an upload resumed across two ways of cutting records the first
+                // run's): no per-part check, rather than a false alarm.
+                Some(mine) if part_count(s) != part_count(&mine) => Ok((got, Check::LengthOnly)),
                 Some(mine) if *s != mine => Err(mismatch(s.clone(), mine, &Check::ServerCompositeCrc32)),
                 Some(_) => Ok((got, Check::ServerCompositeCrc32)),
                 None => Ok((got, Check::LengthOnly)),
@@ -385,6 +394,11 @@ impl Verifier {
             None => Ok((got, Check::LengthOnly)),
         }
     }
+}
+
+/// The `N` of a composite checksum `…-N`.
+fn part_count(composite: &str) -> Option<&str> {
+    composite.rsplit_once('-').map(|(_, n)| n)
 }
 
 #[cfg(test)]
@@ -405,7 +419,7 @@ mod tests {
     #[test]
     fn composite_matches_split_points() {
         let data: Vec<u8> = (0..100u32).map(|i| (i * 31) as u8).collect();
-        let mut a = Verifier::new(Some(30));
+        let mut a = Verifier::new(Some(Schedule::Equal(30)));
         // Feed in odd pieces that straddle part boundaries.
         for piece in data.chunks(7) {
             a.update(piece);
@@ -419,12 +433,37 @@ mod tests {
         assert_eq!(a.whole(), crc32fast::hash(&data));
     }
 
+    #[test]
+    fn composite_of_growing_parts() {
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 29) as u8).collect();
+        // 10, 10, 20, then the last run goes on: 40, and the short 20.
+        let schedule = Schedule::Grow(vec![(10, 2), (20, 1), (40, 1)]);
+        let mut v = Verifier::new(Some(schedule));
+        for piece in data.chunks(7) {
+            v.update(piece);
+        }
+        let mut h = crc32fast::Hasher::new();
+        for (a, b) in [(0, 10), (10, 20), (20, 40), (40, 80), (80, 100)] {
+            h.update(&crc32fast::hash(&data[a..b]).to_be_bytes());
+        }
+        let want = format!("{}-5", super::super::upload::crc_b64(h.finalize()));
+        assert_eq!(v.composite().unwrap(), want);
+        let mut i = info(None, Some(&want), false);
+        assert_eq!(v.check(&i).unwrap().1, Check::ServerCompositeCrc32);
+        // Another composite of five parts is a mismatch; one of another part count says
+        // the recorded cut is not the object's: length only.
+        i.server_crc32 = Some("AAAAAA==-5".into());
+        assert_eq!(v.check(&i).unwrap_err().code, ExitCode::Data);
+        i.server_crc32 = Some("AAAAAA==-7".into());
+        assert_eq!(v.check(&i).unwrap().1, Check::LengthOnly);
+    }
+
     fn info(meta_crc32: Option<u32>, server: Option<&str>, full: bool) -> ObjectInfo {
         ObjectInfo {
             size: 3,
             etag: None,
             meta_crc32,
-            meta_part_size: None,
+            meta_schedule: None,
             server_crc32: server.map(str::to_string),
             server_full_object: full,
         }

@@ -28,7 +28,11 @@ pub mod meta {
     /// Byte count of the whole object, when known at upload time.
     pub const BYTES: &str = "zsnap-bytes";
     /// Size of every multipart part but the last, so a reader can check per-part CRC32s.
+    /// Only for equal parts: a reader that knows no other key cuts the object by it.
     pub const PART_SIZE: &str = "zsnap-part-size";
+    /// How a multipart object's parts grow (`grow1:16M*1600,32M*500,…`), in place of
+    /// [`PART_SIZE`]; see [`super::part_size::Schedule`].
+    pub const PART_SCHEDULE: &str = "zsnap-part-schedule";
     /// In-process compressor of the stored bytes (`zstd`, `gzip`, `lz4`), when s3put applied one.
     pub const COMPRESSOR: &str = "zsnap-compressor";
 }

@@ -7,10 +7,23 @@
 //! and any difference means the stream is not the one the upload began with, so that
 //! upload is aborted and the stream starts over as a new upload.
 //!
+//! Parts are matched by number, so the new run must cut the stream exactly as the earlier
+//! one did: each stored part must have the size this run's schedule gives its number
+//! (equal parts, or the growth schedule, [`super::part_size::Schedule`]). An upload cut
+//! another way (another `--part-size`, `--expected-size` given one time and not the
+//! other) is aborted and the stream starts over. S3 does not show an in-progress upload's
+//! metadata, so an upload whose stored parts all fall where both ways of cutting agree
+//! (16 MiB equal parts and the growth schedule agree on the first 1,600) is continued;
+//! its object then records the earlier run's cut. The whole-object CRC32 s3put asks for
+//! does not depend on the cut; on a server that keeps only per-part CRC32s, a reader
+//! finds the recorded cut gives another part count and checks the length only (see
+//! `download::Verifier`) rather than report a false mismatch.
+//!
 //! Deciding is pure ([`choose`], [`PartVerdict::of`]); [`find`] only reads the server.
 
 use super::client::Client;
 use super::error::failure;
+use super::part_size::Schedule;
 use super::uploads::{self, PendingUpload};
 use super::S3Url;
 use crate::cli::{ExitCode, Failure};
@@ -117,18 +130,24 @@ pub enum Choice {
 }
 
 /// Pure: whether the newest in-progress upload of the key (its parts listed) can be
-/// continued with parts of `part_size` bytes. Every part but the highest-numbered one must
-/// be exactly `part_size` (the stream is cut the same way again), and each must carry a
-/// CRC32 to be compared against.
-pub fn choose(upload_id: String, parts: BTreeMap<u32, StoredPart>, part_size: u64) -> Choice {
+/// continued with parts cut by `schedule`. Every part but the highest-numbered one must
+/// be exactly the size `schedule` gives its number (the stream is cut the same way
+/// again), the highest no larger, and each must carry a CRC32 to be compared against.
+pub fn choose(upload_id: String, parts: BTreeMap<u32, StoredPart>, schedule: &Schedule) -> Choice {
     let last = parts.keys().next_back().copied();
-    if let Some((n, p)) = parts.iter().find(|(n, p)| Some(**n) != last && p.size != part_size) {
-        let why = format!("its part {n} has {} bytes, this run's parts {part_size} (another --part-size?)", p.size);
+    let cut_otherwise = "cut another way: another --part-size, or --expected-size given one time and not the other?";
+    if let Some((n, p)) = parts.iter().find(|(n, p)| Some(**n) != last && p.size != schedule.part_size(**n)) {
+        let want = schedule.part_size(*n);
+        let why = format!("its part {n} has {} bytes, this run's part {n} {want} ({cut_otherwise})", p.size);
         return Choice::Discard { upload_id, why };
     }
-    if let Some((_, p)) = parts.iter().next_back() {
-        if p.size > part_size {
-            let why = format!("its last part has {} bytes, more than this run's parts of {part_size}", p.size);
+    if let Some((n, p)) = parts.iter().next_back() {
+        let want = schedule.part_size(*n);
+        if p.size > want {
+            let why = format!(
+                "its last part has {} bytes, more than this run's part {n} of {want} ({cut_otherwise})",
+                p.size
+            );
             return Choice::Discard { upload_id, why };
         }
     }
@@ -141,11 +160,11 @@ pub fn choose(upload_id: String, parts: BTreeMap<u32, StoredPart>, part_size: u6
 
 /// The newest in-progress upload of exactly `url`'s key (several can exist after crashes;
 /// the older ones are left for `--abort-uploads`), and what to do with it.
-pub async fn find(client: &Client, url: &S3Url, part_size: u64) -> Result<Choice, Failure> {
+pub async fn find(client: &Client, url: &S3Url, schedule: &Schedule) -> Result<Choice, Failure> {
     let pending = uploads::list(client, url).await?;
     let Some(newest) = newest_for(pending, &url.key) else { return Ok(Choice::Fresh) };
     let parts = list_parts(client, url, &newest.upload_id).await?;
-    Ok(choose(newest.upload_id, parts, part_size))
+    Ok(choose(newest.upload_id, parts, schedule))
 }
 
 /// Pure: the newest upload of exactly `key` (a prefix listing also returns longer keys).
@@ -208,18 +227,42 @@ mod tests {
     fn an_upload_is_continued_only_when_cut_the_same_way() {
         let map = |v: &[(u32, u64, Option<u32>)]| v.iter().map(|&(n, s, c)| (n, part(s, c))).collect();
         let id = || "u".to_string();
+        let ten = &Schedule::Equal(10);
         // Parts 1 and 3 stored (2 was in flight), the last one short: fine.
         assert!(
-            matches!(choose(id(), map(&[(1, 10, Some(1)), (3, 4, Some(3))]), 10), Choice::Resume(r) if r.stored_bytes() == 14)
+            matches!(choose(id(), map(&[(1, 10, Some(1)), (3, 4, Some(3))]), ten), Choice::Resume(r) if r.stored_bytes() == 14)
         );
-        assert!(matches!(choose(id(), BTreeMap::new(), 10), Choice::Resume(_)));
+        assert!(matches!(choose(id(), BTreeMap::new(), ten), Choice::Resume(_)));
         let why = |c: Choice| match c {
             Choice::Discard { why, .. } => why,
             other => panic!("{other:?}"),
         };
-        assert!(why(choose(id(), map(&[(1, 8, Some(1)), (2, 8, Some(2))]), 10)).contains("part 1 has 8 bytes"));
-        assert!(why(choose(id(), map(&[(1, 12, Some(1))]), 10)).contains("more than"));
-        assert!(why(choose(id(), map(&[(1, 10, None)]), 10)).contains("no CRC32"));
+        assert!(why(choose(id(), map(&[(1, 8, Some(1)), (2, 8, Some(2))]), ten)).contains("part 1 has 8 bytes"));
+        assert!(why(choose(id(), map(&[(1, 12, Some(1))]), ten)).contains("more than"));
+        assert!(why(choose(id(), map(&[(1, 10, None)]), ten)).contains("no CRC32"));
+    }
+
+    #[test]
+    fn a_grown_upload_is_continued_only_by_the_same_schedule() {
+        let map = |v: &[(u32, u64)]| v.iter().map(|&(n, s)| (n, part(s, Some(n)))).collect();
+        let id = || "u".to_string();
+        let grow = &Schedule::Grow(vec![(10, 2), (20, 2), (40, 1)]);
+        // Across the size change, part 4 in flight, part 5 (40) the short last: fine.
+        let ok = choose(id(), map(&[(1, 10), (2, 10), (3, 20), (5, 33)]), grow);
+        assert!(matches!(ok, Choice::Resume(r) if r.stored_bytes() == 73));
+        // Past the table's end the last run goes on.
+        assert!(matches!(choose(id(), map(&[(5, 40), (6, 40), (7, 1)]), grow), Choice::Resume(_)));
+        let why = |c: Choice| match c {
+            Choice::Discard { why, .. } => why,
+            other => panic!("{other:?}"),
+        };
+        // Begun with equal parts of 10 (e.g. --part-size), continued growing: part 3 differs.
+        let w = why(choose(id(), map(&[(1, 10), (2, 10), (3, 10), (4, 10)]), grow));
+        assert!(w.contains("part 3 has 10 bytes, this run's part 3 20") && w.contains("--expected-size"), "{w}");
+        // Begun growing, continued with equal parts.
+        let w = why(choose(id(), map(&[(1, 10), (2, 10), (3, 20), (4, 20)]), &Schedule::Equal(10)));
+        assert!(w.contains("part 3 has 20 bytes"), "{w}");
+        assert!(why(choose(id(), map(&[(1, 10), (3, 21)]), grow)).contains("its last part has 21 bytes"));
     }
 
     #[test]

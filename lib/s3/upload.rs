@@ -3,9 +3,13 @@
 //! own and writes into the [`PartWriter`] it is handed; this side uploads what arrives.
 //!
 //! Invariants:
-//! - Memory: at most `concurrency + 1` part buffers exist, reused from a pool.
-//! - Every part but the last is `part_size` bytes; the stream never needs part
-//!   `max_parts + 1` (we fail before reading it into a part).
+//! - Memory: at most `concurrency + 1` part buffers exist, reused from a pool. Each is
+//!   grown to the size of the part it is filled with when it is taken, never before, so
+//!   the bound is `(concurrency + 1) ×` the current part's size: with the growth schedule
+//!   the buffers of a small stream stay 16 MiB however large later parts could be.
+//! - Part `n` but the last is exactly `plan.part_size(n)` bytes (equal parts, or the
+//!   growth schedule); the stream never needs part `max_parts + 1` (we fail before
+//!   reading it into a part).
 //! - Nothing becomes visible unless the filler returned `Ok` (it read the whole stream and
 //!   everything that decides the commit said yes) and every part was stored: on any error
 //!   or signal the multipart upload is aborted; a single PUT is only sent once the end is
@@ -18,7 +22,7 @@
 
 use super::client::Client;
 use super::error::{cause_chain, failure};
-use super::part_size::PartPlan;
+use super::part_size::{PartPlan, Schedule};
 use super::resume::{self, PartVerdict, Resume};
 use super::{meta, S3Url};
 use crate::cli::output::Progress;
@@ -64,6 +68,7 @@ pub struct UploadReport {
     pub bytes: u64,
     pub parts: u32,
     pub crc32: u32,
+    /// The size of the last part cut (every part's, with equal parts).
     pub part_size: u64,
     pub elapsed: Duration,
     pub multipart: bool,
@@ -121,7 +126,7 @@ where
     let pool = BufferPool::new(spec.concurrency + 1);
     let (tx, rx) = mpsc::channel::<Chunk>(1);
     let (filled_tx, filled_rx) = oneshot::channel::<T>();
-    let mut parts = PartWriter::new(spec.plan.part_size as usize, spec.plan.max_parts, pool.clone(), tx.clone());
+    let mut parts = PartWriter::new(spec.plan.clone(), pool.clone(), tx.clone());
     parts.resume = resume.clone();
     std::thread::Builder::new()
         .name("s3put-reader".into())
@@ -207,7 +212,7 @@ async fn store(
         bytes,
         parts: 1,
         crc32: crc,
-        part_size: spec.plan.part_size,
+        part_size: spec.plan.part_size(1),
         elapsed: start.elapsed(),
         multipart: false,
         resumed: None,
@@ -308,7 +313,10 @@ async fn multipart(
 /// Start a multipart upload; its id.
 async fn create(client: &Client, spec: &UploadSpec) -> Result<String, Failure> {
     let mut md = user_metadata(spec);
-    md.insert(meta::PART_SIZE.into(), spec.plan.part_size.to_string());
+    // How the parts are cut, so a reader can check each part's CRC32. A grown schedule
+    // has its own key: a reader that only knows zsnap-part-size would cut it wrongly.
+    let (key, value) = spec.plan.schedule.metadata();
+    md.insert(key.into(), value);
     let mut create = client
         .create_multipart_upload()
         .bucket(&spec.url.bucket)
@@ -430,7 +438,7 @@ async fn send_parts(
         bytes,
         parts,
         crc32,
-        part_size: spec.plan.part_size,
+        part_size: spec.plan.part_size(parts),
         elapsed: start.elapsed(),
         multipart: true,
         resumed: None,
@@ -516,7 +524,8 @@ impl PartJob {
 }
 
 /// A fixed number of part buffers. Taking one blocks while all are in flight, which is
-/// what bounds memory to `slots × part_size`.
+/// what bounds memory to `slots ×` the largest part in flight (buffers are grown to the
+/// part they are taken for; parts never shrink, so none is larger than needed).
 #[derive(Clone)]
 struct BufferPool {
     free_tx: std_mpsc::Sender<Vec<u8>>,
@@ -548,8 +557,7 @@ impl BufferPool {
 /// order, each with its CRC32. Handed to the filler; a write past `max_parts` parts fails
 /// with an I/O error wrapping the [`Failure`] (exit 73) before the part is taken.
 pub struct PartWriter {
-    part_size: usize,
-    max_parts: u32,
+    plan: PartPlan,
     pool: BufferPool,
     tx: mpsc::Sender<Chunk>,
     buf: Option<Vec<u8>>,
@@ -561,18 +569,8 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    fn new(part_size: usize, max_parts: u32, pool: BufferPool, tx: mpsc::Sender<Chunk>) -> Self {
-        PartWriter {
-            part_size,
-            max_parts,
-            pool,
-            tx,
-            buf: None,
-            number: 0,
-            total: 0,
-            whole: crc32fast::Hasher::new(),
-            resume: None,
-        }
+    fn new(plan: PartPlan, pool: BufferPool, tx: mpsc::Sender<Chunk>) -> Self {
+        PartWriter { plan, pool, tx, buf: None, number: 0, total: 0, whole: crc32fast::Hasher::new(), resume: None }
     }
 
     /// Read `src` to its end straight into part buffers (no copy, buffers never zeroed)
@@ -583,20 +581,26 @@ impl PartWriter {
             let Some(mut buf) = self.pool.take() else {
                 return Err(Failure::new(ExitCode::Internal, "upload ended while reading"));
             };
-            let filled = fill(src, &mut buf, self.part_size)?;
+            let part_size = self.next_part_size();
+            let filled = fill(src, &mut buf, part_size)?;
             if filled == 0 {
                 self.pool.give(buf);
                 return Ok(self.total - start);
             }
-            if self.number + 1 > self.max_parts {
-                return Err(too_many_parts(self.max_parts, self.part_size));
+            if self.number + 1 > self.plan.max_parts {
+                return Err(too_many_parts(&self.plan));
             }
             self.buf = Some(buf);
             self.hand_over()?;
-            if filled < self.part_size {
+            if filled < part_size {
                 return Ok(self.total - start);
             }
         }
+    }
+
+    /// The size of the part to be cut next.
+    fn next_part_size(&self) -> usize {
+        self.plan.part_size(self.number.saturating_add(1)) as usize
     }
 
     fn hand_over(&mut self) -> Result<(), Failure> {
@@ -653,11 +657,11 @@ impl Write for PartWriter {
         if data.is_empty() {
             return Ok(0);
         }
-        let part_size = self.part_size;
+        let part_size = self.next_part_size();
         if self.buf.is_none() {
             // Fail before the first byte of the part past the limit, as fill_from does.
-            if self.number >= self.max_parts {
-                return Err(std::io::Error::other(too_many_parts(self.max_parts, part_size)));
+            if self.number >= self.plan.max_parts {
+                return Err(std::io::Error::other(too_many_parts(&self.plan)));
             }
             let Some(mut b) = self.pool.take() else {
                 return Err(std::io::Error::other(Failure::new(ExitCode::Internal, "upload ended while reading")));
@@ -680,17 +684,23 @@ impl Write for PartWriter {
     }
 }
 
-fn too_many_parts(max_parts: u32, part_size: usize) -> Failure {
+fn too_many_parts(plan: &PartPlan) -> Failure {
+    let (max_parts, capacity) = (plan.max_parts, plan.capacity());
+    let parts = match plan.schedule {
+        Schedule::Equal(size) => format!("parts of {size} bytes"),
+        Schedule::Grow(_) => "growing parts".to_string(),
+    };
     Failure::new(
         ExitCode::TooLarge,
         format!(
-            "stream is larger than {max_parts} parts of {part_size} bytes; raise --expected-size, --part-size or --max-parts"
+            "stream is larger than {max_parts} {parts} can carry ({capacity} bytes); raise --expected-size, --part-size or --max-parts"
         ),
     )
 }
 
 /// Fill `buf` with up to `part_size` bytes (less only at EOF); returns how many.
-/// Reads into spare capacity, so buffers are never zeroed first.
+/// Reads into spare capacity, so buffers are never zeroed first; a buffer from a smaller
+/// part grows here (it is empty, so nothing is copied).
 fn fill(src: &mut dyn Read, buf: &mut Vec<u8>, part_size: usize) -> Result<usize, Failure> {
     buf.clear();
     buf.reserve_exact(part_size);
@@ -704,8 +714,12 @@ mod tests {
     use super::*;
 
     fn writer(part_size: usize, max_parts: u32) -> (PartWriter, mpsc::Receiver<Chunk>) {
+        planned(Schedule::Equal(part_size as u64), max_parts)
+    }
+
+    fn planned(schedule: Schedule, max_parts: u32) -> (PartWriter, mpsc::Receiver<Chunk>) {
         let (tx, rx) = mpsc::channel(64);
-        (PartWriter::new(part_size, max_parts, BufferPool::new(64), tx), rx)
+        (PartWriter::new(PartPlan { schedule, max_parts }, BufferPool::new(64), tx), rx)
     }
 
     fn drain(mut rx: mpsc::Receiver<Chunk>) -> Vec<(u32, usize, u32)> {
@@ -772,6 +786,41 @@ mod tests {
         assert_eq!(f.code, ExitCode::TooLarge);
         drop(w);
         assert_eq!(drain(rx).len(), 2, "part 3 must never be handed over");
+    }
+
+    #[test]
+    fn grown_parts_follow_the_schedule_and_their_buffers_its_sizes() {
+        let schedule = Schedule::Grow(vec![(10, 2), (20, 1), (40, 1)]);
+        let data: Vec<u8> = (0..125u32).map(|i| (i * 13) as u8).collect();
+        // The last run goes on past its count: 10, 10, 20, 40, 40, then the short 5.
+        let want = vec![(1, 10), (2, 10), (3, 20), (4, 40), (5, 40), (6, 5)];
+        let (mut w, mut rx) = planned(schedule.clone(), 100);
+        assert_eq!(w.fill_from(&mut &data[..]).unwrap(), 125);
+        assert_eq!(w.finish().unwrap(), (125, crc32fast::hash(&data)));
+        drop(w);
+        let mut got = Vec::new();
+        let mut from = 0;
+        while let Ok(Chunk::Part { number, data: part, crc }) = rx.try_recv() {
+            // A buffer holds no more room than the part it was taken for.
+            assert!(part.capacity() <= schedule.part_size(number) as usize, "part {number}: {}", part.capacity());
+            assert_eq!(crc, crc32fast::hash(&data[from..from + part.len()]));
+            from += part.len();
+            got.push((number, part.len()));
+        }
+        assert_eq!(got, want);
+        // Written in odd pieces the cut is the same.
+        let (mut w, rx) = planned(schedule.clone(), 100);
+        for piece in data.chunks(7) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.finish().unwrap().0, 125);
+        drop(w);
+        assert_eq!(drain(rx).iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), want);
+        // And the part limit counts grown parts: 4 parts carry 80 bytes.
+        let (mut w, _rx) = planned(schedule, 4);
+        let e = w.fill_from(&mut &data[..81]).unwrap_err();
+        assert_eq!(e.code, ExitCode::TooLarge);
+        assert!(e.message.contains("4 growing parts can carry (80 bytes)"), "{}", e.message);
     }
 
     #[test]

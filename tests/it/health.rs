@@ -191,3 +191,29 @@ fn a_prefix_without_any_backup_is_critical() {
     assert_eq!(empty["severity"], "critical", "{empty}");
     assert!(empty["message"].as_str().unwrap_or("").contains("typo/"), "{empty}");
 }
+
+/// --deep reads an object whose parts grew, as a bare pipe into s3put stores it: the
+/// backup's bytes stored again with no size and --max-parts 10 (parts of 16, 32, 128…
+/// MiB), so the object crosses two size changes, and the deep check passes.
+#[test]
+fn deep_reads_an_object_with_growing_parts() {
+    let site = Site::new("health-grow", "g");
+    site.write("big.bin", &data(60 * MIB, 12));
+    site.snapshot("s1");
+    site.run("zsnap-backup", &[]).success();
+    let key = site.keys().into_iter().find(|k| k.contains("/@s1/")).expect("the object");
+    let mut c = rclone(&site.ctx);
+    c.args(["cat", &format!("t:{}/{}{key}", site.ctx.bench.bucket, site.ctx.prefix)]);
+    let bytes = run(c, None, TIMEOUT).success().stdout;
+    assert!(bytes.len() > 48 * MIB, "past parts 1 and 2: {} bytes", bytes.len());
+    let copy = site.ctx.bench.work.join(format!("{}-grown", site.pool.name));
+    std::fs::write(&copy, &bytes).expect("write the copy");
+    let mut c = site.ctx.cmd("s3put");
+    c.args(["--max-parts", "10", "--exec", &format!("cat {}", copy.display())]).arg(site.ctx.url(&key));
+    let r = run(c, None, TIMEOUT).success().json();
+    assert!(r["part_schedule"].as_str().is_some_and(|s| s.starts_with("grow1:16M*1,32M*1,128M*1,")), "{r}");
+    assert_eq!(r["parts"], 3, "{r}");
+    let deep = health(&site, &["--deep"]).success();
+    assert_eq!(summary(&deep)["status"], "ok", "{}", deep.stderr);
+    let _ = std::fs::remove_file(&copy);
+}

@@ -176,3 +176,54 @@ fn zsnap_backup_continues_a_cut_backup() {
     site.run("zsnap-restore", &["latest", "--target", &target]).success();
     assert_same(&tree(&site.pool.mount.join("r")), &t, "the resumed backup restores byte-exact");
 }
+
+/// s3put --resume with growing parts (no --part-size; --max-parts 10 scales the schedule
+/// to 16, 32, 128… MiB) or with `extra`, killed once `parts` parts are stored.
+fn cut_growing(ctx: &Ctx, key: &str, fed: &[u8], parts: u64, extra: &[&str]) -> (String, u64, u64) {
+    let mut c = ctx.cmd("s3put");
+    c.args(["--resume", "--max-parts", "10", "--concurrency", "1"]).args(extra).arg(ctx.url(key));
+    c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn s3put");
+    child.stdin.as_mut().expect("stdin").write_all(fed).expect("feed s3put");
+    ctx.wait_until(&format!("{parts} parts of {key} to be stored"), Duration::from_secs(120), || {
+        stored(ctx, key).is_some_and(|(_, n, _)| n >= parts)
+    });
+    kill9(&mut child);
+    stored(ctx, key).expect("the cut upload stays in progress")
+}
+
+/// Cut after parts 1 and 2 (16 and 32 MiB), the resumed run reuses both and goes on past
+/// the next size change (part 3, 128 MiB, the short last); an upload begun with equal
+/// parts (--part-size 16M: its part 2 is 16 MiB, this run's 32) is aborted and the stream
+/// starts over instead of being spliced from two ways of cutting.
+#[test]
+fn a_resumed_upload_keeps_growing_parts_in_step() {
+    let ctx = Ctx::new("resume-grow");
+    let whole = data(48 * MIB + 20 * MIB + 5, 95);
+    let (id, n, bytes) = cut_growing(&ctx, "grow", &whole[..48 * MIB], 2, &[]);
+    assert_eq!((n, bytes), (2, 48 * MIB as u64), "parts of 16 and 32 MiB stored");
+    let r = ctx.put("grow", &whole, &["--resume", "--max-parts", "10", "--concurrency", "1"]).success().json();
+    assert_eq!(r["resumed"], id.as_str(), "{r}");
+    assert_eq!((r["reused_parts"].as_u64(), r["saved_bytes"].as_u64()), (Some(2), Some(48 * MIB as u64)), "{r}");
+    assert_eq!((r["parts"].as_u64(), r["part_size"].as_u64()), (Some(3), Some(128 * MIB as u64)), "{r}");
+    let got = ctx.get("grow", &["--progress"]).success();
+    assert!(got.stdout == whole, "the resumed object must be byte-exact");
+    assert!(got.stderr.contains("verified: crc32"), "{}", got.stderr);
+    assert!(stored(&ctx, "grow").is_none(), "nothing left in progress");
+
+    // Three parts stored: part 2 is not the last, so its size must be this run's part 2's.
+    let (id, n, _) = cut_growing(&ctx, "equal", &whole[..48 * MIB], 3, &["--part-size", "16M"]);
+    assert_eq!(n, 3);
+    let out = ctx.put("equal", &whole, &["--resume", "--max-parts", "10"]).success();
+    let why = format!(
+        "not resuming upload {id} of {}: its part 2 has {} bytes, this run's part 2 {}",
+        ctx.url("equal"),
+        16 * MIB,
+        32 * MIB
+    );
+    assert!(out.stderr.contains(&why) && out.stderr.contains("starting over"), "{}", out.stderr);
+    let r = out.json();
+    assert_eq!((r["resumed"].is_null(), r["reused_parts"].as_u64()), (true, Some(0)), "{r}");
+    assert!(ctx.get("equal", &[]).success().stdout == whole);
+    assert!(stored(&ctx, "equal").is_none(), "the old upload is aborted");
+}

@@ -118,9 +118,12 @@ fn a_body_that_is_still_moving_is_not_cut_by_the_read_timeout() {
     // 64 MiB at about 16 MiB/s: twice the read timeout, and the PUT still succeeds. (The
     // sockets' buffers hold a few MiB that the server has not read when the last byte
     // leaves s3put; at this rate they drain well within the timeout.)
+    // One part of 64 MiB: the fake server answers single PUTs only, and a pipe of unknown
+    // size would start at 16 MiB parts.
     let (endpoint, bodies) = fake_server(Behaviour::SlowReader { bytes_per_sec: 16 * MIB });
     let mut put = ctx.cmd("s3put");
-    put.args(["--endpoint", &endpoint, "--retries", "0", "--read-timeout", "2s"]).arg(ctx.url("k"));
+    put.args(["--endpoint", &endpoint, "--retries", "0", "--read-timeout", "2s", "--part-size", "64M"])
+        .arg(ctx.url("k"));
     let started = Instant::now();
     let r = run(put, Some(&data(64 * MIB, 5)), Duration::from_secs(60)).success().json();
     assert!(started.elapsed() > Duration::from_secs(3), "the body took longer than the timeout to send");

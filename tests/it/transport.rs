@@ -186,3 +186,101 @@ fn memory_stays_within_the_part_bound() {
         .unwrap_or_else(|| panic!("no RSS in {}", out.stderr));
     assert!(rss_kib < (15 + 40) * 1024, "s3put used {rss_kib} KiB for a 64 MiB stream");
 }
+
+/// HEAD of part `n` of an object (`?partNumber=N`): that part's size, as the server cut it.
+fn part_length(ctx: &Ctx, key: &str, n: u32) -> u64 {
+    let b = &ctx.bench;
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-I", "--fail", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{}:{}", b.access_key, b.secret_key))
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .arg(format!("{}/{}/{}{}?partNumber={n}", b.endpoint, b.bucket, ctx.prefix, key));
+    let head = String::from_utf8_lossy(&run(c, None, TIMEOUT).success().stdout).to_ascii_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no content-length for part {n} of {key}: {head}"))
+}
+
+/// A stream of unknown length grows its parts. With --max-parts 10 the scaled growth
+/// schedule is 16, 32, 128, 256… MiB, so 60 MiB crosses two size changes: parts of 16,
+/// 32 and the last 12 MiB, recorded as zsnap-part-schedule (not zsnap-part-size, which an
+/// older s3get would cut by), and read back byte-exact.
+#[test]
+fn piped_parts_grow_and_read_back() {
+    let ctx = Ctx::new("grow");
+    let d = data(60 * MIB, 10);
+    let r = round_trip(&ctx, "g", &d, &["--max-parts", "10", "-c", "2"], &["-p", "5M"]);
+    assert_eq!((r["multipart"].as_bool(), r["parts"].as_u64()), (Some(true), Some(3)), "{r}");
+    let schedule = "grow1:16M*1,32M*1,128M*1,256M*3,512M*1,1024M*1,5120M*2";
+    assert_eq!(r["part_schedule"], schedule, "{r}");
+    assert_eq!(r["part_size"], 128 * MIB as u64, "the size of part 3: {r}");
+    let h = curl_head(&ctx, "g");
+    assert!(h.contains(&format!("x-amz-meta-zsnap-part-schedule: {}", schedule.to_ascii_lowercase())), "{h}");
+    assert!(!h.contains("zsnap-part-size"), "{h}");
+    // Part by part, the server holds what the schedule says.
+    let sizes: Vec<u64> = (1..=3).map(|n| part_length(&ctx, "g", n)).collect();
+    assert_eq!(sizes, [16 * MIB as u64, 32 * MIB as u64, 12 * MIB as u64]);
+    let got = ctx.get("g", &["--progress"]).success();
+    assert!(got.stderr.contains("verified: crc32"), "{}", got.stderr);
+
+    // With the default 10,000 parts the first 1,600 are 16 MiB: 40 MiB is 16 + 16 + 8.
+    let d = data(40 * MIB, 11);
+    let r = round_trip(&ctx, "d", &d, &[], &[]);
+    assert_eq!((r["parts"].as_u64(), r["part_size"].as_u64()), (Some(3), Some(16 * MIB as u64)), "{r}");
+    assert!(r["part_schedule"].as_str().is_some_and(|s| s.starts_with("grow1:16M*1600,32M*500,")), "{r}");
+    // --expected-size and --part-size keep equal parts and zsnap-part-size, as before.
+    let r = round_trip(&ctx, "e", &d, &["--expected-size", "40M"], &[]);
+    assert_eq!((r["parts"].as_u64(), r["part_schedule"].is_null()), (Some(3), true), "{r}");
+    assert!(curl_head(&ctx, "e").contains(&format!("x-amz-meta-zsnap-part-size: {}", 16 * MIB)));
+}
+
+/// Objects whose server checksum is composite (CRC32 of the parts' CRC32s, `…-N`) are
+/// checked at the part boundaries their metadata records: equal parts by zsnap-part-size
+/// (as every older s3put wrote), growing parts by zsnap-part-schedule. s3put itself asks
+/// for full-object checksums, so boto3 uploads these the way a composite-only server
+/// would store them.
+#[test]
+fn composite_checksums_are_checked_at_the_recorded_boundaries() {
+    let ctx = Ctx::new("composite");
+    let script = "import os, sys, boto3\n\
+        s3 = boto3.client('s3', endpoint_url=os.environ['EP'], region_name='us-east-1')\n\
+        bucket, key, meta, sizes = sys.argv[1], sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[4].split(',')]\n\
+        k, v = meta.split('=', 1)\n\
+        up = s3.create_multipart_upload(Bucket=bucket, Key=key, Metadata={k: v}, ChecksumAlgorithm='CRC32')\n\
+        parts = []\n\
+        for n, size in enumerate(sizes, 1):\n\
+        \x20   body = os.urandom(size)\n\
+        \x20   p = s3.upload_part(Bucket=bucket, Key=key, UploadId=up['UploadId'], PartNumber=n, Body=body, ChecksumAlgorithm='CRC32')\n\
+        \x20   parts.append({'PartNumber': n, 'ETag': p['ETag'], 'ChecksumCRC32': p['ChecksumCRC32']})\n\
+        s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=up['UploadId'], MultipartUpload={'Parts': parts})\n\
+        print(s3.head_object(Bucket=bucket, Key=key, ChecksumMode='ENABLED').get('ChecksumCRC32'))\n";
+    let upload = |key: &str, meta: &str, sizes: &[usize]| {
+        let mut c = Command::new(std::path::Path::new(&need("ZSNAP_MOTO_VENV")).join("bin/python"));
+        let sizes: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
+        c.args(["-c", script, &ctx.bench.bucket, &format!("{}{key}", ctx.prefix), meta, &sizes.join(",")])
+            .env("EP", &ctx.bench.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &ctx.bench.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &ctx.bench.secret_key)
+            .env_remove("AWS_PROFILE");
+        let crc = run(c, None, TIMEOUT).success().text();
+        assert!(crc.trim().ends_with(&format!("-{}", sizes.len())), "{key}: a composite checksum: {crc}");
+    };
+    let verified = |key: &str| ctx.get(key, &["--progress"]).success().stderr;
+    // Old-style equal parts: 5, 5 and the last 3 MiB.
+    upload("equal", &format!("zsnap-part-size={}", 5 * MIB), &[5 * MIB, 5 * MIB, 3 * MIB]);
+    assert!(verified("equal").contains("verified: crc32 (server per-part checksums)"));
+    // Growing parts: 5, 10 and the last 3 MiB.
+    let grown = [5 * MIB, 10 * MIB, 3 * MIB];
+    upload("grown", "zsnap-part-schedule=grow1:5M*1,10M*1", &grown);
+    assert!(verified("grown").contains("verified: crc32 (server per-part checksums)"));
+    // A schedule that cuts the same three parts elsewhere: the per-part check fails (65).
+    upload("lying", "zsnap-part-schedule=grow1:5M*1,8M*1", &grown);
+    ctx.get("lying", &[]).fails(65, "CRC32 mismatch (crc32 (server per-part checksums))");
+    // One that gives another part count is not the object's cut: length only, no false alarm.
+    upload("stale", &format!("zsnap-part-size={}", 5 * MIB), &grown);
+    assert!(verified("stale").contains("verified: length only"));
+    // A schedule version this s3get does not know is not guessed at.
+    upload("future", "zsnap-part-schedule=grow9:5M*1,10M*1", &grown);
+    assert!(verified("future").contains("verified: length only"));
+}
