@@ -19,6 +19,48 @@ use crate::s3::objects::LockState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
+/// What is known of the objects' locks: the states read (a HEAD each), and whether the
+/// bucket can lock at all. On a bucket without Object Lock every object is unlocked, and
+/// nothing per object is read or stored (100,000 keys would be 100,000 map entries).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Locks {
+    read: HashMap<String, LockState>,
+    none_lockable: bool,
+}
+
+static UNLOCKED: LockState = LockState { mode: None, retain_until: None, legal_hold: false };
+
+impl Locks {
+    /// The bucket has no Object Lock configuration: no object can be locked.
+    pub fn none_lockable() -> Locks {
+        Locks { read: HashMap::new(), none_lockable: true }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&LockState> {
+        self.read.get(key).or(self.none_lockable.then_some(&UNLOCKED))
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.none_lockable || self.read.contains_key(key)
+    }
+
+    pub fn insert(&mut self, key: String, state: LockState) {
+        self.read.insert(key, state);
+    }
+}
+
+impl Extend<(String, LockState)> for Locks {
+    fn extend<I: IntoIterator<Item = (String, LockState)>>(&mut self, states: I) {
+        self.read.extend(states);
+    }
+}
+
+impl FromIterator<(String, LockState)> for Locks {
+    fn from_iter<I: IntoIterator<Item = (String, LockState)>>(states: I) -> Locks {
+        Locks { read: states.into_iter().collect(), none_lockable: false }
+    }
+}
+
 /// The quota prune applies to one dataset: its own `quota`, and what the client's quota
 /// leaves once its other datasets under the prefix (`others` bytes) are counted.
 pub fn budget(policy: &RetentionPolicy, others: u64) -> Option<u64> {
@@ -126,13 +168,7 @@ impl Keep<'_> {
 
 /// Plan a prune. `records` in list order (oldest first, parents before children), `health`
 /// index for index; `locks` by key, for the objects whose lock state has been read.
-pub fn plan(
-    records: &[BackupRecord],
-    health: &[Health],
-    policy: &RetentionPolicy,
-    now: i64,
-    locks: &HashMap<String, LockState>,
-) -> Prune {
+pub fn plan(records: &[BackupRecord], health: &[Health], policy: &RetentionPolicy, now: i64, locks: &Locks) -> Prune {
     let n = records.len();
     let parent: Vec<Option<usize>> = health
         .iter()
@@ -283,7 +319,7 @@ pub fn orphans(records: &[BackupRecord], health: &[Health]) -> Vec<Option<usize>
 /// ([`orphans`]), children before parents, and nothing else. A restorable record is never
 /// deleted, so no complete chain loses a link; a locked orphan stays, and one whose lock
 /// state is unknown stays and is named in `unknown_locks`, as in [`plan`].
-pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks: &HashMap<String, LockState>) -> Prune {
+pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks: &Locks) -> Prune {
     let by = orphans(records, health);
     let mut unknown_locks = Vec::new();
     let mut deleted = vec![false; records.len()];
@@ -447,7 +483,7 @@ fn verdict(
     keep: &Keep,
     group: Option<&Group>,
     kept_children: &[usize],
-    locks: &HashMap<String, LockState>,
+    locks: &Locks,
     i: usize,
 ) -> Verdict {
     let r = &records[i];
@@ -501,13 +537,7 @@ fn verdict(
 
 impl Prune {
     /// One JSON line per record, in list order.
-    pub fn record_json(
-        &self,
-        ctx: &Context,
-        records: &[BackupRecord],
-        locks: &HashMap<String, LockState>,
-        i: usize,
-    ) -> Value {
+    pub fn record_json(&self, ctx: &Context, records: &[BackupRecord], locks: &Locks, i: usize) -> Value {
         let r = &records[i];
         let v = &self.verdicts[i];
         json!({
@@ -597,7 +627,7 @@ mod tests {
     }
 
     /// Every record unlocked (as Garage reports them).
-    fn unlocked(records: &[BackupRecord]) -> HashMap<String, LockState> {
+    fn unlocked(records: &[BackupRecord]) -> Locks {
         records.iter().map(|r| (r.key.clone(), LockState::default())).collect()
     }
 
@@ -791,10 +821,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_that_cannot_lock_knows_every_lock_without_a_read() {
+        let records = series(20, T0, H, 5);
+        let h = health(&records);
+        let unlockable = Locks::none_lockable();
+        assert!(unlockable.contains_key("k") && unlockable.get("k").is_some_and(|l| !l.is_locked_at(T0)));
+        let policy = RetentionPolicy { keep_last: 3, ..none() };
+        let p = plan(&records, &h, &policy, T0 + 10 * D, &unlockable);
+        assert!(p.unknown_locks.is_empty() && !p.delete_order.is_empty(), "{p:?}");
+        assert_eq!(p, plan(&records, &h, &policy, T0 + 10 * D, &unlocked(&records)), "as if every lock was read");
+        assert!(!Locks::default().contains_key("k"));
+    }
+
+    #[test]
     fn unknown_locks_are_never_deleted() {
         let records = series(6, T0 - 6 * D, D, 1);
         let h = health(&records);
-        let mut locks = HashMap::new();
+        let mut locks = Locks::default();
         let p = plan(&records, &h, &none(), T0, &locks);
         assert_eq!(p.unknown_locks, vec![0, 1, 2, 3, 4]);
         assert!(p.delete_order.is_empty() && p.verdicts.iter().all(|v| v.keep));
@@ -884,7 +927,7 @@ mod tests {
         let p = plan_broken(&records, &h, T0, &locks);
         assert_eq!(p.delete_order, vec![1]);
         assert!(p.verdicts[2].reason.contains("object lock until"), "{}", p.verdicts[2].reason);
-        let p = plan_broken(&records, &h, T0, &HashMap::new());
+        let p = plan_broken(&records, &h, T0, &Locks::default());
         assert_eq!((p.delete_order.len(), p.unknown_locks.clone()), (0, vec![1, 2]));
     }
 

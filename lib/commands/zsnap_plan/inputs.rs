@@ -13,9 +13,7 @@ use crate::config::policy::{self, Effective, RetentionPolicy};
 use crate::config::Settings;
 use crate::plan::{backup, prune, Context};
 use crate::s3::client::{self, Client};
-use crate::s3::objects::LockState;
 use crate::zfs::snapshots::{self, Snapshot};
-use std::collections::HashMap;
 
 /// Whether the command reads the local dataset.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,7 +66,7 @@ pub struct Inputs {
     pub policy: RetentionPolicy,
     /// Bytes of the client's other datasets, when a client quota needed them.
     pub others: Option<u64>,
-    pub locks: HashMap<String, LockState>,
+    pub locks: prune::Locks,
     pub local: Option<Local>,
     /// A restore's target and its snapshots (`None` when it does not exist).
     pub target: Option<(String, Option<Vec<Snapshot>>)>,
@@ -109,7 +107,7 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         None => None,
     };
     let now = args.now.unwrap_or_else(crate::calendar::now);
-    let (catalog, effective, policy, others, locks) = crate::commands::runtime()?.block_on(async {
+    let (catalog, health, effective, policy, others, locks) = crate::commands::runtime()?.block_on(async {
         let client = client::connect(&s3).await;
         let catalog = catalog::listing::read(&client, &ctx.bucket, &ctx.prefix, &dataset).await?;
         let central = match needs.policy {
@@ -124,13 +122,13 @@ pub fn read(args: &Args, settings: Settings, needs: Needs) -> Result<Inputs, Fai
         };
         let mut policy = effective.policy.clone();
         policy.quota = prune::budget(&policy, others.unwrap_or(0));
+        let health = catalog.health();
         let locks = match needs.locks {
-            Some(mode) => read_locks(&client, &ctx.bucket, &catalog, &policy, now, mode).await?,
-            None => HashMap::new(),
+            Some(mode) => read_locks(&client, &ctx.bucket, (&catalog, &health), &policy, now, mode).await?,
+            None => prune::Locks::default(),
         };
-        Ok::<_, Failure>((catalog, effective, policy, others, locks))
+        Ok::<_, Failure>((catalog, health, effective, policy, others, locks))
     })?;
-    let health = catalog.health();
     let mut inputs = Inputs { settings, ctx, now, catalog, health, effective, policy, others, locks, local, target };
     if let Some(sizing) = needs.sizing {
         let sends = sizing(&inputs)?;
@@ -212,32 +210,32 @@ pub(crate) fn connection_flags(s: &Settings, flags: &crate::cli::s3_flags::S3Arg
 async fn read_locks(
     client: &Client,
     bucket: &str,
-    catalog: &Catalog,
+    (catalog, health): (&Catalog, &[Health]),
     policy: &RetentionPolicy,
     now: i64,
     mode: prune::Mode,
-) -> Result<HashMap<String, LockState>, Failure> {
+) -> Result<prune::Locks, Failure> {
     let records = &catalog.records;
-    let health = catalog.health();
-    let mut locks: HashMap<String, LockState> = HashMap::new();
+    let mut locks = prune::Locks::default();
     let mut lockable: Option<bool> = None;
     loop {
         let p = match mode {
-            prune::Mode::Policy => prune::plan(records, &health, policy, now, &locks),
-            prune::Mode::Broken => prune::plan_broken(records, &health, now, &locks),
+            prune::Mode::Policy => prune::plan(records, health, policy, now, &locks),
+            prune::Mode::Broken => prune::plan_broken(records, health, now, &locks),
         };
         if p.unknown_locks.is_empty() {
             return Ok(locks);
         }
-        let keys: Vec<String> = p.unknown_locks.iter().map(|&i| records[i].key.clone()).collect();
         let lockable = match lockable {
             Some(l) => l,
             None => *lockable.insert(crate::s3::objects::bucket_has_object_lock(client, bucket).await?),
         };
-        let states = match lockable {
-            true => crate::s3::objects::lock_states(client, bucket, &keys).await?,
-            false => vec![LockState::default(); keys.len()],
-        };
+        if !lockable {
+            // Every object is unlocked: known without another plan.
+            return Ok(prune::Locks::none_lockable());
+        }
+        let keys: Vec<String> = p.unknown_locks.iter().map(|&i| records[i].key.clone()).collect();
+        let states = crate::s3::objects::lock_states(client, bucket, &keys).await?;
         locks.extend(keys.into_iter().zip(states));
     }
 }
