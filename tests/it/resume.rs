@@ -28,8 +28,16 @@ fn stored(ctx: &Ctx, key: &str) -> Option<(String, u64, u64)> {
 /// s3put --resume with a stdin the test holds: feed `fed` bytes, wait until `parts` parts
 /// are stored, then kill -9 it (nothing it does afterwards can hide the cut).
 fn cut_after(ctx: &Ctx, key: &str, fed: &[u8], parts: u64) -> (String, u64) {
+    let (id, n, bytes) = cut_with(ctx, key, fed, parts, &["--part-size", "5M"]);
+    assert_eq!(bytes, n * PART as u64, "only whole parts are stored");
+    (id, n)
+}
+
+/// s3put --resume --concurrency 1 with `args`, fed `fed`, killed (-9) once `parts` parts
+/// are stored: the upload's id, its stored parts and their bytes.
+fn cut_with(ctx: &Ctx, key: &str, fed: &[u8], parts: u64, args: &[&str]) -> (String, u64, u64) {
     let mut c = ctx.cmd("s3put");
-    c.args(["--resume", "--part-size", "5M", "--concurrency", "1"]).arg(ctx.url(key));
+    c.args(["--resume", "--concurrency", "1"]).args(args).arg(ctx.url(key));
     c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn s3put");
     child.stdin.as_mut().expect("stdin").write_all(fed).expect("feed s3put");
@@ -37,9 +45,7 @@ fn cut_after(ctx: &Ctx, key: &str, fed: &[u8], parts: u64) -> (String, u64) {
         stored(ctx, key).is_some_and(|(_, n, _)| n >= parts)
     });
     kill9(&mut child);
-    let (id, n, bytes) = stored(ctx, key).expect("the cut upload stays in progress");
-    assert_eq!(bytes, n * PART as u64, "only whole parts are stored");
-    (id, n)
+    stored(ctx, key).expect("the cut upload stays in progress")
 }
 
 fn kill9(child: &mut Child) {
@@ -180,16 +186,8 @@ fn zsnap_backup_continues_a_cut_backup() {
 /// s3put --resume with growing parts (no --part-size; --max-parts 10 scales the schedule
 /// to 16, 32, 128… MiB) or with `extra`, killed once `parts` parts are stored.
 fn cut_growing(ctx: &Ctx, key: &str, fed: &[u8], parts: u64, extra: &[&str]) -> (String, u64, u64) {
-    let mut c = ctx.cmd("s3put");
-    c.args(["--resume", "--max-parts", "10", "--concurrency", "1"]).args(extra).arg(ctx.url(key));
-    c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
-    let mut child = c.spawn().expect("spawn s3put");
-    child.stdin.as_mut().expect("stdin").write_all(fed).expect("feed s3put");
-    ctx.wait_until(&format!("{parts} parts of {key} to be stored"), Duration::from_secs(120), || {
-        stored(ctx, key).is_some_and(|(_, n, _)| n >= parts)
-    });
-    kill9(&mut child);
-    stored(ctx, key).expect("the cut upload stays in progress")
+    let args: Vec<&str> = ["--max-parts", "10"].into_iter().chain(extra.iter().copied()).collect();
+    cut_with(ctx, key, fed, parts, &args)
 }
 
 /// Cut after parts 1 and 2 (16 and 32 MiB), the resumed run reuses both and goes on past
