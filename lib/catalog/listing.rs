@@ -54,6 +54,11 @@ pub fn sort_rows(prefix: &str, dataset: &str, rows: Vec<ListedObject>) -> Sorted
 pub fn sort_by_dataset(prefix: &str, datasets: &[String], rows: Vec<ListedObject>) -> BTreeMap<String, Sorted> {
     let mut out: BTreeMap<String, Sorted> = datasets.iter().map(|d| (d.clone(), Sorted::default())).collect();
     let wanted: HashSet<&str> = datasets.iter().map(String::as_str).collect();
+    // One dataset's listing is (nearly) all its records: reserved once rather than doubled
+    // as it grows (at 100,000 records the slack would be 6 MiB, the copies 20 MiB).
+    if let ([_], Some(sorted)) = (datasets, out.values_mut().next()) {
+        sorted.records.reserve_exact(rows.len());
+    }
     for row in rows {
         match key::parse(prefix, &row.key) {
             ParsedKey::Zsnap(f) => {
@@ -211,10 +216,28 @@ pub fn assemble(
         }
     }
     order.extend((0..records.len()).filter(|&i| !placed[i]));
-    // Moved, not cloned: at 100,000 records a second copy is tens of MiB.
-    let mut slots: Vec<Option<BackupRecord>> = records.into_iter().map(Some).collect();
-    let records = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    // In place, not into a second vector: at 100,000 records one is 20 MiB.
+    permute(&mut records, &order);
     Catalog { dataset: dataset.to_string(), prefix: prefix.to_string(), records, uncommitted, foreign }
+}
+
+/// Reorder `v` in place so that the new `v[k]` is the old `v[order[k]]` (`order` a
+/// permutation of its indices), following each cycle once: O(n) swaps, none when `order`
+/// is already the identity (the usual case: the listing sorted by time is list order).
+fn permute<T>(v: &mut [T], order: &[usize]) {
+    let mut done = vec![false; v.len()];
+    for start in 0..v.len() {
+        let mut at = start;
+        while !done[at] {
+            done[at] = true;
+            let next = order[at];
+            if next == start {
+                break;
+            }
+            v.swap(at, next);
+            at = next;
+        }
+    }
 }
 
 /// Read everything S3 holds for `dataset` under `prefix` (normalized) in `bucket`.
@@ -291,6 +314,17 @@ pub async fn backups_under(client: &Client, bucket: &str, prefix: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permute_follows_every_cycle() {
+        for order in [vec![0, 1, 2, 3, 4], vec![4, 3, 2, 1, 0], vec![1, 2, 0, 4, 3], vec![2, 0, 1, 3, 4], vec![]] {
+            let old: Vec<String> = (0..order.len()).map(|i| format!("r{i}")).collect();
+            let mut v = old.clone();
+            permute(&mut v, &order);
+            let want: Vec<String> = order.iter().map(|&i| old[i].clone()).collect();
+            assert_eq!(v, want, "{order:?}");
+        }
+    }
 
     fn row(key: &str, size: u64) -> ListedObject {
         ListedObject { key: key.into(), size, last_modified: Some(1000) }

@@ -343,7 +343,9 @@ pub fn status<'a>(
     let mut used = vec![false; records.len()];
     let mut used_unc = vec![false; uncommitted.len()];
     let rank = |i: usize| (!health[i].is_restorable(), health[i].depth().unwrap_or(0));
-    let mut rows = Vec::new();
+    // At most a row per local snapshot and per record: reserved, not doubled as it grows
+    // (at 100,000 backups the slack alone would be 7 MiB).
+    let mut rows = Vec::with_capacity(local.len() + records.len());
     for s in local {
         let held = holders.holding(s.guid, &s.name);
         // Snapshots outside the prefix are shown only when S3 holds them, so a backup made
