@@ -649,13 +649,9 @@ struct Summary {
 
 impl Summary {
     fn new(args: &Args) -> Summary {
-        let target = match &args.target {
-            Location::Local => args.target_dataset.clone(),
-            Location::Remote { host, .. } => format!("{host}:{}", args.target_dataset),
-        };
         Summary {
             source: args.source.clone(),
-            target,
+            target: target_name(args),
             common: Value::Null,
             sent: Vec::new(),
             bytes: 0,
@@ -1016,31 +1012,45 @@ fn run_from_s3(args: &Args, summary: &mut Summary) -> Result<ExitCode, Failure> 
     Ok(ExitCode::Ok)
 }
 
+/// `HOST:DST` (or the local `DST`), as messages and JSON lines name the target.
+fn target_name(args: &Args) -> String {
+    match &args.target {
+        Location::Local => args.target_dataset.clone(),
+        Location::Remote { host, .. } => format!("{host}:{}", args.target_dataset),
+    }
+}
+
+/// How the replica came out of one `--tee` run.
+enum TeeOutcome {
+    Sent,
+    /// It already held the snapshot (`@NAME` there).
+    Have(String),
+    /// It could not take the stream, decided before the first byte.
+    Refused(Failure),
+    /// Reading it, or receiving, failed.
+    Failed(Failure),
+}
+
 /// `--tee`: pass the stream on stdin through to stdout while the replica receives it (when
 /// it can), then report the replica's outcome as one JSON line. Only stdin and stdout
 /// failing are this process's exit status; the replica's is in its line.
 fn run_tee(args: &Args, tee: &Tee) -> Result<(), Failure> {
     let start = Instant::now();
-    let target_name = Summary::new(args).target;
+    let target_name = target_name(args);
     let source = format!("{}@{}", args.source, tee.snapshot);
     let what = format!("{source} to {target_name}");
     let target = Side { location: args.target.clone() };
     let fix = format!("zsync-ssh {} {target_name}", args.source);
-    let decided = target_state(&target, &args.target_dataset).map(|(state, token)| {
-        let passing = tee::decide(&state, tee.guid, tee.from, &fix);
-        (passing, token)
-    });
-    let (action, sink, early) = match decided {
-        Err(f) => ("failed", None, Some(f.context(format!("{what}: reading the replica")))),
-        Ok((tee::Passing::Have { snapshot }, _)) => {
-            ("none", None, Some(Failure::new(ExitCode::Ok, format!("the replica already holds it (@{snapshot})"))))
-        }
-        Ok((tee::Passing::Refuse { code, reason }, _)) => ("refused", None, Some(Failure::new(code, reason))),
-        Ok((tee::Passing::Receive, token)) => {
+    // Decided before the first byte: `Err` is the outcome when the replica gets nothing.
+    let sink = match target_state(&target, &args.target_dataset) {
+        Err(f) => Err(TeeOutcome::Failed(f.context(format!("{what}: reading the replica")))),
+        Ok((state, token)) => match tee::decide(&state, tee.guid, tee.from, &fix) {
+            tee::Passing::Have { snapshot } => Err(TeeOutcome::Have(snapshot)),
+            tee::Passing::Refuse { code, reason } => Err(TeeOutcome::Refused(Failure::new(code, reason))),
             // A cut resumable receive would make plain `zfs recv` refuse: this stream
             // starts the snapshot over, so its saved state goes.
-            match token.map_or(Ok(()), |_| target.abort_resume(&args.target_dataset)) {
-                Err(f) => ("failed", None, Some(f)),
+            tee::Passing::Receive => match token.map_or(Ok(()), |_| target.abort_resume(&args.target_dataset)) {
+                Err(f) => Err(TeeOutcome::Failed(f)),
                 Ok(()) => {
                     let stages = pipeline::receiving_stages(
                         args.compress,
@@ -1048,25 +1058,31 @@ fn run_tee(args: &Args, tee: &Tee) -> Result<(), Failure> {
                         &args.target,
                         pipeline::recv_argv(&args.target_dataset, false, false),
                     );
-                    let sink =
-                        tee::Sink { stages, target: args.target.clone(), what: what.clone(), idle: args.idle_timeout };
-                    ("sent", Some(sink), None)
+                    Ok(tee::Sink { stages, target: args.target.clone(), what: what.clone(), idle: args.idle_timeout })
                 }
-            }
-        }
+            },
+        },
     };
     let stdout = std::io::stdout().as_fd().try_clone_to_owned().map(std::fs::File::from);
     let stdout = stdout.map_err(|e| Failure::new(ExitCode::LocalIo, format!("cannot use stdout: {e}")))?;
-    let passed = tee::pass(std::io::stdin().lock(), std::io::BufWriter::with_capacity(1 << 20, stdout), sink);
-    let outcome = match (passed.replica, early) {
-        (Some(r), _) => r.err(),
-        (None, e) => e,
+    let (fed, early) = match sink {
+        Ok(sink) => (Some(sink), None),
+        Err(outcome) => (None, Some(outcome)),
     };
-    let (action, code) = match &outcome {
-        None => (action, ExitCode::Ok),
-        Some(f) if f.code == ExitCode::Ok => (action, ExitCode::Ok),
-        Some(f) if action == "refused" => ("refused", f.code),
-        Some(f) => ("failed", f.code),
+    let passed = tee::pass(std::io::stdin().lock(), std::io::BufWriter::with_capacity(1 << 20, stdout), fed);
+    // Fed (no early outcome): the replica's own result says how it went.
+    let outcome = match early {
+        Some(outcome) => outcome,
+        None => match passed.replica {
+            Some(Err(f)) => TeeOutcome::Failed(f),
+            _ => TeeOutcome::Sent,
+        },
+    };
+    let (action, code, bytes) = match &outcome {
+        TeeOutcome::Sent => ("sent", ExitCode::Ok, passed.bytes),
+        TeeOutcome::Have(_) => ("none", ExitCode::Ok, 0),
+        TeeOutcome::Refused(f) => ("refused", f.code, 0),
+        TeeOutcome::Failed(f) => ("failed", f.code, 0),
     };
     let mut line = json!({
         "sink": "replica",
@@ -1077,17 +1093,24 @@ fn run_tee(args: &Args, tee: &Tee) -> Result<(), Failure> {
         "action": action,
         "result": if code == ExitCode::Ok { "ok" } else { "failed" },
         "exit": code.code(),
-        "bytes": if action == "sent" { passed.bytes } else { 0 },
+        "bytes": bytes,
         "seconds": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
     });
-    if let (Some(f), Value::Object(m)) = (&outcome, &mut line) {
-        let key = if action == "failed" { "error" } else { "reason" };
-        m.insert(key.into(), json!(f.message));
+    let said = match &outcome {
+        TeeOutcome::Sent => None,
+        TeeOutcome::Have(snapshot) => Some(("reason", format!("the replica already holds it (@{snapshot})"))),
+        TeeOutcome::Refused(f) => Some(("reason", f.message.clone())),
+        TeeOutcome::Failed(f) => Some(("error", f.message.clone())),
+    };
+    if let (Some((key, text)), Value::Object(m)) = (&said, &mut line) {
+        m.insert(key.to_string(), json!(text));
     }
-    if code != ExitCode::Ok {
-        let f = outcome.as_ref().map_or(String::new(), |f| f.message.clone());
-        let done = if action == "refused" { format!("{what}: not received: {f}") } else { f };
-        eprintln!("zsync-ssh: {done} (the stream still went on to the other sink)");
+    match &outcome {
+        TeeOutcome::Refused(f) => {
+            eprintln!("zsync-ssh: {what}: not received: {} (the stream still went on to the other sink)", f.message)
+        }
+        TeeOutcome::Failed(f) => eprintln!("zsync-ssh: {} (the stream still went on to the other sink)", f.message),
+        TeeOutcome::Sent | TeeOutcome::Have(_) => {}
     }
     report_line(tee, &line)?;
     if let Some(e) = passed.read_error {

@@ -589,7 +589,7 @@ impl Prune {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::catalog::chain::{health, tests::rec};
 
@@ -598,7 +598,8 @@ mod tests {
     /// 2026-11-23 00:00 UTC, a Monday.
     const T0: i64 = 1_795_392_000;
 
-    fn none() -> RetentionPolicy {
+    /// A policy that keeps nothing by period or count (also zsync-ssh's prune tests').
+    pub(crate) fn none() -> RetentionPolicy {
         RetentionPolicy {
             keep_last: 0,
             keep_hourly: 0,

@@ -84,15 +84,7 @@ mod tests {
     }
 
     fn only(keep_last: u64) -> RetentionPolicy {
-        RetentionPolicy {
-            keep_last,
-            keep_hourly: 0,
-            keep_daily: 0,
-            keep_weekly: 0,
-            keep_monthly: 0,
-            keep_yearly: 0,
-            ..RetentionPolicy::default()
-        }
+        RetentionPolicy { keep_last, ..crate::plan::prune::tests::none() }
     }
 
     fn destroyed(v: &[Verdict]) -> Vec<&str> {
