@@ -18,6 +18,7 @@ use crate::config::policy::RetentionPolicy;
 use crate::s3::objects::LockState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// What is known of the objects' locks: the states read (a HEAD each), and whether the
 /// bucket can lock at all. On a bucket without Object Lock every object is unlocked, and
@@ -79,7 +80,9 @@ pub struct Verdict {
     pub rules: Vec<String>,
     /// Kept records whose chain goes through this one (indexes).
     pub needed_by: Vec<usize>,
-    pub reason: String,
+    /// Shared where many records have the same one ("no rule keeps it …"): at 100,000
+    /// backups a copy each was 9 MiB.
+    pub reason: Arc<str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,7 +180,7 @@ pub fn plan(records: &[BackupRecord], health: &[Health], policy: &RetentionPolic
             Health::Broken { .. } => None,
         })
         .collect();
-    let mut groups = group_snapshots(records, health);
+    let (mut groups, group_of) = group_snapshots(records, health);
     select_by_rules(&mut groups, policy, now);
     let mut keep = Keep {
         parent: &parent,
@@ -250,16 +253,12 @@ pub fn plan(records: &[BackupRecord], health: &[Health], policy: &RetentionPolic
             kept_children[p].push(i);
         }
     }
-    let group_index: HashMap<(Option<u64>, &str), usize> =
-        groups.iter().enumerate().map(|(gi, g)| (identity(&records[g.chosen]), gi)).collect();
+    let no_rule: Arc<str> = format!("no rule keeps it (policy: {})", policy.describe()).into();
     let verdicts = (0..n)
         .map(|i| {
-            let g = health[i]
-                .is_restorable()
-                .then(|| group_index.get(&identity(&records[i])))
-                .flatten()
-                .map(|&gi| &groups[gi]);
-            verdict(records, health, policy, &keep, g, &kept_children[i], locks, i)
+            let g = group_of[i].map(|gi| &groups[gi]);
+            let why = Why { keep: &keep, group: g, kept_children: &kept_children[i], no_rule: &no_rule };
+            verdict(records, health, policy, locks, why, i)
         })
         .collect();
     let mut delete_order: Vec<usize> = (0..n).filter(|&i| !keep.kept(i)).collect();
@@ -321,6 +320,7 @@ pub fn orphans(records: &[BackupRecord], health: &[Health]) -> Vec<Option<usize>
 /// state is unknown stays and is named in `unknown_locks`, as in [`plan`].
 pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks: &Locks) -> Prune {
     let by = orphans(records, health);
+    let restorable: Arc<str> = "restorable: --broken deletes only backups that cannot be restored".into();
     let mut unknown_locks = Vec::new();
     let mut deleted = vec![false; records.len()];
     let verdicts = (0..records.len())
@@ -328,23 +328,22 @@ pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks:
             let r = &records[i];
             let lock = locks.get(&r.key);
             let keep =
-                |rules: Vec<String>, reason: String| Verdict { keep: true, rules, needed_by: Vec::new(), reason };
+                |rules: Vec<String>, reason: Arc<str>| Verdict { keep: true, rules, needed_by: Vec::new(), reason };
             match (&health[i], by[i]) {
-                (Health::Restorable { .. }, _) => {
-                    keep(Vec::new(), "restorable: --broken deletes only backups that cannot be restored".into())
-                }
+                (Health::Restorable { .. }, _) => keep(Vec::new(), Arc::clone(&restorable)),
                 (Health::Broken { missing }, None) => keep(
                     vec!["unrestorable".into()],
                     format!(
                         "cannot be restored ({missing}), but no restorable backup is as new: it is the only copy of \
                          its data; re-send the missing object, or send a full (zsnap-backup --full) first"
-                    ),
+                    )
+                    .into(),
                 ),
                 (Health::Broken { .. }, Some(_)) if lock.is_some_and(|l| l.is_locked_at(now)) => {
                     let until = lock.and_then(|l| l.retain_until);
                     let why = until
                         .map_or("legal hold".to_string(), |u| format!("object lock until {}", calendar::rfc3339(u)));
-                    keep(vec!["lock".into()], format!("orphan, but {why}"))
+                    keep(vec!["lock".into()], format!("orphan, but {why}").into())
                 }
                 (Health::Broken { .. }, Some(_)) if lock.is_none() => {
                     unknown_locks.push(i);
@@ -360,7 +359,8 @@ pub fn plan_broken(records: &[BackupRecord], health: &[Health], now: i64, locks:
                             "orphan: cannot be restored ({missing}); {} {} restores a snapshot at least as new",
                             records[n].kind.as_str(),
                             records[n].describe()
-                        ),
+                        )
+                        .into(),
                     }
                 }
             }
@@ -392,34 +392,49 @@ fn identity(r: &BackupRecord) -> (Option<u64>, &str) {
 }
 
 /// Restorable records grouped by snapshot, oldest first; each group's chosen object is the
-/// one with the shortest chain.
-fn group_snapshots(records: &[BackupRecord], health: &[Health]) -> Vec<Group> {
+/// one with the shortest chain. Also each record's group, index for index (`None` for a
+/// record that cannot be restored): the verdicts look it up there, not in a second map.
+fn group_snapshots(records: &[BackupRecord], health: &[Health]) -> (Vec<Group>, Vec<Option<usize>>) {
     let mut index: HashMap<(Option<u64>, &str), usize> = HashMap::new();
-    let mut groups: Vec<Group> = Vec::new();
+    // About one group per record: reserved, not doubled as it grows.
+    let mut groups: Vec<Group> = Vec::with_capacity(records.len());
+    let mut group_of = vec![None; records.len()];
     for (i, r) in records.iter().enumerate() {
         let Some(depth) = health[i].depth() else { continue };
-        match index.get(&identity(r)) {
-            Some(&gi) => {
-                let g = &mut groups[gi];
-                if health[g.chosen].depth().is_some_and(|d| depth < d) {
-                    g.chosen = i;
-                }
-            }
-            None => {
-                index.insert(identity(r), groups.len());
-                groups.push(Group {
-                    chosen: i,
-                    time: r.time,
-                    rules: Vec::new(),
-                    protected: false,
-                    dropped_for_quota: false,
-                });
-            }
+        let gi = *index.entry(identity(r)).or_insert_with(|| {
+            groups.push(Group {
+                chosen: i,
+                time: r.time,
+                rules: Vec::new(),
+                protected: false,
+                dropped_for_quota: false,
+            });
+            groups.len() - 1
+        });
+        let g = &mut groups[gi];
+        if health[g.chosen].depth().is_some_and(|d| depth < d) {
+            g.chosen = i;
         }
+        group_of[i] = Some(gi);
     }
-    // List order is oldest first already; a stable sort keeps it for equal times.
-    groups.sort_by_key(|g| g.time);
-    groups
+    drop(index);
+    // List order is oldest first already (nothing moves); where it is not, a stable sort
+    // keeps it for equal times, and each record's group number follows its group.
+    if groups.is_sorted_by_key(|g| g.time) {
+        return (groups, group_of);
+    }
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g].time);
+    let mut moved_to = vec![0; groups.len()];
+    for (new, &old) in order.iter().enumerate() {
+        moved_to[old] = new;
+    }
+    for g in group_of.iter_mut().flatten() {
+        *g = moved_to[*g];
+    }
+    let mut slots: Vec<Option<Group>> = groups.into_iter().map(Some).collect();
+    let groups = order.iter().filter_map(|&g| slots[g].take()).collect();
+    (groups, group_of)
 }
 
 /// The rules that keep each of `times` (one creation time per snapshot, in createtxg
@@ -475,17 +490,24 @@ fn select_by_rules(groups: &mut [Group], policy: &RetentionPolicy, now: i64) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the plan decided about one record, for its verdict: who keeps it, its snapshot's
+/// group, its kept children, and the reason shared by every record no rule keeps.
+struct Why<'a> {
+    keep: &'a Keep<'a>,
+    group: Option<&'a Group>,
+    kept_children: &'a [usize],
+    no_rule: &'a Arc<str>,
+}
+
 fn verdict(
     records: &[BackupRecord],
     health: &[Health],
     policy: &RetentionPolicy,
-    keep: &Keep,
-    group: Option<&Group>,
-    kept_children: &[usize],
     locks: &Locks,
+    why_kept: Why,
     i: usize,
 ) -> Verdict {
+    let Why { keep, group, kept_children, no_rule } = why_kept;
     let r = &records[i];
     let names = |v: &[usize]| v.iter().map(|&c| format!("@{}", records[c].snapshot)).collect::<Vec<_>>().join(", ");
     let mut rules: Vec<String> = Vec::new();
@@ -515,21 +537,23 @@ fn verdict(
         why.push(format!("needed by kept {} (parent in their chain)", names(kept_children)));
     }
     let kept = keep.kept(i);
-    let reason = if kept {
-        why.join("; ")
+    let reason: Arc<str> = if kept {
+        why.join("; ").into()
     } else {
         match group {
             Some(g) if g.dropped_for_quota => format!(
                 "quota {}: oldest backups deleted first (was kept by {})",
                 human_bytes(policy.quota.unwrap_or(0)),
                 g.rules.join("; ")
-            ),
+            )
+            .into(),
             Some(g) if g.chosen != i && keep.kept(g.chosen) => format!(
                 "another object of @{} is kept ({}), which restores with a shorter chain",
                 r.snapshot,
                 records[g.chosen].kind.as_str()
-            ),
-            _ => format!("no rule keeps it (policy: {})", policy.describe()),
+            )
+            .into(),
+            _ => Arc::clone(no_rule),
         }
     };
     Verdict { keep: kept, rules, needed_by: kept_children.to_vec(), reason }
@@ -553,7 +577,7 @@ impl Prune {
             "rules": v.rules,
             "needed_by": v.needed_by.iter().map(|&c| records[c].snapshot.clone()).collect::<Vec<_>>(),
             "locked_until": locks.get(&r.key).and_then(|l| l.retain_until).map(calendar::rfc3339),
-            "reason": v.reason,
+            "reason": &*v.reason,
         })
     }
 
@@ -941,6 +965,27 @@ pub(crate) mod tests {
         assert_eq!(budget(&p(Some(100), Some(1000)), 400), Some(100));
         assert_eq!(budget(&p(Some(700), Some(1000)), 400), Some(600));
         assert_eq!(budget(&p(None, Some(1000)), 4000), Some(0), "others over it: nothing left");
+    }
+
+    #[test]
+    fn groups_follow_time_where_list_order_does_not() {
+        // A zsnap child can look older than its zfs3backup-era parent: list order (parents
+        // first) is then not time order, and the groups are sorted with their numbers.
+        let records = vec![
+            rec("a", 1, None, 50),
+            rec("b", 2, Some((1, "a")), 10),
+            rec("a-copy", 1, None, 60),
+            rec("c", 3, Some((2, "b")), 30),
+        ];
+        let h = health(&records);
+        let (groups, group_of) = group_snapshots(&records, &h);
+        let times: Vec<i64> = groups.iter().map(|g| g.time).collect();
+        assert_eq!(times, [10, 30, 50]);
+        for (i, g) in group_of.iter().enumerate() {
+            let g = g.map(|g| &groups[g]).expect("every record restores");
+            assert_eq!(identity(&records[g.chosen]), identity(&records[i]), "record {i}");
+        }
+        assert_eq!(group_of[0], group_of[2], "two objects of one snapshot, one group");
     }
 
     #[test]

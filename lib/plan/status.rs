@@ -19,28 +19,35 @@ fn broken(h: &Health) -> Option<String> {
     }
 }
 
-/// Why a record can or cannot be restored, for people.
-fn health_reason(records: &[BackupRecord], h: &Health, root: Option<usize>) -> String {
+/// Why a record can or cannot be restored, for people; `root` names the full its chain
+/// starts from.
+fn health_reason(h: &Health, root: Option<&str>) -> String {
     match h {
         Health::Restorable { depth: 1, .. } => "restorable: a full backup".into(),
         Health::Restorable { depth, .. } => {
-            let name = root.map(|r| records[r].snapshot.as_str()).unwrap_or("?");
-            format!("restorable: full @{name} and {} incremental(s)", depth - 1)
+            format!("restorable: full @{} and {} incremental(s)", root.unwrap_or("?"), depth - 1)
         }
         Health::Broken { missing } => format!("not restorable: {missing}"),
     }
 }
 
+/// The name of the full each restorable record's chain starts from, index for index.
+fn root_names<'a>(records: &'a [BackupRecord], health: &[Health]) -> Vec<Option<&'a str>> {
+    crate::catalog::chain::roots(health).into_iter().map(|r| r.map(|r| records[r].snapshot.as_str())).collect()
+}
+
 /// One `list` entry: a committed record, numbered from 1 in list order, as restore and
-/// save take numbers.
+/// save take numbers. Everything is borrowed and the reason is worded only when printed:
+/// at 100,000 backups a string per entry held at once is ~10 MiB.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listed<'a> {
     pub n: usize,
     pub record: &'a BackupRecord,
     pub health: &'a Health,
-    pub reason: String,
+    /// The full its chain starts from, when it is restorable.
+    root: Option<&'a str>,
     /// A local bookmark with the record's guid (filled in when the dataset is local).
-    pub bookmark: Option<String>,
+    pub bookmark: Option<&'a str>,
 }
 
 impl Listed<'_> {
@@ -66,8 +73,13 @@ impl Listed<'_> {
             "legacy": r.legacy,
             "bookmark": self.bookmark,
             "key": ctx.url(&r.key),
-            "reason": self.reason,
+            "reason": self.reason(),
         })
+    }
+
+    /// Why it can or cannot be restored.
+    pub fn reason(&self) -> String {
+        health_reason(self.health, self.root)
     }
 
     /// Why it cannot be restored, when it cannot.
@@ -78,23 +90,17 @@ impl Listed<'_> {
 
 /// Every committed record as a `list` entry, numbered from 1 in list order.
 pub fn list<'a>(records: &'a [BackupRecord], health: &'a [Health]) -> Vec<Listed<'a>> {
-    let roots = crate::catalog::chain::roots(health);
     records
         .iter()
         .zip(health)
+        .zip(root_names(records, health))
         .enumerate()
-        .map(|(i, (r, h))| Listed {
-            n: i + 1,
-            record: r,
-            health: h,
-            reason: health_reason(records, h, roots[i]),
-            bookmark: None,
-        })
+        .map(|(i, ((record, health), root))| Listed { n: i + 1, record, health, root, bookmark: None })
         .collect()
 }
 
 /// Note on each entry the local bookmark that has its guid, if any.
-pub fn mark_listed(entries: &mut [Listed], bookmarks: &[Bookmark]) {
+pub fn mark_listed<'a>(entries: &mut [Listed<'a>], bookmarks: &'a [Bookmark]) {
     let name_of = bookmark_names(bookmarks);
     for e in entries {
         e.bookmark = name_of(e.record.guid);
@@ -102,9 +108,9 @@ pub fn mark_listed(entries: &mut [Listed], bookmarks: &[Bookmark]) {
 }
 
 /// The name of a bookmark with a given guid, looked up in one hash map.
-fn bookmark_names(bookmarks: &[Bookmark]) -> impl Fn(Option<u64>) -> Option<String> + '_ {
+fn bookmark_names<'a>(bookmarks: &'a [Bookmark]) -> impl Fn(Option<u64>) -> Option<&'a str> + 'a {
     let by_guid: HashMap<u64, &str> = bookmarks.iter().map(|b| (b.guid, b.name.as_str())).collect();
-    move |guid| guid.and_then(|g| by_guid.get(&g)).map(|n| n.to_string())
+    move |guid| guid.and_then(|g| by_guid.get(&g).copied())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,12 +130,17 @@ impl Remote {
     }
 }
 
+const ONLY_UNFINISHED: &str = "only an unfinished upload (never used; s3put --abort-uploads removes it)";
+
+/// One `status` row. Like [`Listed`], it borrows its names from the listings and words
+/// its reason only when printed: at 100,000 backups, owned copies were a third of what
+/// status held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Row<'a> {
     /// Local name when the snapshot exists locally, else the name in S3.
-    pub snapshot: String,
+    pub snapshot: &'a str,
     /// The name in S3 when it differs (renamed since it was sent).
-    pub remote_name: Option<String>,
+    pub remote_name: Option<&'a str>,
     /// The guid S3 records for the snapshot (a local-only snapshot: its own). `None` when S3
     /// holds it only as zfs3backup objects: they record none and are matched by name, and
     /// `list` says the same.
@@ -138,21 +149,23 @@ pub struct Row<'a> {
     pub local_guid: Option<u64>,
     pub local: bool,
     pub remote: Remote,
-    /// Best committed record: restorable first, then shortest chain (borrowed: at 100,000
-    /// backups a copy per row would double what status holds).
+    /// Best committed record: restorable first, then shortest chain.
     pub record: Option<&'a BackupRecord>,
     /// How many committed objects hold this snapshot.
     pub copies: usize,
     pub health: Option<&'a Health>,
-    /// Keys of the objects that hold this snapshot from the same parent more than once
+    /// The full the best record's chain starts from, when it is restorable.
+    root: Option<&'a str>,
+    /// The objects that hold this snapshot from the same parent more than once
     /// (`BackupRecord::same_backup`), in list order; empty when there are none.
-    pub duplicates: Vec<String>,
-    pub uncommitted_key: Option<String>,
+    pub duplicates: Vec<&'a BackupRecord>,
+    pub uncommitted_key: Option<&'a str>,
     /// A local bookmark with this guid (`DS#NAME`'s NAME): the base of the next
     /// incremental even once the snapshot is destroyed.
-    pub bookmark: Option<String>,
-    pub reason: String,
-    time: (i64, usize),
+    pub bookmark: Option<&'a str>,
+    /// Sort key: creation time, then createtxg or list position, then the order made in
+    /// (unique, so an unstable sort without a buffer gives the stable order).
+    order: (i64, usize, usize),
 }
 
 impl Row<'_> {
@@ -173,12 +186,37 @@ impl Row<'_> {
             "copies": self.copies,
             // A zfs3backup object: identified by name, no guid recorded.
             "legacy": self.record.map(|r| r.legacy),
-            "duplicates": self.duplicates.iter().map(|k| ctx.url(k)).collect::<Vec<_>>(),
+            "duplicates": self.duplicates.iter().map(|r| ctx.url(&r.key)).collect::<Vec<_>>(),
             "restorable": self.health.map(|h| h.is_restorable()),
             "broken": self.health.and_then(broken),
-            "key": self.record.map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.as_ref().map(|k| ctx.url(k))),
-            "reason": self.reason,
+            "key": self.record.map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.map(|k| ctx.url(k))),
+            "reason": self.reason(),
         })
+    }
+
+    /// Where the snapshot is and whether it restores, with the copies named when one
+    /// backup is stored twice.
+    pub fn reason(&self) -> String {
+        let held = self.health.map(|h| health_reason(h, self.root));
+        let mut reason = match (self.local, self.record, held) {
+            (true, Some(r), Some(h)) if r.snapshot != self.snapshot => {
+                format!("in S3 as @{} (same guid), {h}", r.snapshot)
+            }
+            (true, Some(_), Some(h)) => format!("in S3, {h}"),
+            (false, Some(_), Some(h)) => format!("only in S3 (destroyed or never local), {h}"),
+            (true, _, _) if self.uncommitted_key.is_some() => format!("not in S3: {ONLY_UNFINISHED}"),
+            (true, _, _) => "not in S3".into(),
+            (false, _, _) => ONLY_UNFINISHED.into(),
+        };
+        if !self.duplicates.is_empty() {
+            let named: Vec<String> = self.duplicates.iter().map(|r| format!("{} by {}", r.key, r.writer())).collect();
+            reason.push_str(&format!(
+                "; stored {} times from the same parent: {}",
+                self.duplicates.len(),
+                named.join(", ")
+            ));
+        }
+        reason
     }
 }
 
@@ -214,64 +252,75 @@ impl Summary {
 }
 
 /// Note on each row the local bookmark that has its guid, if any.
-pub fn mark_bookmarks(rows: &mut [Row<'_>], bookmarks: &[Bookmark]) {
+pub fn mark_bookmarks<'a>(rows: &mut [Row<'a>], bookmarks: &'a [Bookmark]) {
     let name_of = bookmark_names(bookmarks);
     for r in rows {
         r.bookmark = name_of(r.local_guid.or(r.guid));
     }
 }
 
-/// Which records hold a snapshot, by hash lookups: by guid, and by name for zfs3backup
-/// records (they have no guid). Built once, so joining n local snapshots with m records
-/// costs O(n + m), not O(n·m): at 100,000 backups the scan per snapshot took 43 s.
+/// Which records hold a snapshot, by lookups built once, so joining n local snapshots with
+/// m records costs O((n + m) log m), not O(n·m): at 100,000 backups the scan per snapshot
+/// took 43 s. By guid as one sorted array of (guid, index), 16 bytes a record, where a
+/// hash map of vectors allocated once per record; zfs3backup records (no guid) by name.
 struct Holders<'a> {
-    by_guid: HashMap<u64, Vec<usize>>,
+    by_guid: Vec<(u64, usize)>,
     /// Records without a guid, by name.
     legacy_by_name: HashMap<&'a str, Vec<usize>>,
-    /// Every record's name.
+    /// Every record's name: built only when an upload without a guid needs it.
     names: HashSet<&'a str>,
 }
 
 impl<'a> Holders<'a> {
-    fn new(records: &'a [BackupRecord]) -> Self {
-        let mut by_guid: HashMap<u64, Vec<usize>> = HashMap::new();
+    fn new(records: &'a [BackupRecord], uncommitted: &[Uncommitted]) -> Self {
+        let mut by_guid: Vec<(u64, usize)> = Vec::with_capacity(records.len());
         let mut legacy_by_name: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             match r.guid {
-                Some(g) => by_guid.entry(g).or_default().push(i),
+                Some(g) => by_guid.push((g, i)),
                 None => legacy_by_name.entry(r.snapshot.as_str()).or_default().push(i),
             }
         }
-        Holders { by_guid, legacy_by_name, names: records.iter().map(|r| r.snapshot.as_str()).collect() }
+        by_guid.sort_unstable();
+        let names = match uncommitted.iter().any(|u| u.guid.is_none()) {
+            true => records.iter().map(|r| r.snapshot.as_str()).collect(),
+            false => HashSet::new(),
+        };
+        Holders { by_guid, legacy_by_name, names }
+    }
+
+    /// The records with `guid`, in index order.
+    fn with_guid(&self, guid: u64) -> impl Iterator<Item = usize> + '_ {
+        let from = self.by_guid.partition_point(|&(g, _)| g < guid);
+        self.by_guid[from..].iter().take_while(move |&&(g, _)| g == guid).map(|&(_, i)| i)
+    }
+
+    fn legacy_named(&self, name: &str) -> &[usize] {
+        self.legacy_by_name.get(name).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The records that hold the snapshot (`guid`, `name`) as [`BackupRecord::holds`]
     /// decides, in index order.
     fn holding(&self, guid: u64, name: &str) -> Vec<usize> {
-        let mut out: Vec<usize> = [self.by_guid.get(&guid), self.legacy_by_name.get(name)]
-            .into_iter()
-            .flatten()
-            .flat_map(|v| v.iter().copied())
-            .collect();
+        let mut out: Vec<usize> = self.with_guid(guid).chain(self.legacy_named(name).iter().copied()).collect();
         out.sort_unstable();
         out
     }
 
     /// The records of the same snapshot as `r`: the same guid, or for a zfs3backup record
     /// the same name among records without a guid. Includes `r`.
-    fn same_snapshot(&self, r: &BackupRecord) -> &[usize] {
-        let found = match r.guid {
-            Some(g) => self.by_guid.get(&g),
-            None => self.legacy_by_name.get(r.snapshot.as_str()),
-        };
-        found.map(Vec::as_slice).unwrap_or_default()
+    fn same_snapshot(&self, r: &BackupRecord) -> Vec<usize> {
+        match r.guid {
+            Some(g) => self.with_guid(g).collect(),
+            None => self.legacy_named(&r.snapshot).to_vec(),
+        }
     }
 
     /// Whether a committed record has the upload's snapshot: by guid where both have one,
     /// else by name.
     fn commits(&self, u: &Uncommitted) -> bool {
         match u.guid {
-            Some(g) => self.by_guid.contains_key(&g) || self.legacy_by_name.contains_key(u.snapshot.as_str()),
+            Some(g) => self.with_guid(g).next().is_some() || self.legacy_by_name.contains_key(u.snapshot.as_str()),
             None => self.names.contains(u.snapshot.as_str()),
         }
     }
@@ -303,18 +352,9 @@ impl<'a> Pending<'a> {
 
 /// The records among `held` (records of one snapshot) that hold it from the same parent
 /// as another of them: one backup stored twice.
-fn duplicates_of(records: &[BackupRecord], held: &[usize]) -> Vec<usize> {
-    held.iter().copied().filter(|&i| held.iter().any(|&j| records[i].same_backup(&records[j]))).collect()
-}
-
-/// The row's reason, with the copies named when one backup is stored twice, and their keys.
-fn with_duplicates(reason: String, records: &[BackupRecord], dups: &[usize]) -> (String, Vec<String>) {
-    let keys: Vec<String> = dups.iter().map(|&i| records[i].key.clone()).collect();
-    if dups.is_empty() {
-        return (reason, keys);
-    }
-    let named: Vec<String> = dups.iter().map(|&i| format!("{} by {}", records[i].key, records[i].writer())).collect();
-    (format!("{reason}; stored {} times from the same parent: {}", dups.len(), named.join(", ")), keys)
+fn duplicates_of<'a>(records: &'a [BackupRecord], held: &[usize]) -> Vec<&'a BackupRecord> {
+    let twice = |i: usize| held.iter().any(|&j| records[i].same_backup(&records[j]));
+    held.iter().copied().filter(|&i| twice(i)).map(|i| &records[i]).collect()
 }
 
 /// The guid a row shows: what S3 records, so it agrees with `list`; `None` when only
@@ -330,21 +370,20 @@ fn recorded_guid(records: &[BackupRecord], held: &[usize], local: Option<u64>) -
 /// in-progress uploads. Rows come oldest first: local snapshots that match the prefix or
 /// are in S3, then whatever only S3 holds.
 pub fn status<'a>(
-    local: &[Snapshot],
+    local: &'a [Snapshot],
     snapshot_prefix: &str,
     records: &'a [BackupRecord],
     health: &'a [Health],
-    uncommitted: &[Uncommitted],
+    uncommitted: &'a [Uncommitted],
     foreign: usize,
 ) -> (Vec<Row<'a>>, Summary) {
-    let roots = crate::catalog::chain::roots(health);
-    let holders = Holders::new(records);
+    let roots = root_names(records, health);
+    let holders = Holders::new(records, uncommitted);
     let pending = Pending::new(uncommitted);
     let mut used = vec![false; records.len()];
     let mut used_unc = vec![false; uncommitted.len()];
     let rank = |i: usize| (!health[i].is_restorable(), health[i].depth().unwrap_or(0));
-    // At most a row per local snapshot and per record: reserved, not doubled as it grows
-    // (at 100,000 backups the slack alone would be 7 MiB).
+    // At most a row per local snapshot and per record: reserved, not doubled as it grows.
     let mut rows = Vec::with_capacity(local.len() + records.len());
     for s in local {
         let held = holders.holding(s.guid, &s.name);
@@ -366,28 +405,9 @@ pub fn status<'a>(
             (None, Some(_)) => Remote::Uncommitted,
             (None, None) => Remote::Absent,
         };
-        let reason = match (best, unc) {
-            (Some(i), _) => {
-                let mut r = format!("in S3, {}", health_reason(records, &health[i], roots[i]));
-                if records[i].snapshot != s.name {
-                    r = format!(
-                        "in S3 as @{} (same guid), {}",
-                        records[i].snapshot,
-                        health_reason(records, &health[i], roots[i])
-                    );
-                }
-                r
-            }
-            (None, Some(_)) => {
-                "not in S3: only an unfinished upload (never used; s3put --abort-uploads removes it)".into()
-            }
-            (None, None) => "not in S3".into(),
-        };
-        let (reason, duplicates) = with_duplicates(reason, records, &duplicates_of(records, &held));
         rows.push(Row {
-            reason,
-            snapshot: s.name.clone(),
-            remote_name: best.map(|i| records[i].snapshot.clone()).filter(|n| n != &s.name),
+            snapshot: &s.name,
+            remote_name: best.map(|i| records[i].snapshot.as_str()).filter(|&n| n != s.name),
             guid: recorded_guid(records, &held, Some(s.guid)),
             local_guid: Some(s.guid),
             local: true,
@@ -395,10 +415,11 @@ pub fn status<'a>(
             record: best.map(|i| &records[i]),
             copies: held.len(),
             health: best.map(|i| &health[i]),
-            duplicates,
-            uncommitted_key: unc.map(|u| uncommitted[u].key.clone()),
+            root: best.and_then(|i| roots[i]),
+            duplicates: duplicates_of(records, &held),
+            uncommitted_key: unc.map(|u| uncommitted[u].key.as_str()),
             bookmark: None,
-            time: (s.creation, s.createtxg as usize),
+            order: (s.creation, s.createtxg as usize, rows.len()),
         });
     }
     // Remote-only snapshots: one row per guid (zfs3backup: per name).
@@ -407,17 +428,13 @@ pub fn status<'a>(
             continue;
         }
         let r = &records[i];
-        let same: Vec<usize> = holders.same_snapshot(r).iter().copied().filter(|&j| !used[j]).collect();
+        let same: Vec<usize> = holders.same_snapshot(r).into_iter().filter(|&j| !used[j]).collect();
         for &j in &same {
             used[j] = true;
         }
         let best = same.iter().copied().min_by_key(|&j| rank(j)).unwrap_or(i);
-        let reason =
-            format!("only in S3 (destroyed or never local), {}", health_reason(records, &health[best], roots[best]));
-        let (reason, duplicates) = with_duplicates(reason, records, &duplicates_of(records, &same));
         rows.push(Row {
-            reason,
-            snapshot: records[best].snapshot.clone(),
+            snapshot: &records[best].snapshot,
             remote_name: None,
             guid: r.guid,
             local_guid: None,
@@ -426,20 +443,19 @@ pub fn status<'a>(
             record: Some(&records[best]),
             copies: same.len(),
             health: Some(&health[best]),
-            duplicates,
+            root: roots[best],
+            duplicates: duplicates_of(records, &same),
             uncommitted_key: None,
             bookmark: None,
-            time: (r.time, i),
+            order: (r.time, i, rows.len()),
         });
     }
     for (u, unc) in uncommitted.iter().enumerate() {
-        let committed = holders.commits(unc);
-        if used_unc[u] || committed {
+        if used_unc[u] || holders.commits(unc) {
             continue;
         }
         rows.push(Row {
-            reason: "only an unfinished upload (never used; s3put --abort-uploads removes it)".into(),
-            snapshot: unc.snapshot.clone(),
+            snapshot: &unc.snapshot,
             remote_name: None,
             guid: unc.guid,
             local_guid: None,
@@ -448,13 +464,14 @@ pub fn status<'a>(
             record: None,
             copies: 0,
             health: None,
+            root: None,
             duplicates: Vec::new(),
-            uncommitted_key: Some(unc.key.clone()),
+            uncommitted_key: Some(&unc.key),
             bookmark: None,
-            time: (i64::MAX, u),
+            order: (i64::MAX, u, rows.len()),
         });
     }
-    rows.sort_by_key(|r| r.time);
+    rows.sort_unstable_by_key(|r| r.order);
     let summary = Summary {
         local: rows.iter().filter(|r| r.local).count(),
         backups: records.len(),
@@ -498,7 +515,10 @@ mod tests {
             legacy("b", None, 0),
             legacy("c", None, 0),
         ];
-        let h = Holders::new(&records);
+        let h = Holders::new(
+            &records,
+            &[Uncommitted { snapshot: "u".into(), guid: None, key: "k".into(), initiated: None }],
+        );
         let snaps = [(1, "a"), (1, "x"), (2, "b"), (9, "b"), (9, "c"), (9, "a"), (3, "none")];
         for (guid, name) in snaps {
             let brute: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(guid, name)).collect();
@@ -535,7 +555,8 @@ mod tests {
         let records: Vec<BackupRecord> = (0..200_000).map(|g| rec(&format!("s{g}"), g, None, g as i64)).collect();
         let health = chain::health(&records);
         let start = std::time::Instant::now();
-        let (rows, sum) = status(&[snap("s7", 7, 1)], "s", &records, &health, &[], 0);
+        let local = [snap("s7", 7, 1)];
+        let (rows, sum) = status(&local, "s", &records, &health, &[], 0);
         assert_eq!((rows.len(), sum.local, sum.remote_only), (200_000, 1, 199_999));
         assert!(start.elapsed() < std::time::Duration::from_secs(20), "took {:?}", start.elapsed());
     }
@@ -579,7 +600,7 @@ mod tests {
                 "s6 local uncommitted None",
             ]
         );
-        assert_eq!(rows[2].remote_name.as_deref(), Some("old-name"));
+        assert_eq!(rows[2].remote_name, Some("old-name"));
         assert_eq!(
             sum,
             Summary {
@@ -599,7 +620,7 @@ mod tests {
             j["reason"],
             "only in S3 (destroyed or never local), not restorable: parent @s4 (guid 4) of @s5 is not in S3"
         );
-        assert_eq!(rows[2].reason, "in S3 as @old-name (same guid), restorable: full @s1 and 1 incremental(s)");
+        assert_eq!(rows[2].reason(), "in S3 as @old-name (same guid), restorable: full @s1 and 1 incremental(s)");
     }
 
     #[test]

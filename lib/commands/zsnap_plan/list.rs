@@ -32,7 +32,7 @@ pub fn render<'a>(entries: &'a [Listed], i: &'a Inputs, f: Format) -> Rendered<'
                     let r = e.record;
                     vec![
                         e.n.to_string(),
-                        match &e.bookmark {
+                        match e.bookmark {
                             Some(b) => format!("{} (#{b})", r.snapshot),
                             None => r.snapshot.clone(),
                         },

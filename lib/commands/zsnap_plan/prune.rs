@@ -55,7 +55,7 @@ pub fn render<'a>(p: &'a Prune, i: &'a Inputs, f: Format) -> Rendered<'a> {
                         r.kind.as_str().into(),
                         calendar::minutes(r.time),
                         human_bytes(r.bytes),
-                        v.reason.clone(),
+                        v.reason.to_string(),
                     ]
                 })
                 .collect();

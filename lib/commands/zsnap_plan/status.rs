@@ -40,11 +40,11 @@ pub fn render<'a>((rows, summary): &'a (Vec<Row<'a>>, Summary), i: &'a Inputs, f
                 rows.iter()
                     .map(|r| {
                         vec![
-                            match &r.remote_name {
+                            match r.remote_name {
                                 Some(n) => format!("{} (in S3 as @{n})", r.snapshot),
-                                None => r.snapshot.clone(),
+                                None => r.snapshot.to_string(),
                             },
-                            match (r.local, &r.bookmark) {
+                            match (r.local, r.bookmark) {
                                 (true, _) => "yes".into(),
                                 (false, Some(b)) => format!("#{b}"),
                                 (false, None) => "no".into(),
