@@ -17,13 +17,13 @@ pub fn emit(text: &str) -> Result<(), Failure> {
     out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(write_failure)
 }
 
-/// Print JSON values as lines on stdout, each written as it comes (buffered), so a long
-/// output is never held whole.
-pub fn emit_lines(values: impl Iterator<Item = serde_json::Value>) -> Result<(), Failure> {
+/// Print JSON lines on stdout, each written as it comes (buffered), so a long output is
+/// never held whole.
+pub fn emit_lines(lines: impl Iterator<Item = serde_json::Result<String>>) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-    for v in values {
-        serde_json::to_writer(&mut out, &v).map_err(std::io::Error::from).map_err(write_failure)?;
-        out.write_all(b"\n").map_err(write_failure)?;
+    for line in lines {
+        let line = line.map_err(|e| Failure::new(ExitCode::Internal, format!("a JSON line did not serialize: {e}")))?;
+        out.write_all(line.as_bytes()).and_then(|_| out.write_all(b"\n")).map_err(write_failure)?;
     }
     out.flush().map_err(write_failure)
 }

@@ -614,7 +614,7 @@ pub fn main(argv: impl IntoIterator<Item = OsString>) -> Result<(), Failure> {
         }
         (true, Format::Json) => {
             if result.is_ok() {
-                crate::cli::output::emit_lines(summary.planned.iter().map(|(_, v)| v.clone()))?;
+                crate::cli::output::emit_lines(summary.planned.iter().map(|(_, v)| serde_json::to_string(v)))?;
             }
             json_line(&summary.to_json())?;
         }

@@ -16,6 +16,7 @@ use crate::config::policy::RetentionPolicy;
 // The planner judges locks as S3 reports them (a HEAD each, on a bucket with Object Lock),
 // by the same rule s3put --delete applies.
 use crate::s3::objects::LockState;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -559,26 +560,51 @@ fn verdict(
     Verdict { keep: kept, rules, needed_by: kept_children.to_vec(), reason }
 }
 
+/// One record's verdict as a JSON line, serialized straight from borrowed fields: at
+/// 100,000 lines a `serde_json::Value` map each cost a fifth of the command's CPU.
+#[derive(Serialize)]
+pub struct RecordLine<'a> {
+    action: &'static str,
+    dataset: &'a str,
+    snapshot: &'a str,
+    guid: Option<String>,
+    kind: &'static str,
+    from: Option<&'a str>,
+    time: i64,
+    bytes: u64,
+    key: String,
+    rules: &'a [String],
+    needed_by: Vec<&'a str>,
+    locked_until: Option<String>,
+    reason: &'a str,
+}
+
 impl Prune {
     /// One JSON line per record, in list order.
-    pub fn record_json(&self, ctx: &Context, records: &[BackupRecord], locks: &Locks, i: usize) -> Value {
+    pub fn record_line<'a>(
+        &'a self,
+        ctx: &Context,
+        records: &'a [BackupRecord],
+        locks: &Locks,
+        i: usize,
+    ) -> RecordLine<'a> {
         let r = &records[i];
         let v = &self.verdicts[i];
-        json!({
-            "action": if v.keep { "keep" } else { "delete" },
-            "dataset": r.dataset,
-            "snapshot": r.snapshot,
-            "guid": r.guid.map(|g| g.to_string()),
-            "kind": r.kind.as_str(),
-            "from": r.from_snap,
-            "time": r.time,
-            "bytes": r.bytes,
-            "key": ctx.url(&r.key),
-            "rules": v.rules,
-            "needed_by": v.needed_by.iter().map(|&c| records[c].snapshot.clone()).collect::<Vec<_>>(),
-            "locked_until": locks.get(&r.key).and_then(|l| l.retain_until).map(calendar::rfc3339),
-            "reason": &*v.reason,
-        })
+        RecordLine {
+            action: if v.keep { "keep" } else { "delete" },
+            dataset: &r.dataset,
+            snapshot: &r.snapshot,
+            guid: r.guid.map(|g| g.to_string()),
+            kind: r.kind.as_str(),
+            from: r.from_snap.as_deref(),
+            time: r.time,
+            bytes: r.bytes,
+            key: ctx.url(&r.key),
+            rules: &v.rules,
+            needed_by: v.needed_by.iter().map(|&c| records[c].snapshot.as_str()).collect(),
+            locked_until: locks.get(&r.key).and_then(|l| l.retain_until).map(calendar::rfc3339),
+            reason: &v.reason,
+        }
     }
 
     pub fn summary_json(&self, ctx: &Context, policy: Value) -> Value {

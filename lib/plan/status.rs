@@ -5,12 +5,9 @@
 use super::Context;
 use crate::catalog::{BackupRecord, Health, Uncommitted};
 use crate::zfs::snapshots::{Bookmark, Snapshot};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
-
-fn guid_json(g: Option<u64>) -> Value {
-    g.map(|g| Value::String(g.to_string())).unwrap_or(Value::Null)
-}
 
 fn broken(h: &Health) -> Option<String> {
     match h {
@@ -50,31 +47,66 @@ pub struct Listed<'a> {
     pub bookmark: Option<&'a str>,
 }
 
-impl Listed<'_> {
-    pub fn to_json(&self, ctx: &Context) -> Value {
+/// A guid as JSON shows it: a string (JSON numbers lose precision past 2^53), or null.
+fn guid_text(g: Option<u64>) -> Option<String> {
+    g.map(|g| g.to_string())
+}
+
+/// A `list` entry's JSON line, serialized straight from borrowed fields: at 100,000 lines,
+/// building a `serde_json::Value` map for each was a fifth of the command's CPU.
+#[derive(Serialize)]
+pub struct ListedLine<'a> {
+    n: usize,
+    dataset: &'a str,
+    snapshot: &'a str,
+    guid: Option<String>,
+    kind: &'static str,
+    from: Option<&'a str>,
+    from_guid: Option<String>,
+    time: i64,
+    bytes: u64,
+    compressor: &'a str,
+    send_options: String,
+    raw: bool,
+    /// Who can read it (fingerprints; empty: not encrypted).
+    encrypted_to: &'a [String],
+    restorable: bool,
+    broken: Option<String>,
+    legacy: bool,
+    bookmark: Option<&'a str>,
+    key: String,
+    reason: String,
+}
+
+impl<'a> Listed<'a> {
+    pub fn line(&self, ctx: &Context) -> ListedLine<'a> {
         let r = self.record;
-        json!({
-            "n": self.n,
-            "dataset": r.dataset,
-            "snapshot": r.snapshot,
-            "guid": guid_json(r.guid),
-            "kind": r.kind.as_str(),
-            "from": r.from_snap,
-            "from_guid": guid_json(r.from_guid),
-            "time": r.time,
-            "bytes": r.bytes,
-            "compressor": r.compressor,
-            "send_options": r.send.letters(),
-            "raw": r.send.raw(),
-            // Who can read it (fingerprints; empty: not encrypted).
-            "encrypted_to": r.encrypted_to,
-            "restorable": self.health.is_restorable(),
-            "broken": broken(self.health),
-            "legacy": r.legacy,
-            "bookmark": self.bookmark,
-            "key": ctx.url(&r.key),
-            "reason": self.reason(),
-        })
+        ListedLine {
+            n: self.n,
+            dataset: &r.dataset,
+            snapshot: &r.snapshot,
+            guid: guid_text(r.guid),
+            kind: r.kind.as_str(),
+            from: r.from_snap.as_deref(),
+            from_guid: guid_text(r.from_guid),
+            time: r.time,
+            bytes: r.bytes,
+            compressor: &r.compressor,
+            send_options: r.send.letters(),
+            raw: r.send.raw(),
+            encrypted_to: &r.encrypted_to,
+            restorable: self.health.is_restorable(),
+            broken: broken(self.health),
+            legacy: r.legacy,
+            bookmark: self.bookmark,
+            key: ctx.url(&r.key),
+            reason: self.reason(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn to_json(&self, ctx: &Context) -> Value {
+        serde_json::to_value(self.line(ctx)).expect("a list line serializes")
     }
 
     /// Why it can or cannot be restored.
@@ -168,30 +200,61 @@ pub struct Row<'a> {
     order: (i64, usize, usize),
 }
 
-impl Row<'_> {
+/// A `status` row's JSON line, serialized straight from borrowed fields (as
+/// [`ListedLine`]).
+#[derive(Serialize)]
+pub struct RowLine<'a> {
+    snapshot: &'a str,
+    remote_name: Option<&'a str>,
+    guid: Option<String>,
+    local_guid: Option<String>,
+    local: bool,
+    remote: &'static str,
+    bookmark: Option<&'a str>,
+    kind: Option<&'static str>,
+    raw: Option<bool>,
+    send_options: Option<String>,
+    encrypted_to: Option<&'a [String]>,
+    bytes: Option<u64>,
+    copies: usize,
+    /// A zfs3backup object: identified by name, no guid recorded.
+    legacy: Option<bool>,
+    duplicates: Vec<String>,
+    restorable: Option<bool>,
+    broken: Option<String>,
+    key: Option<String>,
+    reason: String,
+}
+
+impl<'a> Row<'a> {
+    pub fn line(&self, ctx: &Context) -> RowLine<'a> {
+        let record = self.record;
+        RowLine {
+            snapshot: self.snapshot,
+            remote_name: self.remote_name,
+            guid: guid_text(self.guid),
+            local_guid: guid_text(self.local_guid),
+            local: self.local,
+            remote: self.remote.as_str(),
+            bookmark: self.bookmark,
+            kind: record.map(|r| r.kind.as_str()),
+            raw: record.map(|r| r.send.raw()),
+            send_options: record.map(|r| r.send.letters()),
+            encrypted_to: record.map(|r| r.encrypted_to.as_slice()),
+            bytes: record.map(|r| r.bytes),
+            copies: self.copies,
+            legacy: record.map(|r| r.legacy),
+            duplicates: self.duplicates.iter().map(|r| ctx.url(&r.key)).collect(),
+            restorable: self.health.map(|h| h.is_restorable()),
+            broken: self.health.and_then(broken),
+            key: record.map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.map(|k| ctx.url(k))),
+            reason: self.reason(),
+        }
+    }
+
+    #[cfg(test)]
     pub fn to_json(&self, ctx: &Context) -> Value {
-        json!({
-            "snapshot": self.snapshot,
-            "remote_name": self.remote_name,
-            "guid": guid_json(self.guid),
-            "local_guid": guid_json(self.local_guid),
-            "local": self.local,
-            "remote": self.remote.as_str(),
-            "bookmark": self.bookmark,
-            "kind": self.record.map(|r| r.kind.as_str()),
-            "raw": self.record.map(|r| r.send.raw()),
-            "send_options": self.record.map(|r| r.send.letters()),
-            "encrypted_to": self.record.map(|r| r.encrypted_to.clone()),
-            "bytes": self.record.map(|r| r.bytes),
-            "copies": self.copies,
-            // A zfs3backup object: identified by name, no guid recorded.
-            "legacy": self.record.map(|r| r.legacy),
-            "duplicates": self.duplicates.iter().map(|r| ctx.url(&r.key)).collect::<Vec<_>>(),
-            "restorable": self.health.map(|h| h.is_restorable()),
-            "broken": self.health.and_then(broken),
-            "key": self.record.map(|r| ctx.url(&r.key)).or_else(|| self.uncommitted_key.map(|k| ctx.url(k))),
-            "reason": self.reason(),
-        })
+        serde_json::to_value(self.line(ctx)).expect("a status line serializes")
     }
 
     /// Where the snapshot is and whether it restores, with the copies named when one

@@ -2,7 +2,7 @@
 //! them, with the local bookmark of each where the dataset is on this host.
 
 use super::inputs::{Inputs, LocalNeed, Needs};
-use super::render::{table, Rendered};
+use super::render::{line, table, Rendered};
 use super::Format;
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -21,7 +21,7 @@ pub fn decide(i: &Inputs) -> Result<Vec<Listed<'_>>, Failure> {
 
 pub fn render<'a>(entries: &'a [Listed], i: &'a Inputs, f: Format) -> Rendered<'a> {
     if f != Format::Table {
-        return Rendered::stream(entries.iter().map(|e| e.to_json(&i.ctx)));
+        return Rendered::stream(entries.iter().map(|e| line(&e.line(&i.ctx))));
     }
     Rendered::text(match f {
         Format::Table => table(

@@ -3,7 +3,7 @@
 //! orphans a newer restorable backup supersedes are deleted (`plan::prune::plan_broken`).
 
 use super::inputs::{Inputs, LocalNeed, Needs};
-use super::render::{commands, table, Rendered};
+use super::render::{commands, line, table, Rendered};
 use super::Format;
 use crate::calendar;
 use crate::cli::output::human_bytes;
@@ -38,8 +38,8 @@ pub fn render<'a>(p: &'a Prune, i: &'a Inputs, f: Format) -> Rendered<'a> {
     let warning = p.quota_problem.clone().map(|w| with_client_share(w, i));
     if f == Format::Json {
         let lines = (0..records.len())
-            .map(|n| p.record_json(ctx, records, &i.locks, n))
-            .chain(std::iter::once(p.summary_json(ctx, i.effective.to_json())));
+            .map(|n| line(&p.record_line(ctx, records, &i.locks, n)))
+            .chain(std::iter::once(line(&p.summary_json(ctx, i.effective.to_json()))));
         return Rendered { warning, ..Rendered::stream(lines) };
     }
     let text = match f {

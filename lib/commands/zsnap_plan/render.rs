@@ -4,6 +4,7 @@
 //! 100,000 backups the whole text would be tens of MiB held at once.
 
 use crate::cli::Failure;
+use serde::Serialize;
 use serde_json::Value;
 
 /// What a command prints, and what it says besides.
@@ -12,7 +13,7 @@ pub struct Rendered<'a> {
     /// stdout.
     pub text: String,
     /// JSON lines for stdout after `text`, made and written one at a time.
-    pub stream: Option<Box<dyn Iterator<Item = Value> + 'a>>,
+    pub stream: Option<Box<dyn Iterator<Item = serde_json::Result<String>> + 'a>>,
     /// Lines for stderr, said whatever the exit status (e.g. a quota the backup will pass).
     pub notes: Vec<String>,
     /// A problem to exit 1 with after printing (a quota prune cannot meet).
@@ -24,9 +25,9 @@ impl<'a> Rendered<'a> {
         Rendered { text, ..Rendered::default() }
     }
 
-    /// JSON lines, one value at a time.
-    pub fn stream(values: impl Iterator<Item = Value> + 'a) -> Rendered<'a> {
-        Rendered { stream: Some(Box::new(values)), ..Rendered::default() }
+    /// JSON lines, one at a time (each from [`line`]).
+    pub fn stream(lines: impl Iterator<Item = serde_json::Result<String>> + 'a) -> Rendered<'a> {
+        Rendered { stream: Some(Box::new(lines)), ..Rendered::default() }
     }
 
     /// Say the notes on stderr, print the text and the stream on stdout; the warning to
@@ -36,11 +37,17 @@ impl<'a> Rendered<'a> {
             eprintln!("zsnap-plan: {note}");
         }
         crate::cli::output::emit(&self.text)?;
-        if let Some(values) = self.stream {
-            crate::cli::output::emit_lines(values)?;
+        if let Some(lines) = self.stream {
+            crate::cli::output::emit_lines(lines)?;
         }
         Ok(self.warning)
     }
+}
+
+/// One JSON line for [`Rendered::stream`]: a row's own line struct, serialized straight
+/// from its fields, or a `Value`.
+pub fn line(value: &impl Serialize) -> serde_json::Result<String> {
+    serde_json::to_string(value)
 }
 
 /// One JSON value per line.

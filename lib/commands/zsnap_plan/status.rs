@@ -2,7 +2,7 @@
 //! with the policy in force and the bytes stored against the quota.
 
 use super::inputs::{Inputs, LocalNeed, Needs};
-use super::render::{table, Rendered};
+use super::render::{line, table, Rendered};
 use super::Format;
 use crate::cli::output::human_bytes;
 use crate::cli::Failure;
@@ -31,7 +31,7 @@ pub fn render<'a>((rows, summary): &'a (Vec<Row<'a>>, Summary), i: &'a Inputs, f
     if f != Format::Table {
         let mut sum = summary.to_json(&i.ctx);
         add_usage(&mut sum, i);
-        return Rendered::stream(rows.iter().map(|r| r.to_json(&i.ctx)).chain(std::iter::once(sum)));
+        return Rendered::stream(rows.iter().map(|r| line(&r.line(&i.ctx))).chain(std::iter::once(line(&sum))));
     }
     Rendered::text(match f {
         Format::Table => {
