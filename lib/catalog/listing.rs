@@ -224,7 +224,7 @@ pub fn assemble(
 /// Reorder `v` in place so that the new `v[k]` is the old `v[order[k]]` (`order` a
 /// permutation of its indices), following each cycle once: O(n) swaps, none when `order`
 /// is already the identity (the usual case: the listing sorted by time is list order).
-fn permute<T>(v: &mut [T], order: &[usize]) {
+pub(crate) fn permute<T>(v: &mut [T], order: &[usize]) {
     let mut done = vec![false; v.len()];
     for start in 0..v.len() {
         let mut at = start;

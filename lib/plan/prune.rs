@@ -433,8 +433,7 @@ fn group_snapshots(records: &[BackupRecord], health: &[Health]) -> (Vec<Group>, 
     for g in group_of.iter_mut().flatten() {
         *g = moved_to[*g];
     }
-    let mut slots: Vec<Option<Group>> = groups.into_iter().map(Some).collect();
-    let groups = order.iter().filter_map(|&g| slots[g].take()).collect();
+    crate::catalog::listing::permute(&mut groups, &order);
     (groups, group_of)
 }
 

@@ -372,11 +372,12 @@ impl<'a> Holders<'a> {
 
     /// The records of the same snapshot as `r`: the same guid, or for a zfs3backup record
     /// the same name among records without a guid. Includes `r`.
-    fn same_snapshot(&self, r: &BackupRecord) -> Vec<usize> {
-        match r.guid {
-            Some(g) => self.with_guid(g).collect(),
-            None => self.legacy_named(&r.snapshot).to_vec(),
-        }
+    fn same_snapshot(&self, r: &BackupRecord) -> impl Iterator<Item = usize> + '_ {
+        let legacy = match r.guid {
+            Some(_) => &[][..],
+            None => self.legacy_named(&r.snapshot),
+        };
+        r.guid.into_iter().flat_map(|g| self.with_guid(g)).chain(legacy.iter().copied())
     }
 
     /// Whether a committed record has the upload's snapshot: by guid where both have one,
@@ -491,7 +492,7 @@ pub fn status<'a>(
             continue;
         }
         let r = &records[i];
-        let same: Vec<usize> = holders.same_snapshot(r).into_iter().filter(|&j| !used[j]).collect();
+        let same: Vec<usize> = holders.same_snapshot(r).filter(|&j| !used[j]).collect();
         for &j in &same {
             used[j] = true;
         }
@@ -587,8 +588,12 @@ mod tests {
             let brute: Vec<usize> = (0..records.len()).filter(|&i| records[i].holds(guid, name)).collect();
             assert_eq!(h.holding(guid, name), brute, "{guid} {name}");
         }
-        assert_eq!(h.same_snapshot(&records[1]), [0, 1]);
-        assert_eq!(h.same_snapshot(&records[3]), [3], "a zfs3backup record is not the zsnap one of its name");
+        assert_eq!(h.same_snapshot(&records[1]).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            h.same_snapshot(&records[3]).collect::<Vec<_>>(),
+            [3],
+            "a zfs3backup record is not the zsnap one of its name"
+        );
         let unc =
             |snapshot: &str, guid| Uncommitted { snapshot: snapshot.into(), guid, key: "k".into(), initiated: None };
         for (u, want) in [
